@@ -1,0 +1,13 @@
+"""Atomic file writing and safetensors helpers (no pickle for user-facing files)."""
+
+from prunekit.io.atomic import atomic_write_bytes, atomic_write_text, atomic_write_json
+from prunekit.io.tensors import load_tensors, save_tensors, state_dict_bytes
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "save_tensors",
+    "load_tensors",
+    "state_dict_bytes",
+]
