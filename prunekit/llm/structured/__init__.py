@@ -1,0 +1,1 @@
+"""Structured pruning of transformers: attention heads, MLP neurons, whole blocks."""
