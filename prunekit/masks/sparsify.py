@@ -1,0 +1,163 @@
+"""``sparsify_``: the in-place verb for unstructured pruning with masks."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from prunekit.config.base import ConfigBase, check_choice, check_fraction
+from prunekit.errors import ConfigError, ModelError
+from prunekit.importance.configs import IMPORTANCES, Importance, Magnitude
+from prunekit.masks.parametrize import apply_mask, get_mask
+from prunekit.masks.report import LayerSparsity, sparsity_report
+from prunekit.patterns.unstructured import global_keep_masks, layer_keep_masks
+
+#: layer types whose ``weight`` is pruned by default
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+
+FilterFn = Callable[[str, nn.Module], bool]
+
+
+@dataclass(frozen=True)
+class SparsifyConfig(ConfigBase):
+    """How much to prune, ranked by what, over which scope.
+
+    Attributes:
+        amount: a fraction in [0, 1) of the weights to prune (the total after pruning,
+            counting weights already masked), or an int count of weights.
+        importance: ``Magnitude(p=1)`` (default) or ``Random(seed)``.
+        scope: ``"global"`` ranks all layers together; ``"layer"`` prunes ``amount`` in each.
+
+    Example:
+        >>> SparsifyConfig(amount=0.5, scope="layer").to_dict()["importance"]
+        {'type': 'Magnitude', 'p': 1}
+    """
+
+    amount: float | int = 0.5
+    importance: Importance = field(default_factory=Magnitude)
+    scope: str = "global"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.amount, numbers.Integral) and not isinstance(self.amount, bool):
+            if self.amount < 0:
+                raise ConfigError(f"amount as a count must be >= 0, got {self.amount}")
+        else:
+            check_fraction("amount (sparsity)", self.amount)
+        if isinstance(self.importance, dict):
+            object.__setattr__(self, "importance", _importance_from_dict(self.importance))
+        if not isinstance(self.importance, Importance):
+            raise ConfigError(
+                f"importance must be one of {sorted(IMPORTANCES)} (e.g. Magnitude()), "
+                f"got {self.importance!r}"
+            )
+        check_choice("scope", self.scope, ("global", "layer"))
+
+
+def _importance_from_dict(data: dict[str, Any]) -> Importance:
+    kind = data.get("type")
+    if kind not in IMPORTANCES:
+        raise ConfigError(f"importance type must be one of {sorted(IMPORTANCES)}, got {kind!r}")
+    return IMPORTANCES[kind].from_dict(data)
+
+
+def prunable_layers(model: nn.Module, filter_fn: FilterFn | None = None) -> list[tuple[str, nn.Module]]:
+    """Return ``(name, module)`` of layers whose weight would be pruned.
+
+    Default: every Linear, Conv and ConvTranspose; ``filter_fn(name, module)`` narrows it.
+
+    Example:
+        >>> [n for n, _ in prunable_layers(nn.Sequential(nn.Linear(2, 2), nn.ReLU()))]
+        ['0']
+    """
+    out = []
+    for name, module in model.named_modules():
+        if ".parametrizations." in f".{name}.":
+            continue
+        if isinstance(module, PRUNABLE_TYPES) and (filter_fn is None or filter_fn(name, module)):
+            out.append((name, module))
+    return out
+
+
+def sparsify_(
+    model: nn.Module, config: SparsifyConfig, filter_fn: FilterFn | None = None
+) -> list[LayerSparsity]:
+    """Mask the lowest-importance weights of the model's prunable layers, in place.
+
+    Masks hold through training (the effective weight is ``original * mask``); call
+    ``make_permanent`` to bake them in. If anything fails, the model is left as it was.
+
+    Args:
+        model: any ``nn.Module``.
+        config: a ``SparsifyConfig``.
+        filter_fn: optional ``(name, module) -> bool`` choosing which prunable layers take part.
+
+    Returns:
+        The per-layer sparsity report of the pruned layers.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+        >>> rows = sparsify_(net, SparsifyConfig(amount=0.5))
+        >>> sum(r.numel - r.nonzero for r in rows)
+        12
+    """
+    if not isinstance(config, SparsifyConfig):
+        raise ConfigError(f"config must be a SparsifyConfig, got {type(config).__name__}")
+    layers = prunable_layers(model, filter_fn)
+    if not layers:
+        what = "no layer passed filter_fn" if filter_fn else "it has no Linear/Conv layer"
+        raise ModelError(f"nothing to prune in {type(model).__name__}: {what}")
+    weights = [m.weight for _, m in layers]
+    total = sum(w.numel() for w in weights)
+    if isinstance(config.amount, int) and config.amount > total:
+        raise ConfigError(f"amount={config.amount} exceeds the {total} prunable weights")
+
+    scorer = config.importance.scorer()
+    scores = []
+    for (name, module), w in zip(layers, weights):
+        s = scorer(w).to("cpu")
+        old = get_mask(module)
+        if old is not None:
+            s = torch.where(old.cpu(), s, torch.full_like(s, float("-inf")))
+        scores.append(s)
+    select = global_keep_masks if config.scope == "global" else layer_keep_masks
+    masks = select(scores, config.amount)
+    _apply_all_or_nothing(layers, masks)
+    return sparsity_report(model, lambda n, m: any(m is mod for _, mod in layers))
+
+
+def _apply_all_or_nothing(layers: list[tuple[str, nn.Module]], masks: list[torch.Tensor]) -> None:
+    """Apply every mask, or restore every layer exactly if one fails."""
+    saved = []
+    for _, module in layers:
+        old = get_mask(module)
+        data = module.weight.detach().clone() if old is None else module.parametrizations.weight.original.detach().clone()
+        saved.append((module, None if old is None else old.clone(), data))
+    try:
+        for (_, module), mask in zip(layers, masks):
+            old = get_mask(module)
+            apply_mask(module, "weight", mask if old is None else (mask & old.cpu()))
+    except Exception:
+        for module, old_mask, data in saved:
+            if old_mask is None and parametrize.is_parametrized(module, "weight"):
+                parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+                module.weight.data.copy_(data)
+            elif old_mask is not None:
+                module.parametrizations.weight[0].mask.copy_(old_mask)
+                module.parametrizations.weight.original.data.copy_(data)
+            else:
+                module.weight.data.copy_(data)
+        raise

@@ -1,0 +1,76 @@
+"""Multiply-accumulate counts for one forward pass.
+
+Dense MACs come from ``torch.utils.flop_counter`` (every matmul, convolution and
+attention op the forward runs, whatever module it sits in): MACs = FLOPs / 2.
+Sparse MACs count only non-zero weights of Linear/Conv layers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from prunekit.masks.sparsify import PRUNABLE_TYPES
+
+
+def _call(model: nn.Module, example_input: Any) -> None:
+    if isinstance(example_input, dict):
+        model(**example_input)
+    elif isinstance(example_input, (tuple, list)):
+        model(*example_input)
+    else:
+        model(example_input)
+
+
+def count_macs(model: nn.Module, example_input: Any) -> int:
+    """MACs of one forward pass on ``example_input`` (a tensor, tuple or kwargs dict).
+
+    Example:
+        >>> count_macs(nn.Linear(3, 2), torch.zeros(1, 3))
+        6
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            _call(model, example_input)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops() // 2)
+
+
+def count_sparse_macs(model: nn.Module, example_input: Any) -> int:
+    """MACs counting only non-zero weights in Linear/Conv layers (others as dense).
+
+    Example:
+        >>> lin = nn.Linear(4, 2, bias=False)
+        >>> with torch.no_grad(): _ = lin.weight[:, :2].zero_()
+        >>> count_sparse_macs(lin, torch.zeros(1, 4))
+        4
+    """
+    dense_layer, sparse_layer = [0], [0]
+    transposed = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        # every weight is used once per "position": output positions for Linear/Conv,
+        # input positions for ConvTranspose
+        w = module.weight
+        if isinstance(module, nn.Linear):
+            positions = output.numel() // w.shape[0]
+        elif isinstance(module, transposed):
+            positions = inputs[0].numel() // inputs[0].shape[1]
+        else:
+            positions = output.numel() // output.shape[1]
+        dense_layer[0] += positions * w.numel()
+        sparse_layer[0] += positions * int((w != 0).sum())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, PRUNABLE_TYPES)]
+    try:
+        total = count_macs(model, example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    return total - dense_layer[0] + sparse_layer[0]

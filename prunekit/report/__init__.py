@@ -1,0 +1,1 @@
+"""Reports: terminal tables, progress bars, Markdown and PNG plots."""

@@ -1,0 +1,150 @@
+"""``fit`` and ``evaluate``: plain supervised loops that any pruning method plugs into.
+
+``fit`` takes an optional ``loss_fn(model, x, y) -> loss`` (e.g. distillation) and an
+``on_step(step)`` callback run after every optimizer step (e.g. a pruning schedule).
+Masks from ``prunekit.masks`` hold through it with any optimizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from prunekit.config.base import ConfigBase, check_choice, check_positive_int
+from prunekit.errors import ConfigError
+from prunekit.report.progress import progress_bar
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig(ConfigBase):
+    """Hyper-parameters of a training run.
+
+    Example:
+        >>> TrainConfig(epochs=2, lr=1e-3).optimizer
+        'adamw'
+    """
+
+    epochs: int = 10
+    lr: float = 1e-3
+    batch_size: int = 64
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    cosine: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_positive_int("epochs", self.epochs, allow_zero=True)
+        check_positive_int("batch_size", self.batch_size)
+        check_positive_int("seed", self.seed, allow_zero=True)
+        check_choice("optimizer", self.optimizer, ("adamw", "adam", "sgd"))
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Build the optimizer named in ``config`` over the model's trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The default task loss."""
+    return F.cross_entropy(model(x), y)
+
+
+def fit(
+    model: nn.Module,
+    train_data: Dataset,
+    config: TrainConfig,
+    loss_fn: LossFn | None = None,
+    on_step: Callable[[int], None] | None = None,
+    progress: bool = True,
+    description: str = "train",
+) -> list[float]:
+    """Train ``model`` in place; return the mean loss of each epoch.
+
+    Args:
+        model: the model (left in train mode).
+        train_data: a map-style dataset of ``(x, y)``.
+        config: a ``TrainConfig``.
+        loss_fn: ``(model, x, y) -> scalar loss``; cross-entropy by default.
+        on_step: called with the global step number after each optimizer step.
+        progress: show a progress bar.
+        description: label of the progress bar.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> data = TensorDataset(torch.randn(32, 4), torch.randint(0, 2, (32,)))
+        >>> losses = fit(nn.Linear(4, 2), data, TrainConfig(epochs=2), progress=False)
+        >>> len(losses)
+        2
+    """
+    loss_fn = loss_fn or cross_entropy_loss
+    gen = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(train_data, batch_size=config.batch_size, shuffle=True, generator=gen)
+    optimizer = make_optimizer(model, config)
+    total_steps = max(1, config.epochs * len(loader))
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps) if config.cosine else None
+    )
+    model.train()
+    step = 0
+    epoch_losses: list[float] = []
+    with progress_bar(total_steps, description, enabled=progress) as advance:
+        for _ in range(config.epochs):
+            running, batches = 0.0, 0
+            for x, y in loader:
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model, x, y)
+                loss.backward()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                step += 1
+                if on_step is not None:
+                    on_step(step)
+                running += float(loss.detach())
+                batches += 1
+                advance(1)
+            epoch_losses.append(running / max(batches, 1))
+    return epoch_losses
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Dataset, batch_size: int = 512) -> dict[str, float]:
+    """Return ``{"accuracy": fraction correct, "loss": mean cross-entropy}`` on ``data``.
+
+    The model's train/eval mode is restored afterwards.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> data = TensorDataset(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long))
+        >>> lin = nn.Linear(2, 2)
+        >>> 0.0 <= evaluate(lin, data)["accuracy"] <= 1.0
+        True
+    """
+    was_training = model.training
+    model.eval()
+    correct, total, loss_sum = 0, 0, 0.0
+    try:
+        for x, y in DataLoader(data, batch_size=batch_size):
+            logits = model(x)
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == y).sum())
+            total += y.numel()
+    finally:
+        model.train(was_training)
+    return {"accuracy": correct / max(total, 1), "loss": loss_sum / max(total, 1)}
