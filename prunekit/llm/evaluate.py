@@ -76,7 +76,7 @@ def perplexity(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), layer_progress("perplexity", len(spans), enabled=progress) as advance:
+        with torch.no_grad(), layer_progress("perplexity", len(spans), enabled=progress, unit="windows") as advance:
             for begin, end, target_len in spans:
                 x = ids[begin:end].unsqueeze(0).to(device)
                 logits = model(input_ids=x, use_cache=False).logits[0, :-1].float()

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def layer_progress(label: str, total: int, *, enabled: bool = True) -> Iterator[Callable[[], None]]:
+def layer_progress(label: str, total: int, *, enabled: bool = True, unit: str = "layers") -> Iterator[Callable[[], None]]:
     """Yield an ``advance()`` callable; shows ``label  i/total`` with elapsed time when enabled."""
     if not enabled:
         yield lambda: None
@@ -16,7 +16,7 @@ def layer_progress(label: str, total: int, *, enabled: bool = True) -> Iterator[
 
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("layers"), TimeElapsedColumn(), transient=False,
+        TextColumn(unit), TimeElapsedColumn(), transient=False,
     ) as bar:
         task = bar.add_task(label, total=total)
         yield lambda: bar.advance(task)
