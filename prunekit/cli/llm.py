@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="evaluate on the first N tokens only (default: all)")
     p.add_argument("--skip-ppl-before", action="store_true", help="do not evaluate the dense model")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when present)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice; 1 is often fastest "
+                   "on a busy shared machine)")
     p.add_argument("--out", default=None, help="folder for metrics.json and model/")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from prunekit.llm.calibration import calibration_windows, tokenize_text
     from prunekit.llm.config import LLMPruneConfig
     from prunekit.llm.evaluate import perplexity
-    from prunekit.llm.loading import load_causal_lm, resolve_model
+    from prunekit.llm.loading import load_model, load_tokenizer, resolve_model
     from prunekit.llm.memory import peak_rss_mb
     from prunekit.llm.prune import prune_llm
     from prunekit.llm.structured.storage import save_pretrained_model
@@ -65,21 +68,28 @@ def run(args: argparse.Namespace) -> int:
     resolve_model(args.model)  # fail fast on a bad path, before reading any text
     calib_text = read_text(args.calib or "austen:emma") if config.needs_calibration else None
     eval_text = read_text(args.eval_text or "austen:persuasion")
+    if args.threads is not None:
+        if args.threads < 1:
+            from prunekit.errors import ConfigError
+
+            raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
+        torch.set_num_threads(args.threads)
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     progress = not args.no_progress
 
-    t0 = time.perf_counter()
-    model, tokenizer = load_causal_lm(args.model, device=device)
-    load_seconds = time.perf_counter() - t0
-    print(f"loaded {args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params) "
-          f"in {load_seconds:.1f}s on {device}")
+    tokenizer = load_tokenizer(args.model)
     windows = None
     if calib_text is not None:
         windows = calibration_windows(tokenize_text(tokenizer, calib_text), args.nsamples,
                                       args.seqlen, args.seed)
     eval_ids = tokenize_text(tokenizer, eval_text)
+    t0 = time.perf_counter()
+    model = load_model(args.model, device=device)
+    load_seconds = time.perf_counter() - t0
+    print(f"loaded {args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params) "
+          f"in {load_seconds:.1f}s on {device}")
 
     def ppl() -> float:
         return perplexity(model, eval_ids, window=args.eval_window, stride=args.eval_stride,
@@ -118,7 +128,5 @@ def run(args: argparse.Namespace) -> int:
         save_pretrained_model(model, out / "model", tokenizer)
         atomic_write_json(out / "metrics.json", metrics)
         print(f"wrote {out / 'metrics.json'} and {out / 'model'}")
-    else:
-        print(json.dumps({k: metrics[k] for k in ("ppl_before", "ppl_after", "prune_seconds",
-                                                  "peak_rss_mb", "sparsity_measured")}))
+    print(json.dumps({k: v for k, v in metrics.items() if k not in ("config", "layer_sparsity")}))
     return 0

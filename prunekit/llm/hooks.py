@@ -65,16 +65,34 @@ def collect_input_stats(
 
     stats: dict[str, InputStats] = {}
     handles = []
+    # layers fed the very same tensor (q/k/v, gate/up) share one accumulator: the
+    # statistics are identical, so they are computed once
+    last: dict[str, object] = {"tensor": None, "stats": None}
+    shared: dict[str, str] = {}
+
     try:
         for name, module in linears.items():
             w = weight_2d(module)
             stats[name] = InputStats(w.shape[1], gram=gram, device=w.device)
 
-            def hook(_mod, inputs, _out, _s=stats[name]):
-                _s.accumulate(inputs[0])
+            def hook(_mod, inputs, _out, _name=name):
+                x = inputs[0]
+                if x is last["tensor"] and _name not in stats_owned:
+                    owner = last["stats"]
+                    if _name not in shared:
+                        shared[_name] = owner
+                    if shared[_name] == owner:
+                        return
+                stats_owned.add(_name)
+                stats[_name].accumulate(x)
+                last["tensor"], last["stats"] = x, _name
 
             handles.append(module.register_forward_hook(hook))
+        stats_owned: set[str] = set()
         yield stats
     finally:
         for handle in handles:
             handle.remove()
+        last["tensor"] = None
+        for name, owner in shared.items():
+            stats[name] = stats[owner]

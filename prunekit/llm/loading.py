@@ -57,38 +57,52 @@ def resolve_model(spec: str | os.PathLike[str]) -> tuple[Path, str | None]:
     )
 
 
-def load_causal_lm(
+def load_tokenizer(spec: str | os.PathLike[str]) -> Any:
+    """The tokenizer of a local HF folder, a ``.gguf`` file or ``"smollm2-135m"``."""
+    transformers = require("transformers", extra="hf")
+    folder, gguf = resolve_model(spec)
+    if gguf is not None:
+        require("gguf", extra="hf")
+        return transformers.AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf)
+    return transformers.AutoTokenizer.from_pretrained(str(folder))
+
+
+def load_model(
     spec: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32, device: str = "cpu"
-) -> tuple[Any, Any]:
-    """Load ``(model, tokenizer)`` in eval mode.
+) -> Any:
+    """The causal LM of a local HF folder, a ``.gguf`` file or ``"smollm2-135m"``, in eval mode.
 
-    Args:
-        spec: a local HF folder, a ``.gguf`` file, or ``"smollm2-135m"``.
-        dtype: weight dtype (GGUF weights are dequantized to it). device: ``"cpu"``/``"cuda"``.
-
-    Example:
-        >>> model, tok = load_causal_lm("smollm2-135m")   # doctest: +SKIP
+    GGUF weights are dequantized to ``dtype``; a folder with per-layer structured widths
+    is rebuilt with :func:`prunekit.llm.structured.load_pruned`.
     """
     transformers = require("transformers", extra="hf")
     folder, gguf = resolve_model(spec)
     if gguf is not None:
         require("gguf", extra="hf")
-        tok = transformers.AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf)
         model = transformers.AutoModelForCausalLM.from_pretrained(
             str(folder), gguf_file=gguf, dtype=dtype
         )
         # the weights are now plain dequantized tensors; forget the GGUF origin so that
         # saving writes an ordinary checkpoint
-        for attr in ("quantization_config",):
-            if hasattr(model.config, attr):
-                delattr(model.config, attr)
+        if hasattr(model.config, "quantization_config"):
+            delattr(model.config, "quantization_config")
         model.hf_quantizer = None
         model.is_quantized = False
     else:
         from prunekit.llm.structured.storage import load_pruned
 
-        tok = transformers.AutoTokenizer.from_pretrained(str(folder))
         model = load_pruned(folder, transformers.AutoModelForCausalLM, dtype=dtype)
     model.to(device)
     model.eval()
-    return model, tok
+    return model
+
+
+def load_causal_lm(
+    spec: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32, device: str = "cpu"
+) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)``; see :func:`load_model` and :func:`load_tokenizer`.
+
+    Example:
+        >>> model, tok = load_causal_lm("smollm2-135m")   # doctest: +SKIP
+    """
+    return load_model(spec, dtype=dtype, device=device), load_tokenizer(spec)

@@ -108,3 +108,22 @@ def test_calibration_windows_errors_and_shape():
         calibration_windows(torch.arange(10), nsamples=2, seqlen=16)
     w = calibration_windows(torch.arange(1000), nsamples=3, seqlen=16, seed=5)
     assert w.shape == (3, 16) and torch.equal(w, calibration_windows(torch.arange(1000), 3, 16, 5))
+
+
+def test_layers_fed_the_same_input_share_identical_statistics():
+    model = tiny_llama()
+    block = find_blocks(model)[1][0]
+    linears = find_linears(block)
+    windows = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(0))
+    for _i, blk, run in sequential_blocks(model, [{"input_ids": windows, "use_cache": False}]):
+        with collect_input_stats(linears, gram=True) as stats:
+            run()
+        break
+    assert stats["self_attn.q_proj"] is stats["self_attn.k_proj"] is stats["self_attn.v_proj"]
+    assert stats["mlp.gate_proj"] is stats["mlp.up_proj"]
+    assert stats["self_attn.o_proj"] is not stats["self_attn.q_proj"]
+    # shared statistics equal separately gathered ones
+    with collect_input_stats({"k": linears["self_attn.k_proj"]}, gram=True) as alone:
+        run()
+    assert torch.allclose(alone["k"].gram, stats["self_attn.k_proj"].gram, rtol=1e-5, atol=1e-4)
+    assert alone["k"].tokens == stats["self_attn.q_proj"].tokens == 32
