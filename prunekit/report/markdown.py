@@ -15,9 +15,10 @@ def write_stage_plots(metrics: dict[str, Any], out_dir: str | Path) -> list[Path
     out = Path(out_dir)
     stages = metrics["stages"]
     names = list(stages)
+    acc = [100 * stages[n]["accuracy"] for n in names]
     paths = [
-        bar_plot(out / "accuracy_per_stage.png", names, [100 * stages[n]["accuracy"] for n in names],
-                 "Test accuracy per stage", "accuracy (%)", value_format="{:.2f}"),
+        bar_plot(out / "accuracy_per_stage.png", names, acc, "Test accuracy per stage", "accuracy (%)",
+                 ylim=(max(0.0, min(acc) - 5.0), 100.0), value_format="{:.2f}"),
         bar_plot(out / "size_per_stage.png", names, [stages[n]["size_compressed_bytes"] / 1024 for n in names],
                  "Compressed size per stage", "KiB (zlib of safetensors)", value_format="{:.1f}"),
     ]
