@@ -42,7 +42,9 @@ def format_value(value: Any, kind: str) -> str:
     return str(value)
 
 
-def stage_rows(stages: dict[str, dict[str, Any]], columns: Sequence[tuple[str, str, str]] = STAGE_COLUMNS) -> list[list[str]]:
+def stage_rows(
+    stages: dict[str, dict[str, Any]], columns: Sequence[tuple[str, str, str]] = STAGE_COLUMNS
+) -> list[list[str]]:
     """Rows of formatted cells, one per stage, first cell the stage name.
 
     Example:

@@ -27,7 +27,7 @@ def test_check_int_and_choice():
 
 def test_frozen_and_round_trip():
     cfg = TrainConfig(epochs=3, lr=0.01)
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError):
         cfg.epochs = 4  # frozen
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="valid keys are"):

@@ -22,7 +22,8 @@ def test_split_is_fixed():
 
 
 def test_unknown_dataset_names_the_choices():
-    with pytest.raises(DatasetError, match=r"unknown dataset 'cifar'; choose one of \['digits', 'fashion-mnist', 'mnist5k'\]"):
+    expected = r"unknown dataset 'cifar'; choose one of \['digits', 'fashion-mnist', 'mnist5k'\]"
+    with pytest.raises(DatasetError, match=expected):
         load_dataset("cifar")
 
 

@@ -159,7 +159,8 @@ def test_config_dict_round_trip_and_unknown_keys():
     cfg = SparsifyConfig(amount=0.7, importance=Random(seed=5), scope="layer")
     again = SparsifyConfig.from_dict(cfg.to_dict())
     assert again == cfg
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['amout'\]; valid keys are \['amount', 'importance', 'scope'\]"):
+    expected = r"unknown key\(s\) \['amout'\]; valid keys are \['amount', 'importance', 'scope'\]"
+    with pytest.raises(ConfigError, match=expected):
         SparsifyConfig.from_dict({"amout": 0.5})
     with pytest.raises(ConfigError, match="importance type must be one of"):
         SparsifyConfig.from_dict({"importance": {"type": "Nope"}})

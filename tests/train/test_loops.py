@@ -35,7 +35,8 @@ def test_on_step_called_every_step_and_custom_loss():
         calls["n"] += 1
         return nn.functional.cross_entropy(model(x), y)
 
-    fit(nn.Linear(6, 2), data, TrainConfig(epochs=2, batch_size=64), loss_fn=loss_fn, on_step=steps.append, progress=False)
+    cfg = TrainConfig(epochs=2, batch_size=64)
+    fit(nn.Linear(6, 2), data, cfg, loss_fn=loss_fn, on_step=steps.append, progress=False)
     assert steps == list(range(1, 9)) and calls["n"] == 8
 
 
