@@ -127,7 +127,7 @@ def sparsify_(
 
     scorer = config.importance.scorer()
     scores = []
-    for (name, module), w in zip(layers, weights):
+    for (_, module), w in zip(layers, weights):
         s = scorer(w).to("cpu")
         old = get_mask(module)
         if old is not None:
@@ -144,7 +144,8 @@ def _apply_all_or_nothing(layers: list[tuple[str, nn.Module]], masks: list[torch
     saved = []
     for _, module in layers:
         old = get_mask(module)
-        data = module.weight.detach().clone() if old is None else module.parametrizations.weight.original.detach().clone()
+        source = module.weight if old is None else module.parametrizations.weight.original
+        data = source.detach().clone()
         saved.append((module, None if old is None else old.clone(), data))
     try:
         for (_, module), mask in zip(layers, masks):
