@@ -72,7 +72,7 @@ def sparsegpt_prune(
         check_nm_divides(cols, pattern.n, pattern.m)
         if blocksize % pattern.m:
             blocksize = max(pattern.m, blocksize - blocksize % pattern.m)
-    W = weight.detach().float().clone()
+    W = weight.detach().float().contiguous().clone()
     dead = torch.diag(hessian) == 0
     W[:, dead] = 0
     Hinv = inverse_hessian_cholesky(hessian, percdamp)
