@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from prunekit._version import __version__
+from prunekit.cli.args import OneLineParser
 from prunekit.errors import PrunekitError
 
 #: subcommand modules, in the order ``--help`` lists them
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         >>> p.prog
         'prunekit'
     """
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="prunekit",
         description="Prune PyTorch models and prove the result: accuracy, size, MACs, latency.",
     )
