@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--quick", action="store_true", help="8 windows, 2048 eval tokens")
-    ap.add_argument("--log", default="benchmarks/llm.log")
+    ap.add_argument("--log", default=str(Path(tempfile.gettempdir()) / "prunekit-llm-benchmark.log"))
     a = ap.parse_args()
     if a.quick:
         a.nsamples, a.eval_max_tokens = 8, 2048

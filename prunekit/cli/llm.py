@@ -39,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-stride", type=int, default=512)
     p.add_argument("--eval-max-tokens", type=int, default=None,
                    help="evaluate on the first N tokens only (default: all)")
+    p.add_argument("--speed", action="store_true",
+                   help="also measure generation speed (prefill and decode tokens/s) before and after")
     p.add_argument("--skip-ppl-before", action="store_true", help="do not evaluate the dense model")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when present)")
     p.add_argument("--threads", type=int, default=None,
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from prunekit.io import atomic_write_json
     from prunekit.llm.calibration import calibration_windows, tokenize_text
     from prunekit.llm.config import LLMPruneConfig
-    from prunekit.llm.evaluate import perplexity
+    from prunekit.llm.evaluate import generation_speed, perplexity
+    from prunekit.metrics import count_nonzero, count_params
     from prunekit.llm.loading import load_model, load_tokenizer, resolve_model
     from prunekit.llm.memory import peak_rss_mb
     from prunekit.llm.prune import prune_llm
@@ -95,12 +98,19 @@ def run(args: argparse.Namespace) -> int:
         return perplexity(model, eval_ids, window=args.eval_window, stride=args.eval_stride,
                           max_tokens=args.eval_max_tokens, progress=progress)
 
+    def speed() -> dict | None:
+        if not args.speed:
+            return None
+        return generation_speed(model, eval_ids[:128], new_tokens=32, runs=2).to_dict()
+
+    speed_before = speed()
     ppl_before = None if args.skip_ppl_before else ppl()
     if ppl_before is not None:
         print(f"perplexity before: {ppl_before:.2f}")
     result = prune_llm(model, windows, config, progress=progress)
     rss = peak_rss_mb()
     ppl_after = ppl()
+    speed_after = speed()
     print(f"perplexity after:  {ppl_after:.2f}")
     print(f"pruned {result.measured_sparsity:.1%} of block weights with {config.method}"
           f"{' ' + str(config.pattern) if config.pattern else ''} in {result.seconds:.1f}s; "
@@ -116,6 +126,10 @@ def run(args: argparse.Namespace) -> int:
         "peak_rss_mb": rss,
         "sparsity_measured": result.measured_sparsity,
         "layer_sparsity": result.to_dict()["layer_sparsity"],
+        "params": count_params(model),
+        "nonzero_params": count_nonzero(model),
+        "generation_before": speed_before,
+        "generation_after": speed_after,
         "nsamples": args.nsamples if windows is not None else 0,
         "seqlen": args.seqlen,
         "eval_window": args.eval_window,
@@ -128,5 +142,10 @@ def run(args: argparse.Namespace) -> int:
         save_pretrained_model(model, out / "model", tokenizer)
         atomic_write_json(out / "metrics.json", metrics)
         print(f"wrote {out / 'metrics.json'} and {out / 'model'}")
+    if speed_before and speed_after:
+        print(f"decode {speed_before['decode_tokens_per_s']:.1f} -> "
+              f"{speed_after['decode_tokens_per_s']:.1f} tokens/s; prefill "
+              f"{speed_before['prefill_tokens_per_s']:.0f} -> {speed_after['prefill_tokens_per_s']:.0f} "
+              "tokens/s (unstructured zeros are not faster on dense kernels)")
     print(json.dumps({k: v for k, v in metrics.items() if k not in ("config", "layer_sparsity")}))
     return 0

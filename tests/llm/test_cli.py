@@ -13,7 +13,7 @@ TEXT = (
     "on his first entering a neighbourhood, this truth is so well fixed in the minds of the "
     "surrounding families, that he is considered the rightful property of some one or other of "
     "their daughters. "
-) * 12
+) * 4
 
 
 def _main(argv):
@@ -28,6 +28,9 @@ def _only_llm_subcommand(monkeypatch):
     import prunekit.cli.main as cli_main
 
     monkeypatch.setattr(cli_main, "SUBCOMMANDS", ("prunekit.cli.llm",))
+    threads = torch.get_num_threads()  # --threads changes the process-wide setting
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -56,18 +59,23 @@ def tiny_folder(tmp_path_factory):
 def _args(folder, *extra):
     return ["llm", "--model", str(folder), "--calib", str(folder / "text.txt"),
             "--eval", str(folder / "text.txt"), "--nsamples", "4", "--seqlen", "16",
-            "--eval-window", "16", "--eval-stride", "8", "--no-progress", *extra]
+            "--eval-window", "16", "--eval-stride", "8", "--threads", "1", "--no-progress", *extra]
 
 
 @pytest.mark.parametrize("method,pattern", [("sparsegpt", None), ("wanda", "2:4")])
 def test_cli_prunes_writes_metrics_and_a_reloadable_model(tiny_folder, tmp_path, method, pattern):
     extra = ["--method", method, "--out", str(tmp_path)] + (["--pattern", pattern] if pattern else [])
+    if method == "sparsegpt":
+        extra.append("--speed")
     assert _main(_args(tiny_folder, *extra)) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("ppl_before", "ppl_after", "prune_seconds", "peak_rss_mb", "sparsity_measured"):
         assert isinstance(metrics[key], float)
     assert metrics["sparsity_measured"] == pytest.approx(0.5, abs=0.01)
     assert metrics["ppl_before"] > 1 and metrics["ppl_after"] > 1
+    if method == "sparsegpt":
+        for key in ("generation_before", "generation_after"):
+            assert metrics[key]["decode_tokens_per_s"] > 0 and metrics[key]["prefill_tokens_per_s"] > 0
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "model"))
     zeros = sum(int((p == 0).sum()) for n, p in reloaded.named_parameters() if "layers" in n and n.endswith("proj.weight"))
     total = sum(p.numel() for n, p in reloaded.named_parameters() if "layers" in n and n.endswith("proj.weight"))
