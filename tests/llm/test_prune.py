@@ -42,9 +42,13 @@ def test_calibration_is_sequential_pruned_outputs_feed_the_next_block():
     windows = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(0))
     batches = [{"input_ids": windows, "use_cache": False}]
     seen_inputs = []
-    for index, block, run in sequential_blocks(model, batches):
+    for _index, block, run in sequential_blocks(model, batches):
         grabbed = []
-        handle = block.register_forward_pre_hook(lambda m, a, kw: grabbed.append(a[0] if a else kw["hidden_states"]), with_kwargs=True)
+
+        def grab_input(_m, a, kw, _into=grabbed):
+            _into.append(a[0] if a else kw["hidden_states"])
+
+        handle = block.register_forward_pre_hook(grab_input, with_kwargs=True)
         run()
         handle.remove()
         seen_inputs.append(grabbed[0])
@@ -115,7 +119,7 @@ def test_layers_fed_the_same_input_share_identical_statistics():
     block = find_blocks(model)[1][0]
     linears = find_linears(block)
     windows = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(0))
-    for _i, blk, run in sequential_blocks(model, [{"input_ids": windows, "use_cache": False}]):
+    for _i, _blk, run in sequential_blocks(model, [{"input_ids": windows, "use_cache": False}]):
         with collect_input_stats(linears, gram=True) as stats:
             run()
         break

@@ -106,7 +106,9 @@ def _lowest(scores: list[torch.Tensor], fraction: float, scope: str) -> dict[int
     return chosen
 
 
-def structured_prune(model: nn.Module, batches: list[dict[str, Any]] | None, config: StructuredConfig) -> dict[str, Any]:
+def structured_prune(
+    model: nn.Module, batches: list[dict[str, Any]] | None, config: StructuredConfig
+) -> dict[str, Any]:
     """Remove the lowest-scoring heads, neurons and blocks in place; return the plan.
 
     Returns:
