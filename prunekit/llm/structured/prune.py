@@ -70,8 +70,10 @@ def collect_structured_scores(model: nn.Module, batches: list[dict[str, Any]] | 
             handles.append(b.register_forward_hook(hook, with_kwargs=True))
         try:
             with collect_input_stats(watched, gram=False) as stats, torch.no_grad():
+                device = next(model.parameters()).device
                 for batch in batches:
-                    model(**batch)
+                    model(**{k: v.to(device) if isinstance(v, torch.Tensor) else v
+                             for k, v in batch.items()})
         finally:
             for h in handles:
                 h.remove()
