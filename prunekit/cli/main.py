@@ -23,6 +23,8 @@ from prunekit.errors import PrunekitError
 SUBCOMMANDS: tuple[str, ...] = (
     "prunekit.cli.demo",
     "prunekit.cli.llm",
+    "prunekit.cli.run",
+    "prunekit.cli.report",
 )
 
 
