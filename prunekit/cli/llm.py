@@ -59,11 +59,11 @@ def run(args: argparse.Namespace) -> int:
     from prunekit.llm.calibration import calibration_windows, tokenize_text
     from prunekit.llm.config import LLMPruneConfig
     from prunekit.llm.evaluate import generation_speed, perplexity
-    from prunekit.metrics import count_nonzero, count_params
     from prunekit.llm.loading import load_model, load_tokenizer, resolve_model
     from prunekit.llm.memory import peak_rss_mb
     from prunekit.llm.prune import prune_llm
     from prunekit.llm.structured.storage import save_pretrained_model
+    from prunekit.metrics import count_nonzero, count_params
 
     config = LLMPruneConfig(
         method=args.method, sparsity=args.sparsity, pattern=args.pattern, owl=args.owl

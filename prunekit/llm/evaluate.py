@@ -56,7 +56,8 @@ def perplexity(
         ``exp(mean negative log-likelihood)`` over every predicted token.
 
     Example:
-        >>> from transformers import GPT2Config, GPT2LMHeadModel     # doctest: +SKIP
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> _ = torch.manual_seed(0)
         >>> m = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50))
         >>> 30 < perplexity(m, torch.randint(0, 50, (300,)), window=64, stride=32) < 80
         True

@@ -113,7 +113,7 @@ def prune_llm(
         An :class:`LLMPruneResult` with per-block sparsities and seconds.
 
     Example:
-        >>> from transformers import LlamaConfig, LlamaForCausalLM   # doctest: +SKIP
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
         >>> m = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128,
         ...     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=100))
         >>> r = prune_llm(m, torch.randint(0, 100, (4, 32)), LLMPruneConfig("wanda", 0.5))

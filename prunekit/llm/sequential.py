@@ -64,9 +64,11 @@ def capture_block_inputs(
         raise _StopForward
 
     handle = blocks[0].register_forward_pre_hook(pre_hook, with_kwargs=True)
+    device = next(model.parameters()).device
     try:
         with torch.no_grad():
             for batch in batches:
+                batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
                 try:
                     model(**batch)
                 except _StopForward:

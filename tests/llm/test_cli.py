@@ -77,8 +77,9 @@ def test_cli_prunes_writes_metrics_and_a_reloadable_model(tiny_folder, tmp_path,
         for key in ("generation_before", "generation_after"):
             assert metrics[key]["decode_tokens_per_s"] > 0 and metrics[key]["prefill_tokens_per_s"] > 0
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "model"))
-    zeros = sum(int((p == 0).sum()) for n, p in reloaded.named_parameters() if "layers" in n and n.endswith("proj.weight"))
-    total = sum(p.numel() for n, p in reloaded.named_parameters() if "layers" in n and n.endswith("proj.weight"))
+    block_weights = [p for n, p in reloaded.named_parameters() if "layers" in n and n.endswith("proj.weight")]
+    zeros = sum(int((p == 0).sum()) for p in block_weights)
+    total = sum(p.numel() for p in block_weights)
     assert zeros / total == pytest.approx(metrics["sparsity_measured"])
     from prunekit.llm.calibration import tokenize_text
     from prunekit.llm.evaluate import perplexity

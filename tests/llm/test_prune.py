@@ -11,8 +11,12 @@ from prunekit.llm.sequential import block_output, sequential_blocks
 from tests.llm.conftest import CAUSAL, ENCODERS, example_inputs, tiny_llama
 
 
-@pytest.mark.parametrize("family", sorted(CAUSAL))
-@pytest.mark.parametrize("method,pattern", [("magnitude", None), ("wanda", "2:4"), ("sparsegpt", None)])
+@pytest.mark.parametrize(
+    "family,method,pattern",
+    [("llama", "magnitude", None), ("llama", "wanda", "2:4"), ("llama", "sparsegpt", None),
+     ("qwen2", "sparsegpt", "4:8"), ("mistral", "wanda", None), ("gpt2", "sparsegpt", "2:4"),
+     ("opt", "wanda", None)],
+)
 def test_prune_llm_hits_sparsity_and_leaves_embeddings_and_head(family, method, pattern):
     model = CAUSAL[family]()
     emb_before = model.get_input_embeddings().weight.clone()
@@ -23,10 +27,11 @@ def test_prune_llm_hits_sparsity_and_leaves_embeddings_and_head(family, method, 
     assert torch.equal(model.get_input_embeddings().weight, emb_before)
     assert torch.equal(model.get_output_embeddings().weight, head_before)
     if pattern:
+        n, m = (int(v) for v in pattern.split(":"))
         for block in find_blocks(model)[1]:
             for lin in find_linears(block).values():
                 w = weight_2d(lin)
-                assert ((w.reshape(w.shape[0], -1, 4) != 0).sum(-1) <= 2).all()
+                assert ((w.reshape(w.shape[0], -1, m) != 0).sum(-1) <= n).all()
 
 
 @pytest.mark.parametrize("family", sorted(ENCODERS))
@@ -42,9 +47,13 @@ def test_calibration_is_sequential_pruned_outputs_feed_the_next_block():
     windows = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(0))
     batches = [{"input_ids": windows, "use_cache": False}]
     seen_inputs = []
-    for index, block, run in sequential_blocks(model, batches):
+    for _index, block, run in sequential_blocks(model, batches):
         grabbed = []
-        handle = block.register_forward_pre_hook(lambda m, a, kw: grabbed.append(a[0] if a else kw["hidden_states"]), with_kwargs=True)
+
+        def grab_input(_m, a, kw, _into=grabbed):
+            _into.append(a[0] if a else kw["hidden_states"])
+
+        handle = block.register_forward_pre_hook(grab_input, with_kwargs=True)
         run()
         handle.remove()
         seen_inputs.append(grabbed[0])
@@ -115,7 +124,7 @@ def test_layers_fed_the_same_input_share_identical_statistics():
     block = find_blocks(model)[1][0]
     linears = find_linears(block)
     windows = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(0))
-    for _i, blk, run in sequential_blocks(model, [{"input_ids": windows, "use_cache": False}]):
+    for _i, _blk, run in sequential_blocks(model, [{"input_ids": windows, "use_cache": False}]):
         with collect_input_stats(linears, gram=True) as stats:
             run()
         break

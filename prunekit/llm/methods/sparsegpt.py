@@ -60,7 +60,7 @@ def sparsegpt_prune(
         The updated weight (zeros where pruned, same dtype) and its bool keep-mask.
 
     Example:
-        >>> torch.manual_seed(0); x = torch.randn(64, 8); w = torch.randn(4, 8)
+        >>> _ = torch.manual_seed(0); x = torch.randn(64, 8); w = torch.randn(4, 8)
         >>> new_w, keep = sparsegpt_prune(w, x.T @ x, 0.5)
         >>> int(keep.sum()), bool((new_w[~keep] == 0).all())
         (16, True)

@@ -40,8 +40,8 @@ def block_influence(h_in: torch.Tensor, h_out: torch.Tensor) -> torch.Tensor:
     """``1 - cos(h_in, h_out)`` summed over tokens, and the token count, as a 2-vector.
 
     Example:
-        >>> block_influence(torch.ones(1, 2, 3), torch.ones(1, 2, 3)).tolist()
-        [0.0, 2.0]
+        >>> [round(v, 4) for v in block_influence(torch.ones(1, 2, 3), -torch.ones(1, 2, 3)).tolist()]
+        [4.0, 2.0]
     """
     a = h_in.detach().reshape(-1, h_in.shape[-1]).float()
     b = h_out.detach().reshape(-1, h_out.shape[-1]).float()

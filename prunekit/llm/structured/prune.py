@@ -70,8 +70,10 @@ def collect_structured_scores(model: nn.Module, batches: list[dict[str, Any]] | 
             handles.append(b.register_forward_hook(hook, with_kwargs=True))
         try:
             with collect_input_stats(watched, gram=False) as stats, torch.no_grad():
+                device = next(model.parameters()).device
                 for batch in batches:
-                    model(**batch)
+                    model(**{k: v.to(device) if isinstance(v, torch.Tensor) else v
+                             for k, v in batch.items()})
         finally:
             for h in handles:
                 h.remove()
@@ -106,7 +108,9 @@ def _lowest(scores: list[torch.Tensor], fraction: float, scope: str) -> dict[int
     return chosen
 
 
-def structured_prune(model: nn.Module, batches: list[dict[str, Any]] | None, config: StructuredConfig) -> dict[str, Any]:
+def structured_prune(
+    model: nn.Module, batches: list[dict[str, Any]] | None, config: StructuredConfig
+) -> dict[str, Any]:
     """Remove the lowest-scoring heads, neurons and blocks in place; return the plan.
 
     Returns:

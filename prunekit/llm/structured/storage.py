@@ -33,9 +33,12 @@ def save_pretrained_model(model: nn.Module, folder: str | os.PathLike[str], toke
     """Write config, tokenizer and safetensors weights to ``folder``; return the folder.
 
     Example:
-        >>> from transformers import GPT2Config, GPT2LMHeadModel        # doctest: +SKIP
+        >>> import tempfile
+        >>> from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
         >>> m = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50))
-        >>> folder = save_pretrained_model(m, "/tmp/gpt2-tiny")
+        >>> folder = save_pretrained_model(m, tempfile.mkdtemp())
+        >>> type(AutoModelForCausalLM.from_pretrained(folder)).__name__
+        'GPT2LMHeadModel'
     """
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -53,7 +56,9 @@ def save_pretrained_model(model: nn.Module, folder: str | os.PathLike[str], toke
     return out
 
 
-def load_pruned(folder: str | os.PathLike[str], auto_class: Any = None, *, dtype: torch.dtype = torch.float32) -> nn.Module:
+def load_pruned(
+    folder: str | os.PathLike[str], auto_class: Any = None, *, dtype: torch.dtype = torch.float32
+) -> nn.Module:
     """Load a folder written by :func:`save_pretrained_model`, with non-uniform shapes rebuilt.
 
     Args:
