@@ -2,7 +2,7 @@
 
 Methods (all unstructured, global magnitude unless stated), at 90% and 95% sparsity:
   oneshot    dense model (P epochs) -> prune once -> fine-tune F epochs
-  iterative  dense model -> 3 geometric rounds spread over F epochs of fine-tuning
+  iterative  dense model -> 3 geometric rounds at 0, 1/4 and 1/2 of F fine-tuning epochs
   gradual    one training run of P + F epochs from scratch; cubic schedule from 1/6 to
              3/5 of the steps (Zhu & Gupta), then recovery
   rigl       sparse from scratch (ERK), RigL prune-and-regrow, P + F epochs
@@ -51,8 +51,8 @@ def settings(quick: bool) -> dict:
             "conv": {"train_size": 3000, "P": 1, "F": 1},
         }
     return {
-        "lenet": {"train_size": 30000, "P": 3, "F": 3},
-        "conv": {"train_size": 20000, "P": 3, "F": 3},
+        "lenet": {"train_size": 30000, "P": 4, "F": 4},
+        "conv": {"train_size": 20000, "P": 4, "F": 4},
     }
 
 
@@ -113,7 +113,7 @@ def run_job(kind: str, seed: int, quick: bool) -> dict:
 
         m = copy.deepcopy(dense)
         total = F * steps_per_epoch
-        pruner = SchedulePruner(m, Iterative(final_sparsity=s, rounds=3, steps_per_round=max(1, total // 3)))
+        pruner = SchedulePruner(m, Iterative(final_sparsity=s, rounds=3, steps_per_round=max(1, total // 4)))
         pruner.prune_now()
         fit(m, train, tune, on_step=pruner.step, progress=False)
         out["methods"]["iterative"][key] = acc(m)
