@@ -153,6 +153,10 @@ class L0Gates:
         self.lam = float(self.config.lambda_init)
         self.current_step = 0
 
+    def parameters(self) -> list[nn.Parameter]:
+        """The gates' ``log_alpha`` tensors (give them a larger learning rate than the weights)."""
+        return [g.log_alpha for g in self.gates.values()]
+
     def expected_density(self) -> float:
         """Expected fraction of open gates over all gated units (no gradient)."""
         with torch.no_grad():
