@@ -14,7 +14,7 @@ Example:
 """
 
 from prunekit.sensitivity.allocation import allocate_sparsities
-from prunekit.sensitivity.apply import apply_layer_sparsities_
+from prunekit.sensitivity.apply import apply_layer_sparsities_, expand_groups
 from prunekit.sensitivity.curves import SensitivityCurves, sensitivity_curves
 from prunekit.sensitivity.plot import plot_sensitivity
 
@@ -23,5 +23,6 @@ __all__ = [
     "sensitivity_curves",
     "allocate_sparsities",
     "apply_layer_sparsities_",
+    "expand_groups",
     "plot_sensitivity",
 ]

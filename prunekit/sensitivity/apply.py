@@ -11,6 +11,16 @@ from prunekit.masks import SparsifyConfig, sparsify_
 from prunekit.masks.report import LayerSparsity
 
 
+def expand_groups(sparsities: dict[str, float], groups: dict[str, list[str]]) -> dict[str, float]:
+    """Turn per-group sparsities into per-layer ones (every layer of a group alike).
+
+    Example:
+        >>> expand_groups({"blocks": 0.5}, {"blocks": ["a", "b"]})
+        {'a': 0.5, 'b': 0.5}
+    """
+    return {layer: s for g, s in sparsities.items() for layer in groups[g]}
+
+
 def apply_layer_sparsities_(
     model: nn.Module, sparsities: dict[str, float], importance: Importance | None = None
 ) -> list[LayerSparsity]:

@@ -80,8 +80,9 @@ def sensitivity_curves(
     filter_fn: FilterFn | None = None,
     higher_is_better: bool = True,
     progress: bool = True,
+    groups: dict[str, Sequence[str]] | None = None,
 ) -> SensitivityCurves:
-    """Measure ``metric_fn`` with each prunable layer pruned alone to each sparsity.
+    """Measure ``metric_fn`` with each prunable layer (or group) pruned alone to each sparsity.
 
     Args:
         model: a trained model (left unchanged).
@@ -91,6 +92,8 @@ def sensitivity_curves(
         filter_fn: optional ``(name, module) -> bool`` choosing the layers.
         higher_is_better: whether a larger metric is better.
         progress: progress bar.
+        groups: optional ``{group_name: [layer names]}``; each group is pruned as one
+            unit (every layer in it to the same sparsity) and gets one curve.
 
     Example:
         >>> import torch
@@ -110,20 +113,26 @@ def sensitivity_curves(
     layers = [n for n, _ in prunable_layers(model, filter_fn)]
     if not layers:
         raise ModelError(f"nothing to analyse in {type(model).__name__}: it has no Linear/Conv layer")
+    units = {n: [n] for n in layers} if groups is None else {g: list(ns) for g, ns in groups.items()}
+    unknown = sorted({n for ns in units.values() for n in ns} - set(layers))
+    if unknown or any(not ns for ns in units.values()):
+        raise ModelError(f"groups name layers that are not prunable layers of the model: {unknown[:5]}; "
+                         f"prunable layers are {layers[:10]}")
     modules = dict(model.named_modules())
     baseline = float(metric_fn(model))
     metrics: dict[str, list[float]] = {}
-    with progress_bar(len(layers) * len(values), "sensitivity", enabled=progress) as advance:
-        for name in layers:
+    with progress_bar(len(units) * len(values), "sensitivity", enabled=progress) as advance:
+        for unit, names in units.items():
             twin = copy.deepcopy(model)
             twin_modules = dict(twin.named_modules())
-            target = twin_modules[name]
+            targets = [twin_modules[n] for n in names]
             row = []
             for s in values:
                 sparsify_(twin, SparsifyConfig(amount=s, importance=importance, scope="layer"),
-                          lambda n, m, target=target: m is target)
+                          lambda n, m, targets=targets: any(m is t for t in targets))
                 row.append(float(metric_fn(twin)))
                 advance(1)
-            metrics[name] = row
-    sizes = {n: modules[n].weight.numel() for n in layers}
-    return SensitivityCurves(baseline, values, metrics, sizes, higher_is_better)
+            metrics[unit] = row
+    sizes = {u: sum(modules[n].weight.numel() for n in ns) for u, ns in units.items()}
+    meta = {"groups": units} if groups is not None else {}
+    return SensitivityCurves(baseline, values, metrics, sizes, higher_is_better, meta)

@@ -96,3 +96,22 @@ def test_cli_bad_input_one_line(tmp_path, capsys, argv, words):
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert words in err and "\n" not in err and "Traceback" not in err
+
+
+def test_groups_are_pruned_together_and_expand_to_layers():
+    from prunekit.sensitivity import expand_groups
+
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    seen = []
+
+    def metric(m):
+        seen.append(tuple(round(float((m[i].weight == 0).float().mean()), 2) for i in (0, 2, 4)))
+        return 1.0
+
+    groups = {"hidden": ["0", "2"], "head": ["4"]}
+    curves = sensitivity_curves(net, metric, sparsities=(0.5,), progress=False, groups=groups)
+    assert seen == [(0.0, 0.0, 0.0), (0.5, 0.5, 0.0), (0.0, 0.0, 0.5)]
+    assert curves.sizes == {"hidden": 96, "head": 16}
+    assert expand_groups({"hidden": 0.3, "head": 0.1}, groups) == {"0": 0.3, "2": 0.3, "4": 0.1}
+    with pytest.raises(Exception, match="not prunable layers"):
+        sensitivity_curves(net, metric, sparsities=(0.5,), progress=False, groups={"x": ["1"]})
