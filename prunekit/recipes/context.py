@@ -46,7 +46,9 @@ def _subset(data: TensorDataset, n: int | None) -> TensorDataset:
 def build_data(spec: DataSpec) -> RunData:
     """Load the dataset; a subset is a fixed random pick (seed 0), the same in every run."""
     ds: ImageDataset = load_dataset(spec.dataset)
-    return RunData(_subset(ds.train, spec.train_subset), _subset(ds.test, spec.test_subset), ds.input_shape, ds.num_classes)
+    return RunData(
+        _subset(ds.train, spec.train_subset), _subset(ds.test, spec.test_subset), ds.input_shape, ds.num_classes
+    )
 
 
 def build_model(spec: ModelSpec, data: RunData) -> nn.Module:

@@ -62,7 +62,11 @@ class Pipeline:
 
     def example_batch(self, batch_size: int) -> torch.Tensor:
         x = self.data.test[0][0]
-        return torch.stack([self.data.test[i % len(self.data.test)][0] for i in range(batch_size)]) if batch_size > 1 else x.unsqueeze(0)
+        return (
+            torch.stack([self.data.test[i % len(self.data.test)][0] for i in range(batch_size)])
+            if batch_size > 1
+            else x.unsqueeze(0)
+        )
 
 
 Result = tuple[dict[str, Any], dict[str, Any]]
@@ -94,8 +98,13 @@ def _quantize(p: Pipeline, stage: StageSpec, folder: Path) -> Result:
 def _export(p: Pipeline, stage: StageSpec, folder: Path) -> Result:
     opts = stage.options
     if opts.format == "compact":
-        path = save_compact(p.model, folder / "model.compact.safetensors", p.record, opts.compact,
-                            metadata={"recipe": p.recipe.name, "model": p.recipe.model.name})
+        path = save_compact(
+            p.model,
+            folder / "model.compact.safetensors",
+            p.record,
+            opts.compact,
+            metadata={"recipe": p.recipe.name, "model": p.recipe.model.name},
+        )
         fresh = p.fresh_model()
         load_compact_into(fresh, path)
         want, got = effective_state_dict(p.model), effective_state_dict(fresh)
@@ -103,22 +112,35 @@ def _export(p: Pipeline, stage: StageSpec, folder: Path) -> Result:
         if not exact:
             raise ModelError(f"stage '{stage.id}': the compact file did not load back to the same weights")
         size = path.stat().st_size
-        return {"artifact": path.name, "compact_file_bytes": size, "roundtrip_exact": exact,
-                "compression_ratio": p.dense_bytes / size}, {}
+        return {
+            "artifact": path.name,
+            "compact_file_bytes": size,
+            "roundtrip_exact": exact,
+            "compression_ratio": p.dense_bytes / size,
+        }, {}
     from prunekit.export.onnx import export_onnx, ort_latency_ms, verify_onnx
 
     x = p.example_batch(opts.batch_size)
     path = export_onnx(p.model, x, folder / "model.onnx", opset=opts.opset)
     check = verify_onnx(p.model, path, x, atol=opts.atol)
     if not check.ok:
-        raise ModelError(f"stage '{stage.id}': onnxruntime output differs from PyTorch by {check.max_abs_diff:.3g} > atol {opts.atol}")
+        raise ModelError(
+            f"stage '{stage.id}': onnxruntime output differs from PyTorch by "
+            f"{check.max_abs_diff:.3g} > atol {opts.atol}"
+        )
     timing: dict[str, Any] = {"onnx_max_abs_diff": check.max_abs_diff}
     ref_stage = p.reference_stage()
     if ref_stage is not None and ref_stage.index < stage.index:
         ref_path = export_onnx(p.load_stage(ref_stage), x, folder / "reference.onnx", opset=opts.opset)
         ref_ms, ms = ort_latency_ms([ref_path, path], x, runs=opts.latency_runs)
-        timing.update({"ort_latency_ms_reference": ref_ms, "ort_latency_ms": ms, "ort_speedup": ref_ms / ms,
-                       "reference": ref_stage.id})
+        timing.update(
+            {
+                "ort_latency_ms_reference": ref_ms,
+                "ort_latency_ms": ms,
+                "ort_speedup": ref_ms / ms,
+                "reference": ref_stage.id,
+            }
+        )
     else:
         timing["ort_latency_ms"] = ort_latency_ms([path], x, runs=opts.latency_runs)[0]
     return {"artifact": path.name, "onnx_ok": True}, timing

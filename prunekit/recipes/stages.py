@@ -126,7 +126,9 @@ def parse_train(options: dict[str, Any], seed: int, stage: str) -> TrainOptions:
 
 
 def parse_distill(options: dict[str, Any], seed: int, stage: str) -> DistillOptions:
-    groups = _split(options, {"train": _names(TrainConfig), "distill": _names(DistillConfig), "teacher": ["teacher"]}, stage)
+    groups = _split(
+        options, {"train": _names(TrainConfig), "distill": _names(DistillConfig), "teacher": ["teacher"]}, stage
+    )
     teacher = groups["teacher"].get("teacher")
     if teacher is not None and not isinstance(teacher, str):
         raise ConfigError(f"stage '{stage}': teacher must be a stage id or type name, got {teacher!r}")
@@ -169,7 +171,9 @@ STAGE_TYPES = ("train", "distill", "prune", "finetune", "quantize", "export", "e
 TRAINING_STAGES = ("train", "finetune", "distill")
 
 
-def parse_stage_options(kind: str, options: dict[str, Any], seed: int, stage: str, methods: dict[str, PruneMethod]) -> Any:
+def parse_stage_options(
+    kind: str, options: dict[str, Any], seed: int, stage: str, methods: dict[str, PruneMethod]
+) -> Any:
     """Typed options of one stage (``kind`` already checked against ``STAGE_TYPES``)."""
     if kind in ("train", "finetune"):
         return parse_train(options, seed, stage)
