@@ -20,6 +20,7 @@ from torch import nn
 from prunekit.distill.trainer import distill
 from prunekit.errors import ModelError
 from prunekit.export.compact_io import load_compact_into, save_compact
+from prunekit.export.plain import plain_copy
 from prunekit.masks.parametrize import effective_state_dict
 from prunekit.metrics import model_metrics
 from prunekit.quant.apply import QuantRecord, quantize_
@@ -148,7 +149,8 @@ def _export(p: Pipeline, stage: StageSpec, folder: Path) -> Result:
 
 def _evaluate(p: Pipeline, stage: StageSpec, folder: Path) -> Result:
     opts = stage.options
-    m = model_metrics(p.model, p.example_batch(opts.batch_size), latency_runs=opts.latency_runs)
+    # measured on the model as deployed: masks baked in (a masked module multiplies by its mask each call)
+    m = model_metrics(plain_copy(p.model), p.example_batch(opts.batch_size), latency_runs=opts.latency_runs)
     deterministic = {k: m[k] for k in ("macs", "macs_sparse", "size_compressed_bytes")}
     return deterministic, {"latency_ms": m["latency_ms"], "latency": m["latency"]}
 
