@@ -24,7 +24,7 @@ from prunekit.export.plain import plain_copy
 from prunekit.masks.parametrize import effective_state_dict
 from prunekit.metrics import model_metrics
 from prunekit.quant.apply import QuantRecord, quantize_
-from prunekit.recipes.context import RunData, build_model, load_checkpoint
+from prunekit.recipes.context import RunData, build_model, load_checkpoint, replay_structure, structure_plan
 from prunekit.recipes.schema import Recipe, StageSpec
 from prunekit.recipes.stages import PruneMethod
 from prunekit.train.loops import fit
@@ -106,7 +106,7 @@ def _export(p: Pipeline, stage: StageSpec, folder: Path) -> Result:
             opts.compact,
             metadata={"recipe": p.recipe.name, "model": p.recipe.model.name},
         )
-        fresh = p.fresh_model()
+        fresh = replay_structure(p.fresh_model(), structure_plan(p.model))
         load_compact_into(fresh, path)
         want, got = effective_state_dict(p.model), effective_state_dict(fresh)
         exact = set(want) == set(got) and all(torch.equal(want[k], got[k]) for k in want)

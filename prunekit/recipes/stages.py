@@ -39,9 +39,23 @@ def _sparsify(model: nn.Module, config: SparsifyConfig, example_input: torch.Ten
     return sparsify_(model, config)
 
 
+def _channels(model: nn.Module, config: Any, example_input: torch.Tensor) -> Any:
+    from prunekit.structured import prune_channels_
+
+    return prune_channels_(model, example_input, config)
+
+
 def default_prune_methods() -> dict[str, PruneMethod]:
-    """The prune methods known to recipes by default (a fresh dict each call)."""
-    return {"unstructured": PruneMethod(SparsifyConfig, _sparsify)}
+    """The prune methods known to recipes by default (a fresh dict each call):
+    ``unstructured`` (``SparsifyConfig``) and, when ``prunekit.structured`` is present,
+    ``channels`` (``StructuredConfig``: channels physically removed)."""
+    methods = {"unstructured": PruneMethod(SparsifyConfig, _sparsify)}
+    try:
+        from prunekit.structured import StructuredConfig
+    except ImportError:
+        return methods
+    methods["channels"] = PruneMethod(StructuredConfig, _channels)
+    return methods
 
 
 def _names(cls: type) -> list[str]:
