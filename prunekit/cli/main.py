@@ -22,6 +22,7 @@ from prunekit.errors import PrunekitError
 #: subcommand modules, in the order ``--help`` lists them
 SUBCOMMANDS: tuple[str, ...] = (
     "prunekit.cli.demo",
+    "prunekit.cli.llm",
     "prunekit.cli.run",
     "prunekit.cli.report",
 )

@@ -3,6 +3,10 @@
 ``fit`` takes an optional ``loss_fn(model, x, y) -> loss`` (e.g. distillation) and an
 ``on_step(step)`` callback run after every optimizer step (e.g. a pruning schedule).
 Masks from ``prunekit.masks`` hold through it with any optimizer.
+
+Under ``torchrun`` (a process group initialised by the caller), ``fit`` trains with
+DistributedDataParallel: each process sees its shard of the data, gradients are
+averaged, and every process ends with the same weights.
 """
 
 from __future__ import annotations
@@ -86,6 +90,10 @@ def fit(
         progress: show a progress bar.
         description: label of the progress bar.
 
+    Under ``torchrun`` with an initialised process group the model is wrapped in
+    DistributedDataParallel for the run (``loss_fn`` receives the wrapped model) and the
+    data is sharded with a DistributedSampler; the bar shows on rank 0 only.
+
     Example:
         >>> from torch.utils.data import TensorDataset
         >>> data = TensorDataset(torch.randn(32, 4), torch.randint(0, 2, (32,)))
@@ -94,8 +102,19 @@ def fit(
         2
     """
     loss_fn = loss_fn or cross_entropy_loss
-    gen = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(train_data, batch_size=config.batch_size, shuffle=True, generator=gen)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    sampler = None
+    if distributed:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(train_data, shuffle=True, seed=config.seed)
+        loader = DataLoader(train_data, batch_size=config.batch_size, sampler=sampler)
+        trained: nn.Module = torch.nn.parallel.DistributedDataParallel(model)
+        progress = progress and torch.distributed.get_rank() == 0
+    else:
+        gen = torch.Generator().manual_seed(config.seed)
+        loader = DataLoader(train_data, batch_size=config.batch_size, shuffle=True, generator=gen)
+        trained = model
     optimizer = make_optimizer(model, config)
     total_steps = max(1, config.epochs * len(loader))
     scheduler = (
@@ -105,11 +124,13 @@ def fit(
     step = 0
     epoch_losses: list[float] = []
     with progress_bar(total_steps, description, enabled=progress) as advance:
-        for _ in range(config.epochs):
+        for epoch in range(config.epochs):
+            if sampler is not None:
+                sampler.set_epoch(epoch)
             running, batches = 0.0, 0
             for x, y in loader:
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model, x, y)
+                loss = loss_fn(trained, x, y)
                 loss.backward()
                 optimizer.step()
                 if scheduler is not None:

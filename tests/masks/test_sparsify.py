@@ -85,9 +85,9 @@ def test_bad_amounts_rejected_with_clear_messages():
         with pytest.raises(ConfigError, match="amount"):
             SparsifyConfig(amount=bad)
     with pytest.raises(ConfigError, match="scope must be one of"):
-        SparsifyConfig(scope="everything")
+        SparsifyConfig(amount=0.5, scope="everything")
     with pytest.raises(ConfigError, match="importance"):
-        SparsifyConfig(importance="magnitude")
+        SparsifyConfig(amount=0.5, importance="magnitude")
     with pytest.raises(ConfigError, match="Magnitude.p"):
         Magnitude(p=3)
 
@@ -105,10 +105,10 @@ def test_model_without_prunable_layer():
     net = nn.Sequential(nn.ReLU(), nn.BatchNorm1d(3))
     before = {k: v.clone() for k, v in net.state_dict().items()}
     with pytest.raises(ModelError, match="no Linear/Conv layer"):
-        sparsify_(net, SparsifyConfig())
+        sparsify_(net, SparsifyConfig(amount=0.5))
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     with pytest.raises(ModelError, match="no layer passed filter_fn"):
-        sparsify_(two_layer_net(), SparsifyConfig(), filter_fn=lambda n, m: False)
+        sparsify_(two_layer_net(), SparsifyConfig(amount=0.5), filter_fn=lambda n, m: False)
 
 
 def test_failure_midway_leaves_model_exactly_as_it_was(monkeypatch):
@@ -159,8 +159,10 @@ def test_config_dict_round_trip_and_unknown_keys():
     cfg = SparsifyConfig(amount=0.7, importance=Random(seed=5), scope="layer")
     again = SparsifyConfig.from_dict(cfg.to_dict())
     assert again == cfg
-    expected = r"unknown key\(s\) \['amout'\]; valid keys are \['amount', 'importance', 'scope'\]"
+    expected = r"unknown key\(s\) \['amout'\]; valid keys are \['amount', 'importance', 'pattern', 'scope'\]"
     with pytest.raises(ConfigError, match=expected):
         SparsifyConfig.from_dict({"amout": 0.5})
+    with pytest.raises(ConfigError, match="amount \\(sparsity\\) is required"):
+        SparsifyConfig.from_dict({})
     with pytest.raises(ConfigError, match="importance type must be one of"):
-        SparsifyConfig.from_dict({"importance": {"type": "Nope"}})
+        SparsifyConfig.from_dict({"amount": 0.5, "importance": {"type": "Nope"}})

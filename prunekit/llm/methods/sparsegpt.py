@@ -72,7 +72,7 @@ def sparsegpt_prune(
         check_nm_divides(cols, pattern.n, pattern.m)
         if blocksize % pattern.m:
             blocksize = max(pattern.m, blocksize - blocksize % pattern.m)
-    W = weight.detach().float().clone()
+    W = weight.detach().float().contiguous().clone()
     dead = torch.diag(hessian) == 0
     W[:, dead] = 0
     Hinv = inverse_hessian_cholesky(hessian, percdamp)
@@ -80,10 +80,7 @@ def sparsegpt_prune(
 
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
-        count = i2 - i1
         W1 = W[:, i1:i2].clone()
-        Q1 = torch.zeros_like(W1)
-        Err1 = torch.zeros_like(W1)
         Hinv1 = Hinv[i1:i2, i1:i2]
         d1 = torch.diag(Hinv1)
         if pattern is None:
@@ -93,24 +90,41 @@ def sparsegpt_prune(
             if n_drop:
                 order = torch.sort(saliency.flatten(), stable=True).indices[:n_drop]
                 mask1.view(-1)[order] = True
+            Q1, Err1, mask1 = _block_updates(W1, Hinv1, mask1, None)
         else:
-            mask1 = torch.zeros_like(W1, dtype=torch.bool)
-        for i in range(count):
-            w = W1[:, i]
-            d = Hinv1[i, i]
-            if pattern is not None and i % pattern.m == 0:
-                group = W1[:, i : i + pattern.m] ** 2 / d1[i : i + pattern.m].unsqueeze(0) ** 2
-                drop = torch.topk(group, pattern.m - pattern.n, dim=1, largest=False).indices
-                mask1.scatter_(1, i + drop, True)
-            q = w.clone()
-            q[mask1[:, i]] = 0
-            Q1[:, i] = q
-            err = (w - q) / d
-            W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
-            Err1[:, i] = err
+            Q1, Err1, mask1 = _block_updates(W1, Hinv1, None, pattern)
         W[:, i1:i2] = Q1
         pruned[:, i1:i2] = mask1
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
 
     W[pruned] = 0
     return W.to(weight.dtype), ~pruned
+
+
+def _block_updates(
+    W1: torch.Tensor, U: torch.Tensor, pruned: torch.Tensor | None, pattern: NM | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The sequential OBS updates inside one block of columns.
+
+    ``pruned`` is the block's mask (unstructured), or None to choose it group by group
+    (N:M) on the already-updated weights. Work is done on the transposed block so each
+    column is contiguous. Returns ``(Q1, Err1, pruned)``: final weights (zeros where
+    pruned), the scaled errors to propagate, and the mask.
+    """
+    Wt = W1.T.contiguous()
+    Qt = torch.zeros_like(Wt)
+    Et = torch.zeros_like(Wt)
+    pruned_t = torch.zeros_like(Wt, dtype=torch.bool) if pruned is None else pruned.T.contiguous()
+    d = torch.diag(U)
+    for i in range(Wt.shape[0]):
+        if pattern is not None and i % pattern.m == 0:
+            group = Wt[i : i + pattern.m] ** 2 / d[i : i + pattern.m].unsqueeze(1) ** 2
+            drop = torch.topk(group, pattern.m - pattern.n, dim=0, largest=False).indices
+            pruned_t[i : i + pattern.m].scatter_(0, drop, True)
+        w = Wt[i]
+        q = w.masked_fill(pruned_t[i], 0.0)
+        Qt[i] = q
+        err = (w - q) / d[i]
+        Wt[i:] -= U[i, i:].unsqueeze(1) * err.unsqueeze(0)
+        Et[i] = err
+    return Qt.T, Et.T, pruned_t.T
