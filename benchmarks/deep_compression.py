@@ -37,8 +37,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist5k"])
     parser.add_argument("--epochs", type=int, default=12, help="dense training epochs")
-    parser.add_argument("--steps", default="0.8,0.9,0.95,0.96", help="global sparsity after each prune step")
-    parser.add_argument("--finetune-epochs", default="2,2,2,4", help="fine-tuning epochs after each step")
+    parser.add_argument("--steps", default="0.8,0.9,0.94", help="global sparsity after each prune step")
+    parser.add_argument("--finetune-epochs", default="4,4,10", help="fine-tuning epochs after each step")
+    parser.add_argument("--finetune-lr", type=float, default=1e-3, help="fine-tuning learning rate")
     parser.add_argument("--bits", type=int, default=5, help="codebook bits per layer")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy machine)")
@@ -54,14 +55,20 @@ def main() -> None:
     seed_everything(args.seed)
     model = LeNet300100(784, data.num_classes)
     dense_bytes = size_bytes(model)
-    fit(model, data.train, TrainConfig(epochs=args.epochs, lr=1e-3, batch_size=128, seed=args.seed), description="dense")
+    fit(
+        model, data.train, TrainConfig(epochs=args.epochs, lr=1e-3, batch_size=128, seed=args.seed), description="dense"
+    )
     accuracy_dense = evaluate(model, data.test)["accuracy"]
     print(f"dense: accuracy {100 * accuracy_dense:.2f}%, {dense_bytes:,} B", flush=True)
 
     for i, (amount, epochs) in enumerate(zip(steps, ft_epochs, strict=True)):
         sparsify_(model, SparsifyConfig(amount=amount))
-        fit(model, data.train, TrainConfig(epochs=epochs, lr=5e-4, batch_size=128, seed=args.seed + 1 + i),
-            description=f"finetune {amount:g}")
+        fit(
+            model,
+            data.train,
+            TrainConfig(epochs=epochs, lr=args.finetune_lr, batch_size=128, seed=args.seed + 1 + i),
+            description=f"finetune {amount:g}",
+        )
         acc = evaluate(model, data.test)["accuracy"]
         print(f"sparsity {amount:g}: accuracy {100 * acc:.2f}%, non-zero {count_nonzero(model):,}", flush=True)
     accuracy_pruned = evaluate(model, data.test)["accuracy"]

@@ -77,8 +77,14 @@ def run_seed(seed: int, data, args) -> dict:
     train = _subset(data.train, args.train_subset, seed)
     seed_everything(seed)
     teacher = SmallConvNet(1, data.num_classes, 28)
-    fit(teacher, train, TrainConfig(epochs=args.teacher_epochs, lr=2e-3, batch_size=128, seed=seed), description="teacher")
+    fit(
+        teacher,
+        train,
+        TrainConfig(epochs=args.teacher_epochs, lr=2e-3, batch_size=128, seed=seed),
+        description="teacher",
+    )
     student = half_channels(teacher)
+    print(f"seed {seed}: teacher trained", flush=True)
     out = {
         "seed": seed,
         "teacher": evaluate(teacher, data.test)["accuracy"],
@@ -89,8 +95,9 @@ def run_seed(seed: int, data, args) -> dict:
     recovery = TrainConfig(epochs=args.recovery_epochs, lr=args.lr, batch_size=128, seed=seed + 100)
     arms = {"finetune": None, "distill": DistillConfig(temperature=args.temperature, alpha=args.alpha)}
     if args.with_features:
-        arms["distill_features"] = DistillConfig(temperature=args.temperature, alpha=args.alpha,
-                                                 features=[["features.6", "features.6"]], feature_weight=1.0)
+        arms["distill_features"] = DistillConfig(
+            temperature=args.temperature, alpha=args.alpha, features=[["features.6", "features.6"]], feature_weight=1.0
+        )
     for arm, cfg in arms.items():
         model = copy.deepcopy(student)
         seed_everything(seed + 100)
@@ -108,7 +115,7 @@ def run_seed(seed: int, data, args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--train-subset", type=int, default=15000, help="training images per seed (0 = all 60,000)")
+    parser.add_argument("--train-subset", type=int, default=8000, help="training images per seed (0 = all 60,000)")
     parser.add_argument("--teacher-epochs", type=int, default=4)
     parser.add_argument("--recovery-epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-3)

@@ -31,8 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("recipe", help="the recipe YAML file (see recipes/ for examples)")
     p.add_argument("--out", required=True, help="run folder (created; resumed when it holds finished stages)")
     p.add_argument("--restart", action="store_true", help="discard the folder's finished stages and start over")
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="torch CPU threads for the whole run (default: torch's choice)")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="torch CPU threads for the whole run (default: torch's choice)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
 
@@ -54,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     summary = run_recipe(recipe, args.out, progress=not args.no_progress, restart=args.restart, log=print)
     print_table(f"prunekit run: {recipe.name}", ["stage"] + [c[0] for c in RUN_COLUMNS], stage_table_rows(summary))
-    print(f"wrote {args.out}/metrics.json and a checkpoint per stage in {args.out}/stages; "
-          f"make a report with: prunekit report {args.out}")
+    print(
+        f"wrote {args.out}/metrics.json and a checkpoint per stage in {args.out}/stages; "
+        f"make a report with: prunekit report {args.out}"
+    )
     return 0

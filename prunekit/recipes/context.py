@@ -7,6 +7,8 @@ codebooks) and ``state.json`` (metrics); nothing is pickled.
 
 from __future__ import annotations
 
+import importlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +17,10 @@ from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
 from prunekit.data.images import ImageDataset, load_dataset
+from prunekit.errors import MissingDependencyError
 from prunekit.export.compact import CompactConfig
 from prunekit.export.compact_io import compact_bytes
+from prunekit.io.atomic import atomic_write_json
 from prunekit.io.tensors import load_tensors, save_tensors
 from prunekit.masks.report import overall_sparsity, sparsity_report
 from prunekit.masks.state import load_masked, save_masked
@@ -46,7 +50,9 @@ def _subset(data: TensorDataset, n: int | None) -> TensorDataset:
 def build_data(spec: DataSpec) -> RunData:
     """Load the dataset; a subset is a fixed random pick (seed 0), the same in every run."""
     ds: ImageDataset = load_dataset(spec.dataset)
-    return RunData(_subset(ds.train, spec.train_subset), _subset(ds.test, spec.test_subset), ds.input_shape, ds.num_classes)
+    return RunData(
+        _subset(ds.train, spec.train_subset), _subset(ds.test, spec.test_subset), ds.input_shape, ds.num_classes
+    )
 
 
 def build_model(spec: ModelSpec, data: RunData) -> nn.Module:
@@ -67,8 +73,35 @@ def build_model(spec: ModelSpec, data: RunData) -> nn.Module:
     return SmallConvNet(c, data.num_classes, h, **kwargs)
 
 
+def _structured():
+    """``prunekit.structured`` when installed (channel pruning), else None."""
+    try:
+        return importlib.import_module("prunekit.structured")
+    except ImportError:
+        return None
+
+
+def structure_plan(model: nn.Module) -> dict | None:
+    """The structured-pruning plan recorded on ``model`` (None if its shape is the original)."""
+    structured = _structured()
+    return structured.get_plan(model) if structured is not None else None
+
+
+def replay_structure(model: nn.Module, plan: dict | None) -> nn.Module:
+    """Give a fresh model the shapes of a channel-pruned one by replaying its plan."""
+    if plan:
+        structured = _structured()
+        if structured is None:
+            raise MissingDependencyError("prunekit.structured (to replay a channel-pruning plan)", "update prunekit")
+        structured.replay_plan(model, plan)
+    return model
+
+
 def save_checkpoint(folder: Path, model: nn.Module, record: QuantRecord | None) -> None:
-    """Write the model (and its quantization record) into ``folder``."""
+    """Write the model (masks, quantization record, channel-pruning plan) into ``folder``."""
+    plan = structure_plan(model)
+    if plan:
+        atomic_write_json(folder / "plan.json", plan)
     save_masked(model, folder / "model.safetensors")
     if record:
         tensors, meta = record_to_tensors(record)
@@ -76,7 +109,9 @@ def save_checkpoint(folder: Path, model: nn.Module, record: QuantRecord | None) 
 
 
 def load_checkpoint(folder: Path, model: nn.Module) -> QuantRecord | None:
-    """Load a checkpoint written by ``save_checkpoint`` into ``model``; return the record."""
+    """Load a checkpoint written by ``save_checkpoint`` into a fresh ``model``; return the record."""
+    plan_file = folder / "plan.json"
+    replay_structure(model, json.loads(plan_file.read_text()) if plan_file.exists() else None)
     load_masked(model, folder / "model.safetensors")
     qpath = folder / "quant.safetensors"
     if not qpath.exists():

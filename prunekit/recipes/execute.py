@@ -20,10 +20,11 @@ from torch import nn
 from prunekit.distill.trainer import distill
 from prunekit.errors import ModelError
 from prunekit.export.compact_io import load_compact_into, save_compact
+from prunekit.export.plain import plain_copy
 from prunekit.masks.parametrize import effective_state_dict
 from prunekit.metrics import model_metrics
 from prunekit.quant.apply import QuantRecord, quantize_
-from prunekit.recipes.context import RunData, build_model, load_checkpoint
+from prunekit.recipes.context import RunData, build_model, load_checkpoint, replay_structure, structure_plan
 from prunekit.recipes.schema import Recipe, StageSpec
 from prunekit.recipes.stages import PruneMethod
 from prunekit.train.loops import fit
@@ -62,7 +63,11 @@ class Pipeline:
 
     def example_batch(self, batch_size: int) -> torch.Tensor:
         x = self.data.test[0][0]
-        return torch.stack([self.data.test[i % len(self.data.test)][0] for i in range(batch_size)]) if batch_size > 1 else x.unsqueeze(0)
+        return (
+            torch.stack([self.data.test[i % len(self.data.test)][0] for i in range(batch_size)])
+            if batch_size > 1
+            else x.unsqueeze(0)
+        )
 
 
 Result = tuple[dict[str, Any], dict[str, Any]]
@@ -94,31 +99,49 @@ def _quantize(p: Pipeline, stage: StageSpec, folder: Path) -> Result:
 def _export(p: Pipeline, stage: StageSpec, folder: Path) -> Result:
     opts = stage.options
     if opts.format == "compact":
-        path = save_compact(p.model, folder / "model.compact.safetensors", p.record, opts.compact,
-                            metadata={"recipe": p.recipe.name, "model": p.recipe.model.name})
-        fresh = p.fresh_model()
+        path = save_compact(
+            p.model,
+            folder / "model.compact.safetensors",
+            p.record,
+            opts.compact,
+            metadata={"recipe": p.recipe.name, "model": p.recipe.model.name},
+        )
+        fresh = replay_structure(p.fresh_model(), structure_plan(p.model))
         load_compact_into(fresh, path)
         want, got = effective_state_dict(p.model), effective_state_dict(fresh)
         exact = set(want) == set(got) and all(torch.equal(want[k], got[k]) for k in want)
         if not exact:
             raise ModelError(f"stage '{stage.id}': the compact file did not load back to the same weights")
         size = path.stat().st_size
-        return {"artifact": path.name, "compact_file_bytes": size, "roundtrip_exact": exact,
-                "compression_ratio": p.dense_bytes / size}, {}
+        return {
+            "artifact": path.name,
+            "compact_file_bytes": size,
+            "roundtrip_exact": exact,
+            "compression_ratio": p.dense_bytes / size,
+        }, {}
     from prunekit.export.onnx import export_onnx, ort_latency_ms, verify_onnx
 
     x = p.example_batch(opts.batch_size)
     path = export_onnx(p.model, x, folder / "model.onnx", opset=opts.opset)
     check = verify_onnx(p.model, path, x, atol=opts.atol)
     if not check.ok:
-        raise ModelError(f"stage '{stage.id}': onnxruntime output differs from PyTorch by {check.max_abs_diff:.3g} > atol {opts.atol}")
+        raise ModelError(
+            f"stage '{stage.id}': onnxruntime output differs from PyTorch by "
+            f"{check.max_abs_diff:.3g} > atol {opts.atol}"
+        )
     timing: dict[str, Any] = {"onnx_max_abs_diff": check.max_abs_diff}
     ref_stage = p.reference_stage()
     if ref_stage is not None and ref_stage.index < stage.index:
         ref_path = export_onnx(p.load_stage(ref_stage), x, folder / "reference.onnx", opset=opts.opset)
         ref_ms, ms = ort_latency_ms([ref_path, path], x, runs=opts.latency_runs)
-        timing.update({"ort_latency_ms_reference": ref_ms, "ort_latency_ms": ms, "ort_speedup": ref_ms / ms,
-                       "reference": ref_stage.id})
+        timing.update(
+            {
+                "ort_latency_ms_reference": ref_ms,
+                "ort_latency_ms": ms,
+                "ort_speedup": ref_ms / ms,
+                "reference": ref_stage.id,
+            }
+        )
     else:
         timing["ort_latency_ms"] = ort_latency_ms([path], x, runs=opts.latency_runs)[0]
     return {"artifact": path.name, "onnx_ok": True}, timing
@@ -126,7 +149,8 @@ def _export(p: Pipeline, stage: StageSpec, folder: Path) -> Result:
 
 def _evaluate(p: Pipeline, stage: StageSpec, folder: Path) -> Result:
     opts = stage.options
-    m = model_metrics(p.model, p.example_batch(opts.batch_size), latency_runs=opts.latency_runs)
+    # measured on the model as deployed: masks baked in (a masked module multiplies by its mask each call)
+    m = model_metrics(plain_copy(p.model), p.example_batch(opts.batch_size), latency_runs=opts.latency_runs)
     deterministic = {k: m[k] for k in ("macs", "macs_sparse", "size_compressed_bytes")}
     return deterministic, {"latency_ms": m["latency_ms"], "latency": m["latency"]}
 

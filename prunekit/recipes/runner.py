@@ -112,8 +112,15 @@ def run_recipe(
     data = build_data(recipe.data)
     seed_everything(recipe.seed)
     model = build_model(recipe.model, data)
-    pipeline = Pipeline(recipe, data, model, stages_dir, prune_methods or default_prune_methods(),
-                        dense_bytes=size_bytes(model), progress=progress)
+    pipeline = Pipeline(
+        recipe,
+        data,
+        model,
+        stages_dir,
+        prune_methods or default_prune_methods(),
+        dense_bytes=size_bytes(model),
+        progress=progress,
+    )
     done = finished_stages(recipe, stages_dir)
     if done:
         last = recipe.stages[done - 1]
@@ -131,8 +138,10 @@ def run_recipe(
         atomic_write_json(tmp / "state.json", state)
         os.rename(tmp, stages_dir / stage.id)
         _fsync_dir(stages_dir)
-        log(f"stage {stage.id}: accuracy {100 * metrics['accuracy']:.2f}%, non-zero {metrics['nonzero']:,}, "
-            f"compact {metrics['compact_bytes']:,} B, {timing['seconds']:.1f} s")
+        log(
+            f"stage {stage.id}: accuracy {100 * metrics['accuracy']:.2f}%, non-zero {metrics['nonzero']:,}, "
+            f"compact {metrics['compact_bytes']:,} B, {timing['seconds']:.1f} s"
+        )
     summary = {
         "recipe": recipe.name,
         "dense_bytes": pipeline.dense_bytes,

@@ -136,7 +136,7 @@ def _parse_stage(i: int, item: Any, seed: int, methods: dict[str, PruneMethod]) 
             f"recipe stage {i}: each stage is a mapping with one key, the stage type (one of "
             f"{list(STAGE_TYPES)}), e.g. '- train: {{epochs: 5}}'; got {item!r}"
         )
-    (kind, options), = item.items()
+    ((kind, options),) = item.items()
     if kind not in STAGE_TYPES:
         raise ConfigError(f"recipe stage {i}: unknown stage type {kind!r}; valid stage types are {list(STAGE_TYPES)}")
     options = options or {}
@@ -159,7 +159,9 @@ def _resolve_teacher(stages: tuple[StageSpec, ...], stage: StageSpec) -> StageSp
         return earlier[first_prune - 1]
     matches = [s for s in earlier if ref in (s.id, s.kind)]
     if not matches:
-        raise ConfigError(f"stage '{stage.id}': teacher {ref!r} is not an earlier stage; earlier stages are {[s.id for s in earlier]}")
+        raise ConfigError(
+            f"stage '{stage.id}': teacher {ref!r} is not an earlier stage; earlier stages are {[s.id for s in earlier]}"
+        )
     return matches[-1]
 
 

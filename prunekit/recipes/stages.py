@@ -39,9 +39,23 @@ def _sparsify(model: nn.Module, config: SparsifyConfig, example_input: torch.Ten
     return sparsify_(model, config)
 
 
+def _channels(model: nn.Module, config: Any, example_input: torch.Tensor) -> Any:
+    from prunekit.structured import prune_channels_
+
+    return prune_channels_(model, example_input, config)
+
+
 def default_prune_methods() -> dict[str, PruneMethod]:
-    """The prune methods known to recipes by default (a fresh dict each call)."""
-    return {"unstructured": PruneMethod(SparsifyConfig, _sparsify)}
+    """The prune methods known to recipes by default (a fresh dict each call):
+    ``unstructured`` (``SparsifyConfig``) and, when ``prunekit.structured`` is present,
+    ``channels`` (``StructuredConfig``: channels physically removed)."""
+    methods = {"unstructured": PruneMethod(SparsifyConfig, _sparsify)}
+    try:
+        from prunekit.structured import StructuredConfig
+    except ImportError:
+        return methods
+    methods["channels"] = PruneMethod(StructuredConfig, _channels)
+    return methods
 
 
 def _names(cls: type) -> list[str]:
@@ -126,7 +140,9 @@ def parse_train(options: dict[str, Any], seed: int, stage: str) -> TrainOptions:
 
 
 def parse_distill(options: dict[str, Any], seed: int, stage: str) -> DistillOptions:
-    groups = _split(options, {"train": _names(TrainConfig), "distill": _names(DistillConfig), "teacher": ["teacher"]}, stage)
+    groups = _split(
+        options, {"train": _names(TrainConfig), "distill": _names(DistillConfig), "teacher": ["teacher"]}, stage
+    )
     teacher = groups["teacher"].get("teacher")
     if teacher is not None and not isinstance(teacher, str):
         raise ConfigError(f"stage '{stage}': teacher must be a stage id or type name, got {teacher!r}")
@@ -169,7 +185,9 @@ STAGE_TYPES = ("train", "distill", "prune", "finetune", "quantize", "export", "e
 TRAINING_STAGES = ("train", "finetune", "distill")
 
 
-def parse_stage_options(kind: str, options: dict[str, Any], seed: int, stage: str, methods: dict[str, PruneMethod]) -> Any:
+def parse_stage_options(
+    kind: str, options: dict[str, Any], seed: int, stage: str, methods: dict[str, PruneMethod]
+) -> Any:
     """Typed options of one stage (``kind`` already checked against ``STAGE_TYPES``)."""
     if kind in ("train", "finetune"):
         return parse_train(options, seed, stage)

@@ -51,17 +51,29 @@ def run_report_html(run: dict[str, Any], plots: list[Path]) -> str:
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>prunekit run report: {html.escape(run['recipe'])}</title><style>{STYLE}</style></head><body>",
         f"<h1>prunekit run report: {html.escape(run['recipe'])}</h1>",
-        "<h2>Stages</h2>", html_table(header, rows),
+        "<h2>Stages</h2>",
+        html_table(header, rows),
     ]
     exports = export_lines(run)
     if exports:
         parts += ["<h2>Export and evaluation</h2><ul>"] + [f"<li>{_inline_code(e)}</li>" for e in exports] + ["</ul>"]
     layers = last.get("layers") or []
     if layers:
-        lrows = [[r["name"], r["kind"], "x".join(map(str, r["shape"])), f"{r['numel']:,}", f"{r['nonzero']:,}",
-                  f"{100 * r['sparsity']:.1f}%"] for r in layers]
-        parts += [f"<h2>Layers after {html.escape(names[-1])}</h2>",
-                  html_table(["layer", "type", "shape", "weights", "non-zero", "sparsity"], lrows)]
+        lrows = [
+            [
+                r["name"],
+                r["kind"],
+                "x".join(map(str, r["shape"])),
+                f"{r['numel']:,}",
+                f"{r['nonzero']:,}",
+                f"{100 * r['sparsity']:.1f}%",
+            ]
+            for r in layers
+        ]
+        parts += [
+            f"<h2>Layers after {html.escape(names[-1])}</h2>",
+            html_table(["layer", "type", "shape", "weights", "non-zero", "sparsity"], lrows),
+        ]
     if plots:
         parts += ["<h2>Plots</h2>"] + [embedded_png(p) for p in plots]
     parts.append("</body></html>")

@@ -64,8 +64,11 @@ def stage_table(run: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for sid, state in run["stages"].items():
         m = state["metrics"]
-        rows.append([sid] + [_cell(m.get(k), kind) for _, k, kind in STAGE_TABLE]
-                    + [f"{state.get('timing', {}).get('seconds', 0.0):.1f}"])
+        rows.append(
+            [sid]
+            + [_cell(m.get(k), kind) for _, k, kind in STAGE_TABLE]
+            + [f"{state.get('timing', {}).get('seconds', 0.0):.1f}"]
+        )
     return header, rows
 
 
@@ -75,18 +78,25 @@ def export_lines(run: dict[str, Any]) -> list[str]:
     for sid, state in run["stages"].items():
         m, t = state["metrics"], state.get("timing", {})
         if "compact_file_bytes" in m:
-            lines.append(f"- `{sid}`: compact file `{m['artifact']}` {format_value(m['compact_file_bytes'], 'bytes')}"
-                         f" ({m['compact_file_bytes']:,} B), compression ratio **{m['compression_ratio']:.1f}x** "
-                         f"vs dense fp32 safetensors; reloads exactly: {m['roundtrip_exact']}")
+            lines.append(
+                f"- `{sid}`: compact file `{m['artifact']}` {format_value(m['compact_file_bytes'], 'bytes')}"
+                f" ({m['compact_file_bytes']:,} B), compression ratio **{m['compression_ratio']:.1f}x** "
+                f"vs dense fp32 safetensors; reloads exactly: {m['roundtrip_exact']}"
+            )
         if "onnx_ok" in m:
-            line = f"- `{sid}`: `{m['artifact']}` runs in onnxruntime, max |diff| vs PyTorch {t.get('onnx_max_abs_diff', 0):.2e}"
+            diff = t.get("onnx_max_abs_diff", 0.0)
+            line = f"- `{sid}`: `{m['artifact']}` runs in onnxruntime, max |diff| vs PyTorch {diff:.2e}"
             if "ort_latency_ms_reference" in t:
-                line += (f"; ORT latency {t['ort_latency_ms_reference']:.3f} ms ({t['reference']}) -> "
-                         f"{t['ort_latency_ms']:.3f} ms, speedup {t['ort_speedup']:.2f}x")
+                line += (
+                    f"; ORT latency {t['ort_latency_ms_reference']:.3f} ms ({t['reference']}) -> "
+                    f"{t['ort_latency_ms']:.3f} ms, speedup {t['ort_speedup']:.2f}x"
+                )
             lines.append(line)
         if "macs" in m:
-            lines.append(f"- `{sid}`: MACs {m['macs']:,} (non-zero weights only: {m['macs_sparse']:,}), "
-                         f"PyTorch latency {t.get('latency_ms', 0):.3f} ms")
+            lines.append(
+                f"- `{sid}`: MACs {m['macs']:,} (non-zero weights only: {m['macs_sparse']:,}), "
+                f"PyTorch latency {t.get('latency_ms', 0):.3f} ms"
+            )
     return lines
 
 
@@ -97,15 +107,34 @@ def write_run_plots(run: dict[str, Any], out_dir: str | Path) -> list[Path]:
     metrics = [run["stages"][n]["metrics"] for n in names]
     acc = [100 * m["accuracy"] for m in metrics]
     paths = [
-        bar_plot(out / "metric_per_stage.png", names, acc, "Test accuracy after each stage", "accuracy (%)",
-                 ylim=(max(0.0, min(acc) - 5.0), 100.0), value_format="{:.2f}"),
-        bar_plot(out / "size_per_stage.png", names, [m["compact_bytes"] / 1024 for m in metrics],
-                 "Compact file size after each stage", "KiB (prunekit compact, zstd)", value_format="{:.1f}"),
+        bar_plot(
+            out / "metric_per_stage.png",
+            names,
+            acc,
+            "Test accuracy after each stage",
+            "accuracy (%)",
+            ylim=(max(0.0, min(acc) - 5.0), 100.0),
+            value_format="{:.2f}",
+        ),
+        bar_plot(
+            out / "size_per_stage.png",
+            names,
+            [m["compact_bytes"] / 1024 for m in metrics],
+            "Compact file size after each stage",
+            "KiB (prunekit compact, zstd)",
+            value_format="{:.1f}",
+        ),
     ]
     layers = metrics[-1].get("layers") or []
     if layers:
-        paths.append(layer_sparsity_plot(out / "layer_sparsity.png", [r["name"] for r in layers],
-                                         [r["sparsity"] for r in layers], f"Sparsity per layer ({names[-1]})"))
+        paths.append(
+            layer_sparsity_plot(
+                out / "layer_sparsity.png",
+                [r["name"] for r in layers],
+                [r["sparsity"] for r in layers],
+                f"Sparsity per layer ({names[-1]})",
+            )
+        )
     return paths
 
 
@@ -113,26 +142,51 @@ def run_report_markdown(run: dict[str, Any], plots: list[Path]) -> str:
     """The run's report as Markdown."""
     names = list(run["stages"])
     first, last = run["stages"][names[0]]["metrics"], run["stages"][names[-1]]["metrics"]
-    lines = [f"# prunekit run report: {run['recipe']}", "",
-             f"- {len(names)} finished stage(s): {', '.join(names)}",
-             f"- accuracy {100 * first['accuracy']:.2f}% after `{names[0]}` -> {100 * last['accuracy']:.2f}% "
-             f"after `{names[-1]}`; non-zero parameters {first['nonzero']:,} -> {last['nonzero']:,}"]
+    lines = [
+        f"# prunekit run report: {run['recipe']}",
+        "",
+        f"- {len(names)} finished stage(s): {', '.join(names)}",
+        f"- accuracy {100 * first['accuracy']:.2f}% after `{names[0]}` -> {100 * last['accuracy']:.2f}% "
+        f"after `{names[-1]}`; non-zero parameters {first['nonzero']:,} -> {last['nonzero']:,}",
+    ]
     if run.get("dense_bytes"):
-        lines.append(f"- dense fp32 safetensors {run['dense_bytes']:,} B; compact file now {last['compact_bytes']:,} B "
-                     f"({run['dense_bytes'] / last['compact_bytes']:.1f}x smaller)")
+        lines.append(
+            f"- dense fp32 safetensors {run['dense_bytes']:,} B; compact file now {last['compact_bytes']:,} B "
+            f"({run['dense_bytes'] / last['compact_bytes']:.1f}x smaller)"
+        )
     header, rows = stage_table(run)
-    lines += ["", "## Stages", "", markdown_table(header, rows), "",
-              "`size (fp32)` is the dense safetensors file; `compact` is the prunekit compact format "
-              "(sparse positions + values, int8/codebook when quantized, zstd).", ""]
+    lines += [
+        "",
+        "## Stages",
+        "",
+        markdown_table(header, rows),
+        "",
+        "`size (fp32)` is the dense safetensors file; `compact` is the prunekit compact format "
+        "(sparse positions + values, int8/codebook when quantized, zstd).",
+        "",
+    ]
     exports = export_lines(run)
     if exports:
         lines += ["## Export and evaluation", "", *exports, ""]
     layers = last.get("layers") or []
     if layers:
-        rows = [[r["name"], r["kind"], "x".join(map(str, r["shape"])), f"{r['numel']:,}", f"{r['nonzero']:,}",
-                 f"{100 * r['sparsity']:.1f}%"] for r in layers]
-        lines += [f"## Layers after `{names[-1]}`", "",
-                  markdown_table(["layer", "type", "shape", "weights", "non-zero", "sparsity"], rows), ""]
+        rows = [
+            [
+                r["name"],
+                r["kind"],
+                "x".join(map(str, r["shape"])),
+                f"{r['numel']:,}",
+                f"{r['nonzero']:,}",
+                f"{100 * r['sparsity']:.1f}%",
+            ]
+            for r in layers
+        ]
+        lines += [
+            f"## Layers after `{names[-1]}`",
+            "",
+            markdown_table(["layer", "type", "shape", "weights", "non-zero", "sparsity"], rows),
+            "",
+        ]
     if plots:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     return "\n".join(lines)

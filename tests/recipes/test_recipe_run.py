@@ -50,7 +50,9 @@ def test_every_stage_checkpointed_with_metrics(tiny_run):
     assert m["04-quantize"]["quantized"] == ["codebook"]
     assert m["04-quantize"]["compact_bytes"] < m["03-distill"]["compact_bytes"]
     assert m["05-export"]["roundtrip_exact"] is True
-    assert m["05-export"]["compression_ratio"] == pytest.approx(summary["dense_bytes"] / m["05-export"]["compact_file_bytes"])
+    assert m["05-export"]["compression_ratio"] == pytest.approx(
+        summary["dense_bytes"] / m["05-export"]["compact_file_bytes"]
+    )
     assert m["06-evaluate"]["macs"] > m["06-evaluate"]["macs_sparse"] > 0
     assert not list((out / "stages").glob(".tmp-*"))
     assert json.loads((out / "metrics.json").read_text())["stages"]["06-evaluate"]["metrics"] == m["06-evaluate"]
