@@ -1,0 +1,122 @@
+"""Wiring between the model and the pure group-importance functions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.errors import ConfigError
+from prunekit.graph.groups import Group
+from prunekit.importance import group as gi
+
+NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+
+def unit_slices(tensor: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+    """``[n_units, m]`` values of ``tensor`` for units whose indices along ``dim`` are
+    ``index`` (``[n_units, k]``)."""
+    n, k = index.shape
+    picked = tensor.detach().index_select(dim, index.reshape(-1).to(tensor.device))
+    picked = picked.movedim(dim, 0).reshape(n, k, -1)
+    return picked.reshape(n, -1).float().cpu()
+
+
+def _weight_keys(group: Group, params: dict[str, torch.Tensor]) -> list[tuple[str, int]]:
+    keys = [(t, d) for t, d in group.members if t in params and not t.endswith("bias")]
+    return keys or [(t, d) for t, d in group.members if t in params]
+
+
+def grad_statistics(
+    model: nn.Module,
+    data: Iterable[Any],
+    loss_fn: Callable[..., torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Accumulate w*g (Taylor) and g^2 (Fisher) over ``data`` batches of (inputs, target).
+
+    The model's gradients and mode are restored afterwards.
+    """
+    params = dict(model.named_parameters())
+    saved = {n: (p.grad.clone() if p.grad is not None else None) for n, p in params.items()}
+    wg = {n: torch.zeros_like(p) for n, p in params.items()}
+    g2 = {n: torch.zeros_like(p) for n, p in params.items()}
+    was_training = model.training
+    model.eval()
+    batches = 0
+    try:
+        for batch in data:
+            inputs, target = batch if isinstance(batch, (tuple, list)) else (batch, None)
+            model.zero_grad(set_to_none=True)
+            out = model(inputs)
+            loss = loss_fn(out, target) if target is not None else loss_fn(out)
+            loss.backward()
+            for n, p in params.items():
+                if p.grad is not None:
+                    wg[n] += p.detach() * p.grad
+                    g2[n] += p.grad.pow(2)
+            batches += 1
+    finally:
+        model.train(was_training)
+        for n, p in params.items():
+            p.grad = saved[n]
+    if batches == 0:
+        raise ConfigError("importance needs at least one calibration batch in `data`")
+    return wg, g2
+
+
+def group_scores(
+    model: nn.Module,
+    groups: list[Group],
+    importance: str,
+    aggregation: str = "sum",
+    seed: int = 0,
+    data: Iterable[Any] | None = None,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+) -> list[torch.Tensor]:
+    """One score tensor ``[group.size]`` per group (higher = keep)."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    modules = dict(model.named_modules())
+    gen = torch.Generator().manual_seed(seed)
+    stats = None
+    if importance in ("taylor", "hessian"):
+        if data is None or loss_fn is None:
+            raise ConfigError(f"importance '{importance}' needs calibration `data` and `loss_fn`")
+        stats = grad_statistics(model, data, loss_fn)
+    out = []
+    for g in groups:
+        if importance == "random":
+            out.append(gi.random_group_scores(g.size, gen))
+            continue
+        keys = _weight_keys(g, params)
+        if not keys:
+            out.append(torch.zeros(g.size, dtype=torch.float64))
+            continue
+        w = [unit_slices(params[t], d, g.index[(t, d)]) for t, d in keys]
+        if importance == "l1":
+            s = gi.l1_scores(w, aggregation)
+        elif importance == "l2":
+            s = gi.l2_scores(w, aggregation)
+        elif importance == "fpgm":
+            producer = [ws for ws, (t, d) in zip(w, keys) if d == 0 and params[t].dim() > 1]
+            s = gi.fpgm_scores(producer or w, aggregation)
+        elif importance == "bn_scale":
+            norm = [
+                ws
+                for ws, (t, _d) in zip(w, keys)
+                if isinstance(modules.get(t.rsplit(".", 1)[0]), NORM_TYPES)
+            ]
+            s = gi.bn_scale_scores(norm, aggregation) if norm else gi.l2_scores(w, aggregation)
+        elif importance == "taylor":
+            wg, _ = stats
+            s = gi.taylor_scores(w, [unit_slices(wg[t], d, g.index[(t, d)]) for t, d in keys],
+                                 aggregation)
+        elif importance == "hessian":
+            _, g2 = stats
+            s = gi.hessian_scores(w, [unit_slices(g2[t], d, g.index[(t, d)]) for t, d in keys],
+                                  aggregation)
+        else:  # validated by the config
+            raise ConfigError(f"unknown importance {importance!r}")
+        out.append(s)
+    return out
