@@ -14,7 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit.errors import ModelError
+from torch.utils._pytree import tree_leaves
+
+from prunekit.errors import ModelError, UnsupportedOpError
 from prunekit.graph.groups import Group, build_groups
 from prunekit.graph.tracer import run_traced
 from prunekit.surgery.registry import register_torchvision_rules, rule_for
@@ -36,6 +38,7 @@ class DependencyGraph:
     tensor_shapes: dict[str, tuple[int, ...]]
     ties: list[tuple[int, int, int]] = field(default_factory=list)
     ops: int = 0
+    output_shapes: list[tuple[int, ...]] = field(default_factory=list)
 
     def group_of(self, tensor: str, dim: int) -> Group | None:
         for g in self.groups:
@@ -61,21 +64,29 @@ def _double_batch(example_input: Any) -> Any:
 
 
 def _trace(model: nn.Module, example_input: Any):
-    """Trace in training mode (all branches), fall back to eval; restore all state."""
+    """Trace in eval mode; if some parameters were not used (auxiliary heads such as
+    Inception's run only in training), trace again in training mode with the batch
+    doubled. Buffers, the RNG state and the train/eval mode are restored.
+
+    Returns (context, output shapes of the eval forward).
+    """
     buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
     rng = torch.random.get_rng_state()
     was_training = model.training
     try:
-        try:
+        model.eval()
+        ctx, out = run_traced(model, example_input)
+        shapes = [tuple(t.shape) for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        names = {n for n, _ in model.named_parameters()}
+        if names - ctx.params_seen:
             model.train()
-            return run_traced(model, _double_batch(example_input))
-        except Exception as exc:
-            from prunekit.errors import UnsupportedOpError
-
-            if isinstance(exc, UnsupportedOpError):
+            try:
+                ctx, _ = run_traced(model, _double_batch(example_input))
+            except UnsupportedOpError:
                 raise
-            model.eval()
-            return run_traced(model, example_input)
+            except Exception:  # training-mode forward not possible: keep the eval trace
+                pass
+        return ctx, shapes
     finally:
         model.train(was_training)
         torch.random.set_rng_state(rng)
@@ -98,13 +109,13 @@ def build_dependency_graph(model: nn.Module, example_input: Any) -> DependencyGr
     """
     register_torchvision_rules()
     try:
-        ctx, _ = _trace(model, example_input)
+        ctx, out_shapes = _trace(model, example_input)
     except RuntimeError as exc:
         raise ModelError(f"the model's forward failed on the example input: {exc}") from exc
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters(remove_duplicate=False)}
     shapes.update({n: tuple(b.shape) for n, b in model.named_buffers(remove_duplicate=False)})
     groups = build_groups(ctx.table, shapes)
-    graph = DependencyGraph(groups, shapes, ops=ctx.ops_seen)
+    graph = DependencyGraph(groups, shapes, ops=ctx.ops_seen, output_shapes=out_shapes)
     _apply_module_rules(model, graph)
     return graph
 

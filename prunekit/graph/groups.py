@@ -63,11 +63,11 @@ def build_groups(table: AtomTable, tensor_shapes: dict[str, tuple[int, ...]]) ->
             is_prod[c] = True
     is_prod[fixed] = False
     producer_comps = set(np.nonzero(is_prod)[0].tolist())
-    inexact_comps: set[int] = set()
+    inexact_mask = np.zeros(len(is_prod), dtype=bool)
     if table.inexact:
         ids = torch.cat(table.inexact).unique().numpy()
         ids = ids[ids < len(comp)]
-        inexact_comps = set(np.unique(comp[ids]).tolist())
+        inexact_mask[comp[ids]] = True
 
     key_ids: dict[tuple[str, int], int] = {}
     cs, ks, ix = [], [], []
@@ -125,11 +125,12 @@ def build_groups(table: AtomTable, tensor_shapes: dict[str, tuple[int, ...]]) ->
         cc = int(pair_comp[a])
         if cc in bad:
             continue
-        sig = tuple((int(pair_key[j]), int(counts[j])) for j in range(a, b))
-        by_signature[sig].append(a)
+        by_signature[(pair_key[a:b].tobytes(), counts[a:b].tobytes())].append(a)
 
     groups: list[Group] = []
-    for sig, firsts in by_signature.items():
+    for (kb, cb), firsts in by_signature.items():
+        sig = list(zip(np.frombuffer(kb, dtype=pair_key.dtype).tolist(),
+                       np.frombuffer(cb, dtype=counts.dtype).tolist()))
         firsts_arr = np.array(firsts)
         index = {}
         for off, (kid, k) in enumerate(sig):
@@ -139,7 +140,7 @@ def build_groups(table: AtomTable, tensor_shapes: dict[str, tuple[int, ...]]) ->
         perm = torch.argsort(index[first_key][:, 0])
         index = {key: v[perm] for key, v in index.items()}
         unit_comps = pair_comp[firsts_arr]
-        exact = not any(int(cc) in inexact_comps for cc in unit_comps)
+        exact = not bool(inexact_mask[unit_comps].any())
         members = [keys[kid] for kid, _ in sig]
         if any(t not in tensor_shapes for t, _ in members):
             continue

@@ -260,9 +260,11 @@ def reduction(ctx, func, args, kwargs, out):
         return None
     if isinstance(lab, ParamRef):
         lab = lab.materialize(ctx.table)
-    dims = kwargs.get("dim", args[1] if len(args) > 1 else None)
-    keepdim = kwargs.get("keepdim", args[2] if len(args) > 2 and isinstance(args[2], bool)
-                         else False)
+    name = func.__name__.split(".")[0]
+    first = 2 if name in ("linalg_vector_norm", "norm") else 1  # (self, ord, dim, keepdim)
+    dims = kwargs.get("dim", args[first] if len(args) > first else None)
+    keepdim = kwargs.get("keepdim", args[first + 1] if len(args) > first + 1 and isinstance(
+        args[first + 1], bool) else False)
     if isinstance(dims, int):
         dims = [dims]
     if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):

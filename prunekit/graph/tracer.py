@@ -59,6 +59,7 @@ class TraceContext:
             self.tensor_names.setdefault(id(b), n)
         self._tensors_alive = [p for p in model.parameters()] + [b for b in model.buffers()]
         self.ops_seen = 0
+        self.params_seen: set[str] = set()
 
     def lab(self, t: Any):
         if not isinstance(t, torch.Tensor):
@@ -68,6 +69,7 @@ class TraceContext:
             return got
         name = self.tensor_names.get(id(t))
         if name is not None:
+            self.params_seen.add(name)
             shape = tuple(t.shape)
             return ParamRef(name, shape, shape, tuple(range(len(shape))))
         return None
@@ -180,6 +182,8 @@ def run_traced(model: nn.Module, example_input: Any) -> tuple[TraceContext, Any]
     for t in tree_leaves(inputs):
         if isinstance(t, torch.Tensor) and t.is_floating_point():
             ctx.set(t, torch.full(t.shape, FIXED, dtype=torch.int64))
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # fused MHA hides the head structure
     try:
         with torch.no_grad(), _Mode(ctx):
             if isinstance(example_input, dict):
@@ -189,6 +193,7 @@ def run_traced(model: nn.Module, example_input: Any) -> tuple[TraceContext, Any]
             else:
                 out = model(example_input)
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         pre.remove()
         post.remove()
     for o in tree_leaves(out):

@@ -190,7 +190,7 @@ class StructuredPruner:
         ]
 
     def keep_indices(self, choices: list[GroupChoice]) -> dict[str, dict[int, torch.Tensor]]:
-        removed: dict[tuple[str, int], set[int]] = {}
+        removed: dict[tuple[str, int], list[torch.Tensor]] = {}
         for c in choices:
             r = torch.as_tensor(c.remove, dtype=torch.long).reshape(-1)
             if len(r) == 0:
@@ -200,12 +200,13 @@ class StructuredPruner:
             if len(torch.unique(r)) >= c.size:
                 raise ConfigError(f"group {c.id}: cannot remove all {c.size} units")
             for key, idx in c.group.index.items():
-                removed.setdefault(key, set()).update(idx[r].reshape(-1).tolist())
+                removed.setdefault(key, []).append(idx[r].reshape(-1))
         keep: dict[str, dict[int, torch.Tensor]] = {}
         for (tensor, dim), gone in removed.items():
             size = self.graph.tensor_shapes[tensor][dim]
-            kept = [i for i in range(size) if i not in gone]
-            keep.setdefault(tensor, {})[dim] = torch.tensor(kept, dtype=torch.long)
+            mask = torch.ones(size, dtype=torch.bool)
+            mask[torch.cat(gone)] = False
+            keep.setdefault(tensor, {})[dim] = torch.nonzero(mask).reshape(-1)
         return keep
 
     def trial(self, choices: list[GroupChoice]) -> Snapshot:
@@ -216,7 +217,7 @@ class StructuredPruner:
     def apply(self, choices: list[GroupChoice] | None = None) -> PruneResult:
         """Remove the chosen units; on any failure the model is left exactly as it was."""
         choices = self.choices if choices is None else choices
-        expected = _output_shapes(self.model, self.example_input)
+        expected = self.graph.output_shapes or _output_shapes(self.model, self.example_input)
         keep = self.keep_indices(choices)
         shapes_before = {t: list(self.graph.tensor_shapes[t]) for t in keep}
         snap = apply_keep(self.model, keep)

@@ -24,6 +24,32 @@ def unit_slices(tensor: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Te
     return picked.reshape(n, -1).float().cpu()
 
 
+def per_unit_sum(per_index: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``[n_units, 1]``: sum of a per-index statistic over each unit's indices."""
+    return per_index.double()[index.to(per_index.device)].sum(1, keepdim=True).cpu()
+
+
+def reduce_except(tensor: torch.Tensor, dim: int, how: str) -> torch.Tensor:
+    """Per-index statistic along ``dim``: "l1" |w| sum, "l2" w^2 sum, "sum" plain sum."""
+    t = tensor.detach()
+    others = [d for d in range(t.dim()) if d != dim]
+    if not others:
+        return t.abs() if how == "l1" else t.pow(2) if how == "l2" else t
+    if how == "l1":
+        return t.abs().sum(dim=others)
+    if how == "l2":
+        return (t * t).sum(dim=others)
+    return t.sum(dim=others)
+
+
+def aggregate_hessian(fisher_w2, keys, g, aggregation) -> torch.Tensor:
+    """OBD saliency 0.5 * sum(h w^2) per unit from precomputed h*w^2 tensors."""
+    ones = torch.ones(g.size, 1, dtype=torch.float64)
+    per = [per_unit_sum(reduce_except(fisher_w2[t], d, "sum"), g.index[(t, d)])
+           for t, d in keys]
+    return gi.aggregate([gi.hessian_scores([ones], [p]) for p in per], aggregation)
+
+
 def _weight_keys(group: Group, params: dict[str, torch.Tensor]) -> list[tuple[str, int]]:
     keys = [(t, d) for t, d in group.members if t in params and not t.endswith("bias")]
     return keys or [(t, d) for t, d in group.members if t in params]
@@ -85,6 +111,7 @@ def group_scores(
             raise ConfigError(f"importance '{importance}' needs calibration `data` and `loss_fn`")
         stats = grad_statistics(model, data, loss_fn)
     out = []
+    cache: dict[tuple, torch.Tensor] = {}
     for g in groups:
         if importance == "random":
             out.append(gi.random_group_scores(g.size, gen))
@@ -93,29 +120,40 @@ def group_scores(
         if not keys:
             out.append(torch.zeros(g.size, dtype=torch.float64))
             continue
-        w = [unit_slices(params[t], d, g.index[(t, d)]) for t, d in keys]
+        # magnitude-type scores only need per-index sums: reduce each tensor once
+        # (no copies of big weights), then pass [n_units, 1] sums to the pure functions
+        def sums(source, how):
+            out = []
+            for t, d in keys:
+                ck = (id(source), t, d, how)
+                if ck not in cache:
+                    cache[ck] = reduce_except(source[t], d, how)
+                out.append(per_unit_sum(cache[ck], g.index[(t, d)]))
+            return out
+
         if importance == "l1":
-            s = gi.l1_scores(w, aggregation)
+            s = gi.l1_scores(sums(params, "l1"), aggregation)
         elif importance == "l2":
-            s = gi.l2_scores(w, aggregation)
+            s = gi.l2_scores([x.sqrt() for x in sums(params, "l2")], aggregation)
         elif importance == "fpgm":
-            producer = [ws for ws, (t, d) in zip(w, keys) if d == 0 and params[t].dim() > 1]
-            s = gi.fpgm_scores(producer or w, aggregation)
+            producer = [(t, d) for t, d in keys if d == 0 and params[t].dim() > 1] or keys
+            s = gi.fpgm_scores([unit_slices(params[t], d, g.index[(t, d)]) for t, d in producer],
+                               aggregation)
         elif importance == "bn_scale":
-            norm = [
-                ws
-                for ws, (t, _d) in zip(w, keys)
-                if isinstance(modules.get(t.rsplit(".", 1)[0]), NORM_TYPES)
-            ]
-            s = gi.bn_scale_scores(norm, aggregation) if norm else gi.l2_scores(w, aggregation)
+            norm = [(t, d) for t, d in keys
+                    if isinstance(modules.get(t.rsplit(".", 1)[0]), NORM_TYPES)]
+            if norm:
+                s = gi.bn_scale_scores(
+                    [unit_slices(params[t], d, g.index[(t, d)]) for t, d in norm], aggregation)
+            else:
+                s = gi.l2_scores([x.sqrt() for x in sums(params, "l2")], aggregation)
         elif importance == "taylor":
             wg, _ = stats
-            s = gi.taylor_scores(w, [unit_slices(wg[t], d, g.index[(t, d)]) for t, d in keys],
-                                 aggregation)
+            s = gi.taylor_scores([], sums(wg, "sum"), aggregation)
         elif importance == "hessian":
             _, g2 = stats
-            s = gi.hessian_scores(w, [unit_slices(g2[t], d, g.index[(t, d)]) for t, d in keys],
-                                  aggregation)
+            fisher_w2 = {t: g2[t] * params[t].detach().pow(2) for t, _ in keys}
+            s = aggregate_hessian(fisher_w2, keys, g, aggregation)
         else:  # validated by the config
             raise ConfigError(f"unknown importance {importance!r}")
         out.append(s)
