@@ -23,13 +23,20 @@ TIME_LIMIT_S = 10.0
 MIN_MACS_REDUCTION = 2.0
 
 
-def input_size(name: str) -> int:
-    """Smallest convenient input each family accepts (ViT / MaxViT need 224)."""
+def input_size(model, name: str) -> int:
+    """Smallest input (of 32, 64, 96, 160, 224) the model runs on (ViT / MaxViT need 224)."""
+    import torch
+
     if name.startswith(("vit_", "maxvit")):
         return 224
-    if name.startswith("inception"):
-        return 96
-    return 64
+    for size in (32, 64, 96, 160, 224):
+        try:
+            with torch.no_grad():
+                model(torch.zeros(1, 3, size, size))
+            return size
+        except Exception:
+            continue
+    return 224
 
 
 def run_one(name: str) -> dict:
@@ -42,7 +49,7 @@ def run_one(name: str) -> dict:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = torchvision.models.get_model(name, weights=None).eval()
-    size = input_size(name)
+    size = input_size(model, name)
     x = torch.randn(1, 3, size, size)
     with torch.no_grad():
         shape_before = tuple(model(x).shape)

@@ -89,6 +89,12 @@ class AtomTable:
     def couple(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """Record that atoms ``a[i]`` and ``b[i]`` must be removed together (broadcast)."""
         a, b = torch.broadcast_tensors(torch.as_tensor(a), torch.as_tensor(b))
+        if a.numel() > 4096:  # drop dims along which both are constant (tokens, pixels)
+            for d in range(a.dim()):
+                if a.shape[d] > 1:
+                    a0, b0 = a.narrow(d, 0, 1), b.narrow(d, 0, 1)
+                    if bool((a == a0).all()) and bool((b == b0).all()):
+                        a, b = a0, b0
         a, b = a.reshape(-1), b.reshape(-1)
         keep = (a >= 0) & (b >= 0) & (a != b)
         if not bool(keep.any()):

@@ -117,9 +117,11 @@ def matmul(ctx, func, args, kwargs, out):
             continue
         if isinstance(lab, ParamRef):
             lab = lab.materialize(table)
-        idx, labels = per_index_pairs(lab, cdim)
-        table.couple(virt[idx], labels)
         c = const_along(lab, [cdim], keepdim=False)
+        if bool(((c < 0) & (lab.amax(dim=cdim) >= 0)).any()):
+            # labels vary along the contracted dim: it is a channel dim, couple per index
+            idx, labels = per_index_pairs(lab, cdim)
+            table.couple(virt[idx], labels)
         if is_a:
             row = c
         else:

@@ -50,6 +50,16 @@ def aggregate_hessian(fisher_w2, keys, g, aggregation) -> torch.Tensor:
     return gi.aggregate([gi.hessian_scores([ones], [p]) for p in per], aggregation)
 
 
+def reduce_dims(tensor: torch.Tensor, how: str, key: tuple, dim: int) -> dict:
+    """Per-index statistics along dim 0, 1 and ``dim`` from one pass over ``tensor``."""
+    t = tensor.detach()
+    base = t.abs() if how == "l1" else (t * t) if how == "l2" else t
+    out = {}
+    for d in sorted({0, min(1, t.dim() - 1), dim}):
+        out[key + (d, how)] = reduce_except(base, d, "sum")
+    return out
+
+
 def _weight_keys(group: Group, params: dict[str, torch.Tensor]) -> list[tuple[str, int]]:
     keys = [(t, d) for t, d in group.members if t in params and not t.endswith("bias")]
     return keys or [(t, d) for t, d in group.members if t in params]
@@ -127,7 +137,7 @@ def group_scores(
             for t, d in keys:
                 ck = (id(source), t, d, how)
                 if ck not in cache:
-                    cache[ck] = reduce_except(source[t], d, how)
+                    cache.update(reduce_dims(source[t], how, (id(source), t), d))
                 out.append(per_unit_sum(cache[ck], g.index[(t, d)]))
             return out
 
