@@ -16,11 +16,15 @@ import sys
 from collections.abc import Sequence
 
 from prunekit._version import __version__
+from prunekit.cli.args import OneLineParser
 from prunekit.errors import PrunekitError
 
 #: subcommand modules, in the order ``--help`` lists them
 SUBCOMMANDS: tuple[str, ...] = (
     "prunekit.cli.demo",
+    "prunekit.cli.llm",
+    "prunekit.cli.run",
+    "prunekit.cli.report",
 )
 
 
@@ -32,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         >>> p.prog
         'prunekit'
     """
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="prunekit",
         description="Prune PyTorch models and prove the result: accuracy, size, MACs, latency.",
     )

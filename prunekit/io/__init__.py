@@ -1,6 +1,6 @@
 """Atomic file writing and safetensors helpers (no pickle for user-facing files)."""
 
-from prunekit.io.atomic import atomic_write_bytes, atomic_write_text, atomic_write_json
+from prunekit.io.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from prunekit.io.tensors import load_tensors, save_tensors, state_dict_bytes
 
 __all__ = [

@@ -20,9 +20,11 @@ class MaskParametrization(nn.Module):
         tensor([3., 0.])
     """
 
-    def __init__(self, mask: torch.Tensor) -> None:
+    def __init__(self, mask: torch.Tensor, param_order: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.register_buffer("mask", mask.to(torch.bool))
+        #: the owner's parameter names in registration order, restored by make_permanent
+        self.param_order = param_order
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.mask
@@ -72,7 +74,8 @@ def apply_mask(module: nn.Module, name: str, mask: torch.Tensor) -> None:
         existing.mask.copy_(mask)
         original = module.parametrizations[name].original
     else:
-        parametrize.register_parametrization(module, name, MaskParametrization(mask))
+        order = tuple(module._parameters)
+        parametrize.register_parametrization(module, name, MaskParametrization(mask, order))
         original = module.parametrizations[name].original
     with torch.no_grad():
         original.mul_(mask)
@@ -109,7 +112,11 @@ def make_permanent(model: nn.Module) -> nn.Module:
                 f"{type(module).__name__}.{tname} has other parametrizations besides the "
                 "prunekit mask; remove them first (torch.nn.utils.parametrize)"
             )
+        order = plist[0].param_order
         parametrize.remove_parametrizations(module, tname, leave_parametrized=True)
+        params = module._parameters
+        ranked = sorted(params, key=lambda k: order.index(k) if k in order else len(order))
+        module._parameters = {k: params[k] for k in ranked}
     return model
 
 

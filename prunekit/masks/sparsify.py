@@ -16,6 +16,9 @@ from prunekit.errors import ConfigError, ModelError
 from prunekit.importance.configs import IMPORTANCES, Importance, Magnitude
 from prunekit.masks.parametrize import apply_mask, get_mask
 from prunekit.masks.report import LayerSparsity, sparsity_report
+from prunekit.patterns.block import Block, as_matrix, block_scores, expand_block_mask
+from prunekit.patterns.configs import PATTERNS, Unstructured
+from prunekit.patterns.nm import NM, nm_keep_mask
 from prunekit.patterns.unstructured import global_keep_masks, layer_keep_masks
 
 #: layer types whose ``weight`` is pruned by default
@@ -34,25 +37,43 @@ FilterFn = Callable[[str, nn.Module], bool]
 
 @dataclass(frozen=True)
 class SparsifyConfig(ConfigBase):
-    """How much to prune, ranked by what, over which scope.
+    """How much to prune, ranked by what, in which pattern, over which scope.
 
     Attributes:
-        amount: a fraction in [0, 1) of the weights to prune (the total after pruning,
-            counting weights already masked), or an int count of weights.
+        amount: a fraction in [0, 1) of the weights (or, for ``Block``, of the tiles) to
+            prune — the total after pruning, counting weights already masked — or an int
+            count. Must be None for ``NM``, whose ``n:m`` fixes the sparsity.
         importance: ``Magnitude(p=1)`` (default) or ``Random(seed)``.
-        scope: ``"global"`` ranks all layers together; ``"layer"`` prunes ``amount`` in each.
+        pattern: ``Unstructured()`` (default), ``Block(rows, cols)`` or ``NM(n, m)``.
+        scope: ``"global"`` ranks all layers together; ``"layer"`` prunes ``amount`` in
+            each (N:M is always per group).
 
     Example:
         >>> SparsifyConfig(amount=0.5, scope="layer").to_dict()["importance"]
         {'type': 'Magnitude', 'p': 1}
+        >>> SparsifyConfig(pattern=NM(2, 4)).pattern
+        NM(n=2, m=4)
     """
 
-    amount: float | int = 0.5
+    amount: float | int | None = None
     importance: Importance = field(default_factory=Magnitude)
+    pattern: ConfigBase = field(default_factory=Unstructured)
     scope: str = "global"
 
     def __post_init__(self) -> None:
-        if isinstance(self.amount, numbers.Integral) and not isinstance(self.amount, bool):
+        if isinstance(self.pattern, dict):
+            object.__setattr__(self, "pattern", _pattern_from_dict(self.pattern))
+        if not isinstance(self.pattern, tuple(PATTERNS.values())):
+            raise ConfigError(f"pattern must be one of {sorted(PATTERNS)} (e.g. NM(2, 4)), got {self.pattern!r}")
+        if isinstance(self.pattern, NM):
+            if self.amount is not None:
+                raise ConfigError(
+                    f"amount must be None with pattern NM({self.pattern.n}, {self.pattern.m}): "
+                    f"the pattern fixes the sparsity at {self.pattern.sparsity:g}"
+                )
+        elif self.amount is None:
+            raise ConfigError("amount (sparsity) is required: a fraction in [0, 1) or an int count")
+        elif isinstance(self.amount, numbers.Integral) and not isinstance(self.amount, bool):
             if self.amount < 0:
                 raise ConfigError(f"amount as a count must be >= 0, got {self.amount}")
         else:
@@ -65,6 +86,13 @@ class SparsifyConfig(ConfigBase):
                 f"got {self.importance!r}"
             )
         check_choice("scope", self.scope, ("global", "layer"))
+
+
+def _pattern_from_dict(data: dict[str, Any]) -> ConfigBase:
+    kind = data.get("type")
+    if kind not in PATTERNS:
+        raise ConfigError(f"pattern type must be one of {sorted(PATTERNS)}, got {kind!r}")
+    return PATTERNS[kind].from_dict(data)
 
 
 def _importance_from_dict(data: dict[str, Any]) -> Importance:
@@ -121,22 +149,46 @@ def sparsify_(
         what = "no layer passed filter_fn" if filter_fn else "it has no Linear/Conv layer"
         raise ModelError(f"nothing to prune in {type(model).__name__}: {what}")
     weights = [m.weight for _, m in layers]
-    total = sum(w.numel() for w in weights)
-    if isinstance(config.amount, int) and config.amount > total:
-        raise ConfigError(f"amount={config.amount} exceeds the {total} prunable weights")
-
     scorer = config.importance.scorer()
     scores = []
-    for (name, module), w in zip(layers, weights):
+    for (_, module), w in zip(layers, weights):
         s = scorer(w).to("cpu")
         old = get_mask(module)
         if old is not None:
             s = torch.where(old.cpu(), s, torch.full_like(s, float("-inf")))
         scores.append(s)
-    select = global_keep_masks if config.scope == "global" else layer_keep_masks
-    masks = select(scores, config.amount)
+    names = [name or type(module).__name__ for name, module in layers]
+    masks = _select(config, names, scores)
     _apply_all_or_nothing(layers, masks)
     return sparsity_report(model, lambda n, m: any(m is mod for _, mod in layers))
+
+
+def _select(config: SparsifyConfig, names: list[str], scores: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Keep-masks for every layer under the config's pattern and scope (pure)."""
+    pattern = config.pattern
+    if isinstance(pattern, NM):
+        bad = [f"{n} ({as_matrix(s).shape[1]})" for n, s in zip(names, scores) if as_matrix(s).shape[1] % pattern.m]
+        if bad:
+            raise ConfigError(
+                f"N:M pattern {pattern} needs input widths divisible by {pattern.m}; these layers are not: "
+                f"{', '.join(bad)}. Exclude them with filter_fn=lambda name, module: name not in {{...}}"
+            )
+        return [nm_keep_mask(as_matrix(s), pattern.n, pattern.m).reshape(s.shape) for s in scores]
+    select = global_keep_masks if config.scope == "global" else layer_keep_masks
+    if isinstance(pattern, Block):
+        tiles = [block_scores(s, pattern.rows, pattern.cols, where=n) for n, s in zip(names, scores)]
+        _check_count(config.amount, tiles, "tiles")
+        keep = select(tiles, config.amount)
+        return [expand_block_mask(k, pattern.rows, pattern.cols, s.shape) for k, s in zip(keep, scores)]
+    _check_count(config.amount, scores, "prunable weights")
+    return select(scores, config.amount)
+
+
+def _check_count(amount: float | int | None, tensors: list[torch.Tensor], what: str) -> None:
+    if isinstance(amount, int):
+        total = sum(t.numel() for t in tensors)
+        if amount > total:
+            raise ConfigError(f"amount={amount} exceeds the {total} {what}")
 
 
 def _apply_all_or_nothing(layers: list[tuple[str, nn.Module]], masks: list[torch.Tensor]) -> None:
@@ -144,7 +196,8 @@ def _apply_all_or_nothing(layers: list[tuple[str, nn.Module]], masks: list[torch
     saved = []
     for _, module in layers:
         old = get_mask(module)
-        data = module.weight.detach().clone() if old is None else module.parametrizations.weight.original.detach().clone()
+        source = module.weight if old is None else module.parametrizations.weight.original
+        data = source.detach().clone()
         saved.append((module, None if old is None else old.clone(), data))
     try:
         for (_, module), mask in zip(layers, masks):

@@ -37,6 +37,42 @@ def save_masked(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     return save_tensors(tensors, path, metadata={"format": "prunekit.masked", "version": "1"})
 
 
+def check_state_matches(model: nn.Module, state: dict[str, torch.Tensor], source: object) -> None:
+    """Raise ``ModelError`` unless ``state`` has exactly the model's effective keys and shapes.
+
+    ``source`` (a path or name) is quoted in the message. Nothing is changed.
+    """
+    expected = effective_state_dict(model)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ModelError(
+            f"{source}: does not match {type(model).__name__}: missing keys {missing[:5]}, "
+            f"unexpected keys {unexpected[:5]}"
+        )
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise ModelError(
+                f"{source}: '{key}' has shape {tuple(value.shape)}, model has {tuple(expected[key].shape)}"
+            )
+
+
+def copy_effective_state_(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy a plain-keyed state into the model; masked tensors receive it as their original.
+
+    Call ``check_state_matches`` first.
+    """
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for key, value in state.items():
+            mod_name, _, tname = key.rpartition(".")
+            module = modules[mod_name]
+            if parametrize.is_parametrized(module, tname):
+                module.parametrizations[tname].original.copy_(value)
+            else:
+                getattr(module, tname).copy_(value)
+
+
 def load_masked(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
     """Load a file written by ``save_masked`` into a model of the same architecture.
 
@@ -47,33 +83,15 @@ def load_masked(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
     tensors = load_tensors(path)
     masks = {k[len(MASK_PREFIX):]: v for k, v in tensors.items() if k.startswith(MASK_PREFIX)}
     state = {k: v for k, v in tensors.items() if not k.startswith(MASK_PREFIX)}
-    expected = effective_state_dict(model)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ModelError(
-            f"{path}: does not match {type(model).__name__}: missing keys {missing[:5]}, "
-            f"unexpected keys {unexpected[:5]}"
-        )
-    for key, value in state.items():
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise ModelError(f"{path}: '{key}' has shape {tuple(value.shape)}, model has {tuple(expected[key].shape)}")
+    check_state_matches(model, state, path)
     modules = dict(model.named_modules())
-    for qual in masks:
+    for qual, mask in masks.items():
         mod_name, _, tname = qual.rpartition(".")
-        if mod_name not in modules or tname not in dict(modules[mod_name].named_parameters(recurse=False)) | (
-            dict(modules[mod_name].parametrizations.items()) if parametrize.is_parametrized(modules[mod_name]) else {}
-        ):
-            raise ModelError(f"{path}: mask for '{qual}' names no parameter of the model")
+        module = modules.get(mod_name)
+        if module is None or tuple(getattr(module, tname, torch.empty(0)).shape) != tuple(mask.shape):
+            raise ModelError(f"{path}: mask for '{qual}' names no parameter of that shape in the model")
     for qual, mask in masks.items():
         mod_name, _, tname = qual.rpartition(".")
         apply_mask(modules[mod_name], tname, mask)
-    with torch.no_grad():
-        for key, value in state.items():
-            mod_name, _, tname = key.rpartition(".")
-            module = modules[mod_name]
-            if parametrize.is_parametrized(module, tname):
-                module.parametrizations[tname].original.copy_(value)
-            else:
-                getattr(module, tname).copy_(value)
+    copy_effective_state_(model, state)
     return model

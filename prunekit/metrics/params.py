@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from prunekit.masks.parametrize import effective_parameters
+
+
+def _unique_parameters(model: nn.Module) -> list[torch.Tensor]:
+    """Effective parameters, each storage once (tied weights counted once)."""
+    seen: set[int] = set()
+    out = []
+    for p in effective_parameters(model).values():
+        key = id(p) if p.numel() == 0 else p.untyped_storage().data_ptr()
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
 
 
 def count_params(model: nn.Module) -> int:
@@ -14,15 +27,7 @@ def count_params(model: nn.Module) -> int:
         >>> count_params(nn.Linear(3, 2))
         8
     """
-    seen: set[int] = set()
-    total = 0
-    for p in effective_parameters(model).values():
-        key = id(p) if p.numel() == 0 else p.untyped_storage().data_ptr()
-        if key in seen:
-            continue
-        seen.add(key)
-        total += p.numel()
-    return total
+    return sum(p.numel() for p in _unique_parameters(model))
 
 
 def count_nonzero(model: nn.Module) -> int:
@@ -34,12 +39,4 @@ def count_nonzero(model: nn.Module) -> int:
         >>> count_nonzero(lin)
         0
     """
-    seen: set[int] = set()
-    total = 0
-    for p in effective_parameters(model).values():
-        key = id(p) if p.numel() == 0 else p.untyped_storage().data_ptr()
-        if key in seen:
-            continue
-        seen.add(key)
-        total += int((p != 0).sum())
-    return total
+    return sum(int((p != 0).sum()) for p in _unique_parameters(model))

@@ -3,6 +3,10 @@
 ``fit`` takes an optional ``loss_fn(model, x, y) -> loss`` (e.g. distillation) and an
 ``on_step(step)`` callback run after every optimizer step (e.g. a pruning schedule).
 Masks from ``prunekit.masks`` hold through it with any optimizer.
+
+Under ``torchrun`` (a process group initialised by the caller), ``fit`` trains with
+DistributedDataParallel: each process sees its shard of the data, gradients are
+averaged, and every process ends with the same weights.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from prunekit.config.base import ConfigBase, check_choice, check_positive_int
 from prunekit.errors import ConfigError
+from prunekit.metrics.accuracy import evaluate  # noqa: F401  (re-exported: train.evaluate)
 from prunekit.report.progress import progress_bar
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -85,6 +90,10 @@ def fit(
         progress: show a progress bar.
         description: label of the progress bar.
 
+    Under ``torchrun`` with an initialised process group the model is wrapped in
+    DistributedDataParallel for the run (``loss_fn`` receives the wrapped model) and the
+    data is sharded with a DistributedSampler; the bar shows on rank 0 only.
+
     Example:
         >>> from torch.utils.data import TensorDataset
         >>> data = TensorDataset(torch.randn(32, 4), torch.randint(0, 2, (32,)))
@@ -93,8 +102,19 @@ def fit(
         2
     """
     loss_fn = loss_fn or cross_entropy_loss
-    gen = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(train_data, batch_size=config.batch_size, shuffle=True, generator=gen)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    sampler = None
+    if distributed:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(train_data, shuffle=True, seed=config.seed)
+        loader = DataLoader(train_data, batch_size=config.batch_size, sampler=sampler)
+        trained: nn.Module = torch.nn.parallel.DistributedDataParallel(model)
+        progress = progress and torch.distributed.get_rank() == 0
+    else:
+        gen = torch.Generator().manual_seed(config.seed)
+        loader = DataLoader(train_data, batch_size=config.batch_size, shuffle=True, generator=gen)
+        trained = model
     optimizer = make_optimizer(model, config)
     total_steps = max(1, config.epochs * len(loader))
     scheduler = (
@@ -104,11 +124,13 @@ def fit(
     step = 0
     epoch_losses: list[float] = []
     with progress_bar(total_steps, description, enabled=progress) as advance:
-        for _ in range(config.epochs):
+        for epoch in range(config.epochs):
+            if sampler is not None:
+                sampler.set_epoch(epoch)
             running, batches = 0.0, 0
             for x, y in loader:
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model, x, y)
+                loss = loss_fn(trained, x, y)
                 loss.backward()
                 optimizer.step()
                 if scheduler is not None:
@@ -121,30 +143,3 @@ def fit(
                 advance(1)
             epoch_losses.append(running / max(batches, 1))
     return epoch_losses
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset, batch_size: int = 512) -> dict[str, float]:
-    """Return ``{"accuracy": fraction correct, "loss": mean cross-entropy}`` on ``data``.
-
-    The model's train/eval mode is restored afterwards.
-
-    Example:
-        >>> from torch.utils.data import TensorDataset
-        >>> data = TensorDataset(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long))
-        >>> lin = nn.Linear(2, 2)
-        >>> 0.0 <= evaluate(lin, data)["accuracy"] <= 1.0
-        True
-    """
-    was_training = model.training
-    model.eval()
-    correct, total, loss_sum = 0, 0, 0.0
-    try:
-        for x, y in DataLoader(data, batch_size=batch_size):
-            logits = model(x)
-            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(dim=1) == y).sum())
-            total += y.numel()
-    finally:
-        model.train(was_training)
-    return {"accuracy": correct / max(total, 1), "loss": loss_sum / max(total, 1)}

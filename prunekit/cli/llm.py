@@ -1,0 +1,151 @@
+"""``prunekit llm``: one-shot prune a causal LM, report perplexity before/after, save it.
+
+Example:
+    prunekit llm --model smollm2-135m --method wanda --sparsity 0.5 \\
+        --calib austen:emma --eval austen:persuasion --out runs/wanda50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from prunekit.llm.config import METHODS
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "llm",
+        help="one-shot prune a Hugging Face causal LM (magnitude / Wanda / SparseGPT, N:M)",
+        description="One-shot prune the linear layers of a causal LM's transformer blocks, "
+        "print perplexity before and after, and save the pruned model.",
+    )
+    p.add_argument("--model", required=True,
+                   help="local HF folder, a .gguf file, or 'smollm2-135m'")
+    p.add_argument("--method", choices=METHODS, default="wanda")
+    p.add_argument("--sparsity", type=float, default=0.5, help="fraction removed (default 0.5)")
+    p.add_argument("--pattern", default=None, help="N:M pattern such as 2:4 or 4:8")
+    p.add_argument("--owl", action="store_true", help="OWL non-uniform layer sparsity")
+    p.add_argument("--calib", default=None,
+                   help="calibration text: a file or austen:<novel> (default austen:emma)")
+    p.add_argument("--eval", dest="eval_text", default=None,
+                   help="evaluation text: a file or austen:<novel> (default austen:persuasion)")
+    p.add_argument("--nsamples", type=int, default=64, help="calibration windows (default 64)")
+    p.add_argument("--seqlen", type=int, default=512, help="tokens per calibration window")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration windows")
+    p.add_argument("--eval-window", type=int, default=512)
+    p.add_argument("--eval-stride", type=int, default=512)
+    p.add_argument("--eval-max-tokens", type=int, default=None,
+                   help="evaluate on the first N tokens only (default: all)")
+    p.add_argument("--speed", action="store_true",
+                   help="also measure generation speed (prefill and decode tokens/s) before and after")
+    p.add_argument("--skip-ppl-before", action="store_true", help="do not evaluate the dense model")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when present)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice; 1 is often fastest "
+                   "on a busy shared machine)")
+    p.add_argument("--out", default=None, help="folder for metrics.json and model/")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from prunekit.data.text import read_text
+    from prunekit.io import atomic_write_json
+    from prunekit.llm.calibration import calibration_windows, tokenize_text
+    from prunekit.llm.config import LLMPruneConfig
+    from prunekit.llm.evaluate import generation_speed, perplexity
+    from prunekit.metrics import count_nonzero, count_params
+    from prunekit.llm.loading import load_model, load_tokenizer, resolve_model
+    from prunekit.llm.memory import peak_rss_mb
+    from prunekit.llm.prune import prune_llm
+    from prunekit.llm.structured.storage import save_pretrained_model
+
+    config = LLMPruneConfig(
+        method=args.method, sparsity=args.sparsity, pattern=args.pattern, owl=args.owl
+    )
+    resolve_model(args.model)  # fail fast on a bad path, before reading any text
+    calib_text = read_text(args.calib or "austen:emma") if config.needs_calibration else None
+    eval_text = read_text(args.eval_text or "austen:persuasion")
+    if args.threads is not None:
+        if args.threads < 1:
+            from prunekit.errors import ConfigError
+
+            raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    progress = not args.no_progress
+
+    tokenizer = load_tokenizer(args.model)
+    windows = None
+    if calib_text is not None:
+        windows = calibration_windows(tokenize_text(tokenizer, calib_text), args.nsamples,
+                                      args.seqlen, args.seed)
+    eval_ids = tokenize_text(tokenizer, eval_text)
+    t0 = time.perf_counter()
+    model = load_model(args.model, device=device)
+    load_seconds = time.perf_counter() - t0
+    print(f"loaded {args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params) "
+          f"in {load_seconds:.1f}s on {device}")
+
+    def ppl() -> float:
+        return perplexity(model, eval_ids, window=args.eval_window, stride=args.eval_stride,
+                          max_tokens=args.eval_max_tokens, progress=progress)
+
+    def speed() -> dict | None:
+        if not args.speed:
+            return None
+        return generation_speed(model, eval_ids[:128], new_tokens=32, runs=2).to_dict()
+
+    speed_before = speed()
+    ppl_before = None if args.skip_ppl_before else ppl()
+    if ppl_before is not None:
+        print(f"perplexity before: {ppl_before:.2f}")
+    result = prune_llm(model, windows, config, progress=progress)
+    rss = peak_rss_mb()
+    ppl_after = ppl()
+    speed_after = speed()
+    print(f"perplexity after:  {ppl_after:.2f}")
+    print(f"pruned {result.measured_sparsity:.1%} of block weights with {config.method}"
+          f"{' ' + str(config.pattern) if config.pattern else ''} in {result.seconds:.1f}s; "
+          f"peak RSS {rss:.0f} MB")
+    metrics = {
+        "model": str(args.model),
+        "method": config.method,
+        "pattern": str(config.pattern) if config.pattern else "unstructured",
+        "sparsity_target": config.target_sparsity,
+        "ppl_before": ppl_before,
+        "ppl_after": ppl_after,
+        "prune_seconds": result.seconds,
+        "peak_rss_mb": rss,
+        "sparsity_measured": result.measured_sparsity,
+        "layer_sparsity": result.to_dict()["layer_sparsity"],
+        "params": count_params(model),
+        "nonzero_params": count_nonzero(model),
+        "generation_before": speed_before,
+        "generation_after": speed_after,
+        "nsamples": args.nsamples if windows is not None else 0,
+        "seqlen": args.seqlen,
+        "eval_window": args.eval_window,
+        "eval_stride": args.eval_stride,
+        "eval_tokens": int(min(eval_ids.numel(), args.eval_max_tokens or eval_ids.numel())),
+        "config": config.to_dict(),
+    }
+    if args.out:
+        out = Path(args.out)
+        save_pretrained_model(model, out / "model", tokenizer)
+        atomic_write_json(out / "metrics.json", metrics)
+        print(f"wrote {out / 'metrics.json'} and {out / 'model'}")
+    if speed_before and speed_after:
+        print(f"decode {speed_before['decode_tokens_per_s']:.1f} -> "
+              f"{speed_after['decode_tokens_per_s']:.1f} tokens/s; prefill "
+              f"{speed_before['prefill_tokens_per_s']:.0f} -> {speed_after['prefill_tokens_per_s']:.0f} "
+              "tokens/s (unstructured zeros are not faster on dense kernels)")
+    print(json.dumps({k: v for k, v in metrics.items() if k not in ("config", "layer_sparsity")}))
+    return 0

@@ -1,0 +1,72 @@
+"""Find the repeated transformer blocks of a model and the linear layers inside them.
+
+Works on any model whose blocks sit in an ``nn.ModuleList`` of same-class modules
+(Llama/Qwen2/Mistral ``model.layers``, GPT-2 ``transformer.h``, OPT
+``model.decoder.layers``, BERT/ViT ``encoder.layer``): the longest such list is taken.
+GPT-2's ``Conv1D`` stores its weight transposed; :func:`weight_2d` and
+:func:`set_weight_2d` hide that so every method sees ``(out_features, in_features)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from prunekit.errors import ModelError
+
+
+def _is_conv1d(module: nn.Module) -> bool:
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+
+
+def is_prunable_linear(module: nn.Module) -> bool:
+    """True for ``nn.Linear`` and transformers' GPT-2 style ``Conv1D``."""
+    return isinstance(module, nn.Linear) or _is_conv1d(module)
+
+
+def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """Return ``(path, module_list)`` of the model's transformer blocks.
+
+    Raises:
+        ModelError: when the model has no list of repeated blocks holding linear layers.
+
+    Example:
+        >>> from torch import nn
+        >>> m = nn.Sequential(nn.ModuleList([nn.Sequential(nn.Linear(2, 2)) for _ in range(3)]))
+        >>> find_blocks(m)[0]
+        '0'
+    """
+    best: tuple[str, nn.ModuleList] | None = None
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.ModuleList) or len(module) == 0:
+            continue
+        kinds = {type(child) for child in module}
+        if len(kinds) != 1:
+            continue
+        if not any(is_prunable_linear(m) for m in module[0].modules()):
+            continue
+        if best is None or len(module) > len(best[1]):
+            best = (name, module)
+    if best is None:
+        raise ModelError(
+            f"{type(model).__name__}: found no list of repeated transformer blocks with linear "
+            "layers; prunekit.llm supports Llama/Qwen2/Mistral, GPT-2, OPT, BERT, ViT style models"
+        )
+    return best
+
+
+def find_linears(block: nn.Module) -> dict[str, nn.Module]:
+    """The prunable linear layers of one block, by their path inside the block."""
+    return {name: m for name, m in block.named_modules() if name and is_prunable_linear(m)}
+
+
+def weight_2d(module: nn.Module) -> torch.Tensor:
+    """The weight as ``(out_features, in_features)`` (a transposed view for ``Conv1D``)."""
+    return module.weight.T if _is_conv1d(module) else module.weight
+
+
+def set_weight_2d(module: nn.Module, value: torch.Tensor) -> None:
+    """Write an ``(out_features, in_features)`` tensor into the module's weight, in place."""
+    with torch.no_grad():
+        target = module.weight.T if _is_conv1d(module) else module.weight
+        target.copy_(value.to(target.dtype))

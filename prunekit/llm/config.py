@@ -1,0 +1,75 @@
+"""The frozen, validated configuration of a one-shot LLM pruning run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from prunekit.config.base import ConfigBase, check_choice, check_fraction, check_positive_int
+from prunekit.errors import ConfigError
+from prunekit.patterns.nm import NM
+
+METHODS: tuple[str, ...] = ("magnitude", "wanda", "sparsegpt")
+
+
+@dataclass(frozen=True)
+class LLMPruneConfig(ConfigBase):
+    """What to prune and how.
+
+    Attributes:
+        method: ``"magnitude"``, ``"wanda"`` or ``"sparsegpt"``.
+        sparsity: fraction of each block linear's weights removed (unstructured), in [0, 1).
+        pattern: an :class:`NM` (or ``"2:4"``) for semi-structured sparsity; overrides ``sparsity``.
+        owl: use OWL outlier-weighted per-layer sparsities (unstructured only).
+        owl_threshold: OWL's outlier factor M (score > M * mean score).
+        owl_lambda: OWL's spread: per-layer sparsity within ``sparsity +- owl_lambda``.
+        blocksize: SparseGPT lazy-update block width. percdamp: SparseGPT dampening.
+        batch_size: calibration windows per forward.
+
+    Example:
+        >>> LLMPruneConfig(method="sparsegpt", pattern="2:4").pattern
+        NM(n=2, m=4)
+    """
+
+    method: str = "wanda"
+    sparsity: float = 0.5
+    pattern: NM | None = None
+    owl: bool = False
+    owl_threshold: float = 5.0
+    owl_lambda: float = 0.08
+    blocksize: int = 128
+    percdamp: float = 0.01
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        check_choice("method", self.method, METHODS)
+        check_fraction("sparsity", self.sparsity)
+        pattern: Any = self.pattern
+        if isinstance(pattern, str):
+            object.__setattr__(self, "pattern", NM.parse(pattern))
+        elif isinstance(pattern, dict):
+            object.__setattr__(self, "pattern", NM.from_dict(pattern))
+        elif pattern is not None and not isinstance(pattern, NM):
+            raise ConfigError(f"pattern must be NM(n, m), 'n:m' or None, got {pattern!r}")
+        if self.owl and self.pattern is not None:
+            raise ConfigError("owl=True needs unstructured sparsity; drop pattern or owl")
+        if self.owl and not 0 <= self.owl_lambda < min(self.sparsity, 1 - self.sparsity) + 1e-12:
+            raise ConfigError(
+                f"owl_lambda must be in [0, min(sparsity, 1 - sparsity)), got {self.owl_lambda}"
+            )
+        if self.owl_threshold <= 0:
+            raise ConfigError(f"owl_threshold must be positive, got {self.owl_threshold}")
+        check_positive_int("blocksize", self.blocksize)
+        check_positive_int("batch_size", self.batch_size)
+        if not 0 <= self.percdamp < 1:
+            raise ConfigError(f"percdamp must be in [0, 1), got {self.percdamp}")
+
+    @property
+    def target_sparsity(self) -> float:
+        """The sparsity the run produces: the pattern's when one is given."""
+        return self.pattern.sparsity if self.pattern is not None else self.sparsity
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether activations are needed (everything but plain magnitude)."""
+        return self.method != "magnitude" or self.owl

@@ -1,0 +1,17 @@
+"""One-shot pruning methods for transformer linear layers (pure: tensors in, tensors out)."""
+
+from prunekit.llm.config import METHODS
+from prunekit.llm.methods.magnitude import magnitude_keep_mask
+from prunekit.llm.methods.select import row_keep_mask, tensor_keep_mask
+from prunekit.llm.methods.sparsegpt import sparsegpt_prune
+from prunekit.llm.methods.wanda import wanda_keep_mask, wanda_scores
+
+__all__ = [
+    "METHODS",
+    "magnitude_keep_mask",
+    "wanda_keep_mask",
+    "wanda_scores",
+    "sparsegpt_prune",
+    "row_keep_mask",
+    "tensor_keep_mask",
+]

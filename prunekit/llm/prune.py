@@ -1,0 +1,170 @@
+"""One-shot pruning of a transformer's block linears: ``prune_llm(model, windows, config)``.
+
+Embeddings, the LM head and anything outside the transformer blocks are left alone.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.errors import ConfigError
+from prunekit.llm.blocks import find_blocks, find_linears, set_weight_2d, weight_2d
+from prunekit.llm.calibration import causal_lm_batches
+from prunekit.llm.config import LLMPruneConfig
+from prunekit.llm.hooks import collect_input_stats
+from prunekit.llm.methods import magnitude_keep_mask, sparsegpt_prune, wanda_keep_mask
+from prunekit.llm.methods.wanda import wanda_scores
+from prunekit.llm.owl import outlier_ratio, owl_sparsities
+from prunekit.llm.progress import layer_progress
+from prunekit.llm.sequential import sequential_blocks
+from prunekit.patterns.nm import check_nm_divides
+
+
+@dataclass
+class LLMPruneResult:
+    """What a run did: per-block sparsity asked for and measured, and wall time."""
+
+    block_path: str
+    layer_sparsity: list[float] = field(default_factory=list)
+    measured_sparsity: float = 0.0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "block_path": self.block_path,
+            "layer_sparsity": [round(s, 4) for s in self.layer_sparsity],
+            "measured_sparsity": self.measured_sparsity,
+            "seconds": self.seconds,
+        }
+
+
+def _check_patterns(blocks: nn.ModuleList, path: str, config: LLMPruneConfig) -> None:
+    if config.pattern is None:
+        return
+    for i, block in enumerate(blocks):
+        for name, lin in find_linears(block).items():
+            check_nm_divides(weight_2d(lin).shape[1], config.pattern.n, config.pattern.m,
+                             where=f"{path}.{i}.{name}")
+
+
+def _batches(calibration: Any, config: LLMPruneConfig) -> list[dict[str, Any]]:
+    if isinstance(calibration, torch.Tensor):
+        if calibration.dim() != 2:
+            raise ConfigError("calibration windows must be a (nsamples, seqlen) LongTensor")
+        return causal_lm_batches(calibration, config.batch_size)
+    batches = list(calibration or [])
+    if not batches:
+        raise ConfigError(f"method {config.method!r} needs calibration data; got none")
+    return batches
+
+
+def _prune_linear(lin: nn.Module, stats: Any, sparsity: float, config: LLMPruneConfig) -> None:
+    w = weight_2d(lin)
+    if config.method == "magnitude":
+        set_weight_2d(lin, w * magnitude_keep_mask(w, sparsity, config.pattern))
+    elif config.method == "wanda":
+        set_weight_2d(lin, w * wanda_keep_mask(w, stats.sq_norm, sparsity, config.pattern))
+    else:
+        new_w, _ = sparsegpt_prune(
+            w, stats.hessian(), sparsity, config.pattern,
+            blocksize=config.blocksize, percdamp=config.percdamp,
+        )
+        set_weight_2d(lin, new_w)
+
+
+def owl_block_ratios(model: nn.Module, batches: list[dict[str, Any]], threshold: float,
+                     progress: bool = True) -> list[float]:
+    """Outlier ratio of every block, from Wanda scores on the dense model."""
+    ratios: list[float] = []
+    _, blocks = find_blocks(model)
+    with layer_progress("OWL outliers", len(blocks), enabled=progress) as advance:
+        for _i, block, run in sequential_blocks(model, batches):
+            linears = find_linears(block)
+            with collect_input_stats(linears, gram=False) as stats:
+                run()
+            scores = [wanda_scores(weight_2d(m), stats[n].sq_norm) for n, m in linears.items()]
+            ratios.append(outlier_ratio(scores, threshold))
+            advance()
+    return ratios
+
+
+def prune_llm(
+    model: nn.Module,
+    calibration: torch.Tensor | list[dict[str, Any]] | None,
+    config: LLMPruneConfig,
+    *,
+    progress: bool = True,
+) -> LLMPruneResult:
+    """Prune every linear layer inside the model's transformer blocks, in place.
+
+    Args:
+        model: a transformers model (Llama/Qwen2/Mistral, GPT-2, OPT, BERT, ViT, ...).
+        calibration: ``(nsamples, seqlen)`` token windows for a causal LM, or a list of
+            ``model(**batch)`` keyword dicts; may be None for plain magnitude.
+        config: method, sparsity or N:M pattern, OWL.
+        progress: show a per-layer progress bar.
+
+    Returns:
+        An :class:`LLMPruneResult` with per-block sparsities and seconds.
+
+    Example:
+        >>> from transformers import LlamaConfig, LlamaForCausalLM   # doctest: +SKIP
+        >>> m = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128,
+        ...     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=100))
+        >>> r = prune_llm(m, torch.randint(0, 100, (4, 32)), LLMPruneConfig("wanda", 0.5))
+        >>> round(r.measured_sparsity, 2)
+        0.5
+    """
+    path, blocks = find_blocks(model)
+    _check_patterns(blocks, path, config)
+    batches = _batches(calibration, config) if config.needs_calibration else []
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    result = LLMPruneResult(block_path=path)
+    try:
+        if config.owl:
+            ratios = owl_block_ratios(model, batches, config.owl_threshold, progress)
+            sparsities = owl_sparsities(ratios, config.sparsity, config.owl_lambda)
+        else:
+            sparsities = [config.target_sparsity] * len(blocks)
+        result.layer_sparsity = sparsities
+        label = f"{config.method} {config.pattern or config.sparsity}"
+        with layer_progress(label, len(blocks), enabled=progress) as advance:
+            if config.method == "magnitude":
+                for i, block in enumerate(blocks):
+                    for lin in find_linears(block).values():
+                        _prune_linear(lin, None, sparsities[i], config)
+                    advance()
+            else:
+                gram = config.method == "sparsegpt"
+                for i, block, run in sequential_blocks(model, batches):
+                    linears = find_linears(block)
+                    with collect_input_stats(linears, gram=gram) as stats:
+                        run()
+                    for name, lin in linears.items():
+                        _prune_linear(lin, stats[name], sparsities[i], config)
+                    del stats
+                    advance()
+    finally:
+        model.train(was_training)
+    result.seconds = time.perf_counter() - start
+    result.measured_sparsity = block_sparsity(model)
+    return result
+
+
+def block_sparsity(model: nn.Module) -> float:
+    """Fraction of exactly-zero weights over all linear layers inside the transformer blocks."""
+    _, blocks = find_blocks(model)
+    zeros = total = 0
+    for block in blocks:
+        for lin in find_linears(block).values():
+            w = lin.weight
+            zeros += int((w == 0).sum())
+            total += w.numel()
+    return zeros / max(total, 1)

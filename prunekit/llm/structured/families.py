@@ -1,0 +1,87 @@
+"""Where the heads and MLP neurons live in each supported block type.
+
+A :class:`BlockLayout` names, for one transformer block, the projections whose output
+rows are grouped by attention head (query, key, value), the projection whose input
+columns are (attention output), the MLP projections whose outputs are the
+intermediate neurons and the one that reads them. Layouts are found from the module
+names, so they work for Llama / Qwen2 / Mistral, GPT-2, OPT, BERT and ViT (and models
+that copy their naming).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from prunekit.errors import UnsupportedOpError
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """Module paths inside one block (relative to the block)."""
+
+    family: str
+    attention: str            # the attention module whose head counts are updated
+    q: str                    # query projection (GPT-2: the fused c_attn)
+    k: str | None             # key projection (None for GPT-2's fused c_attn)
+    v: str | None
+    o: str                    # output projection (input columns grouped by head)
+    mlp_out: tuple[str, ...]  # projections producing the intermediate neurons
+    mlp_in: str               # projection reading the intermediate neurons
+
+
+_LAYOUTS: tuple[BlockLayout, ...] = (
+    BlockLayout("llama", "self_attn", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                "self_attn.o_proj", ("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj"),
+    BlockLayout("opt", "self_attn", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                "self_attn.out_proj", ("fc1",), "fc2"),
+    BlockLayout("gpt2", "attn", "attn.c_attn", None, None, "attn.c_proj", ("mlp.c_fc",), "mlp.c_proj"),
+    BlockLayout("bert", "attention.self", "attention.self.query", "attention.self.key",
+                "attention.self.value", "attention.output.dense", ("intermediate.dense",), "output.dense"),
+    BlockLayout("vit", "attention", "attention.q_proj", "attention.k_proj", "attention.v_proj",
+                "attention.o_proj", ("mlp.fc1",), "mlp.fc2"),
+    BlockLayout("vit", "attention.attention", "attention.attention.query", "attention.attention.key",
+                "attention.attention.value", "attention.output.dense", ("intermediate.dense",),
+                "output.dense"),
+)
+
+
+def block_layout(block: nn.Module, where: str = "block") -> BlockLayout:
+    """The layout matching ``block``'s module names; UnsupportedOpError when none does."""
+    names = {name for name, _ in block.named_modules()}
+    for layout in _LAYOUTS:
+        needed = [layout.attention, layout.q, layout.o, layout.mlp_in, *layout.mlp_out]
+        needed += [p for p in (layout.k, layout.v) if p]
+        if all(p in names for p in needed):
+            return layout
+    raise UnsupportedOpError(
+        f"{where} ({type(block).__name__}): structured pruning knows Llama/Qwen2/Mistral, GPT-2, "
+        "OPT, BERT and ViT blocks; this block's module names match none of them"
+    )
+
+
+def head_dim(block: nn.Module, layout: BlockLayout) -> int:
+    attn = block.get_submodule(layout.attention)
+    for attr in ("head_dim", "attention_head_size"):
+        if hasattr(attn, attr):
+            return int(getattr(attn, attr))
+    raise UnsupportedOpError(f"{type(attn).__name__} has no head_dim / attention_head_size")
+
+
+def head_counts(block: nn.Module, layout: BlockLayout) -> tuple[int, int]:
+    """``(query heads, key/value heads)`` currently in the block."""
+    from prunekit.llm.blocks import weight_2d
+
+    hd = head_dim(block, layout)
+    q_rows = weight_2d(block.get_submodule(layout.q)).shape[0]
+    if layout.k is None:  # fused qkv
+        return q_rows // (3 * hd), q_rows // (3 * hd)
+    kv_rows = weight_2d(block.get_submodule(layout.k)).shape[0]
+    return q_rows // hd, kv_rows // hd
+
+
+def intermediate_size(block: nn.Module, layout: BlockLayout) -> int:
+    from prunekit.llm.blocks import weight_2d
+
+    return int(weight_2d(block.get_submodule(layout.mlp_in)).shape[1])

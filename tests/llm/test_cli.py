@@ -1,0 +1,109 @@
+import json
+
+import pytest
+import torch
+
+from tests.llm.conftest import transformers
+
+tokenizers = pytest.importorskip("tokenizers")
+
+TEXT = (
+    "It is a truth universally acknowledged, that a single man in possession of a good fortune, "
+    "must be in want of a wife. However little known the feelings or views of such a man may be "
+    "on his first entering a neighbourhood, this truth is so well fixed in the minds of the "
+    "surrounding families, that he is considered the rightful property of some one or other of "
+    "their daughters. "
+) * 4
+
+
+def _main(argv):
+    import prunekit.cli.main as cli_main
+
+    return cli_main.main(argv)
+
+
+@pytest.fixture(autouse=True)
+def _only_llm_subcommand(monkeypatch):
+    # keep these tests independent of the other subcommands' optional dependencies
+    import prunekit.cli.main as cli_main
+
+    monkeypatch.setattr(cli_main, "SUBCOMMANDS", ("prunekit.cli.llm",))
+    threads = torch.get_num_threads()  # --threads changes the process-wide setting
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator([TEXT], trainers.WordLevelTrainer(special_tokens=["[UNK]"]))
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2,
+                                   vocab_size=len(fast), max_position_embeddings=64)
+    model = transformers.LlamaForCausalLM(cfg)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(str(folder))
+    fast.save_pretrained(str(folder))
+    text = folder / "text.txt"
+    text.write_text(TEXT)
+    short = folder / "short.txt"
+    short.write_text("a truth universally acknowledged")
+    return folder
+
+
+def _args(folder, *extra):
+    return ["llm", "--model", str(folder), "--calib", str(folder / "text.txt"),
+            "--eval", str(folder / "text.txt"), "--nsamples", "4", "--seqlen", "16",
+            "--eval-window", "16", "--eval-stride", "8", "--threads", "1", "--no-progress", *extra]
+
+
+@pytest.mark.parametrize("method,pattern", [("sparsegpt", None), ("wanda", "2:4")])
+def test_cli_prunes_writes_metrics_and_a_reloadable_model(tiny_folder, tmp_path, method, pattern):
+    extra = ["--method", method, "--out", str(tmp_path)] + (["--pattern", pattern] if pattern else [])
+    if method == "sparsegpt":
+        extra.append("--speed")
+    assert _main(_args(tiny_folder, *extra)) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("ppl_before", "ppl_after", "prune_seconds", "peak_rss_mb", "sparsity_measured"):
+        assert isinstance(metrics[key], float)
+    assert metrics["sparsity_measured"] == pytest.approx(0.5, abs=0.01)
+    assert metrics["ppl_before"] > 1 and metrics["ppl_after"] > 1
+    if method == "sparsegpt":
+        for key in ("generation_before", "generation_after"):
+            assert metrics[key]["decode_tokens_per_s"] > 0 and metrics[key]["prefill_tokens_per_s"] > 0
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "model"))
+    zeros = sum(int((p == 0).sum()) for n, p in reloaded.named_parameters() if "layers" in n and n.endswith("proj.weight"))
+    total = sum(p.numel() for n, p in reloaded.named_parameters() if "layers" in n and n.endswith("proj.weight"))
+    assert zeros / total == pytest.approx(metrics["sparsity_measured"])
+    from prunekit.llm.calibration import tokenize_text
+    from prunekit.llm.evaluate import perplexity
+
+    tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "model"))
+    ids = tokenize_text(tok, (tiny_folder / "text.txt").read_text())
+    assert perplexity(reloaded, ids, window=16, stride=8) == pytest.approx(metrics["ppl_after"], rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--sparsity", "1.5"], "sparsity must be a number in [0, 1)"),
+        (["--pattern", "5:4"], "N:M pattern 5:4 is invalid"),
+        (["--seqlen", "64"], "fewer than one window"),
+        (["--model", "/no/such/model"], "is not a folder with config.json"),
+        (["--calib", "austen:ulysses"], "unknown Austen novel"),
+    ],
+)
+def test_bad_input_gives_a_one_line_error(tiny_folder, capsys, extra, needle):
+    argv = _args(tiny_folder, "--method", "wanda")
+    if extra[0] == "--seqlen":
+        argv += ["--calib", str(tiny_folder / "short.txt")]
+    argv += extra
+    assert _main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
