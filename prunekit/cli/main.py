@@ -25,6 +25,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "prunekit.cli.llm",
     "prunekit.cli.run",
     "prunekit.cli.report",
+    "prunekit.cli.prune",
 )
 
 
