@@ -26,6 +26,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "prunekit.cli.run",
     "prunekit.cli.report",
     "prunekit.cli.sensitivity",
+    "prunekit.cli.prune",
 )
 
 
