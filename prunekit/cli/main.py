@@ -23,6 +23,10 @@ from prunekit.errors import PrunekitError
 SUBCOMMANDS: tuple[str, ...] = (
     "prunekit.cli.demo",
     "prunekit.cli.llm",
+    "prunekit.cli.run",
+    "prunekit.cli.report",
+    "prunekit.cli.sensitivity",
+    "prunekit.cli.prune",
 )
 
 

@@ -29,7 +29,9 @@ def resolve_modules(model: nn.Module, names: list[str] | tuple[str, ...], role: 
 
 
 @contextmanager
-def capture_outputs(model: nn.Module, names: list[str] | tuple[str, ...], role: str = "model") -> Iterator[dict[str, torch.Tensor]]:
+def capture_outputs(
+    model: nn.Module, names: list[str] | tuple[str, ...], role: str = "model"
+) -> Iterator[dict[str, torch.Tensor]]:
     """Yield a dict filled with ``name -> output`` at each forward pass of ``model``.
 
     Example:
@@ -43,8 +45,10 @@ def capture_outputs(model: nn.Module, names: list[str] | tuple[str, ...], role: 
     handles = []
     try:
         for name, module in resolve_modules(model, names, role).items():
+
             def hook(_m: nn.Module, _i: tuple, output: torch.Tensor, key: str = name) -> None:
                 store[key] = output
+
             handles.append(module.register_forward_hook(hook))
         yield store
     finally:

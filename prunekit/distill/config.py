@@ -30,16 +30,22 @@ class DistillConfig(ConfigBase):
     feature_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or self.temperature <= 0:
+        if (
+            isinstance(self.temperature, bool)
+            or not isinstance(self.temperature, (int, float))
+            or self.temperature <= 0
+        ):
             raise ConfigError(f"temperature must be a positive number, got {self.temperature!r}")
         check_fraction("alpha", self.alpha, allow_one=True)
-        if isinstance(self.feature_weight, bool) or not isinstance(self.feature_weight, (int, float)) or self.feature_weight < 0:
+        if (
+            isinstance(self.feature_weight, bool)
+            or not isinstance(self.feature_weight, (int, float))
+            or self.feature_weight < 0
+        ):
             raise ConfigError(f"feature_weight must be a number >= 0, got {self.feature_weight!r}")
         pairs = []
         for pair in self.features:
             if isinstance(pair, str) or len(pair) != 2 or not all(isinstance(p, str) for p in pair):
-                raise ConfigError(
-                    f"features must be pairs of module names [student, teacher], got {pair!r}"
-                )
+                raise ConfigError(f"features must be pairs of module names [student, teacher], got {pair!r}")
             pairs.append((pair[0], pair[1]))
         object.__setattr__(self, "features", tuple(pairs))

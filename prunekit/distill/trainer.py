@@ -50,12 +50,18 @@ class _Student(nn.Module):
         self.projections = projections
 
 
-def _build_projections(student: nn.Module, teacher: nn.Module, config: DistillConfig, example: torch.Tensor) -> nn.ModuleList:
+def _build_projections(
+    student: nn.Module, teacher: nn.Module, config: DistillConfig, example: torch.Tensor
+) -> nn.ModuleList:
     s_names = [s for s, _ in config.features]
     t_names = [t for _, t in config.features]
     was = student.training
     student.eval()
-    with torch.no_grad(), capture_outputs(student, s_names, "student") as sf, capture_outputs(teacher, t_names, "teacher") as tf:
+    with (
+        torch.no_grad(),
+        capture_outputs(student, s_names, "student") as sf,
+        capture_outputs(teacher, t_names, "teacher") as tf,
+    ):
         student(example)
         teacher(example)
     student.train(was)
@@ -113,7 +119,10 @@ def distill(
         example = train_data[0][0].unsqueeze(0)
         projections = _build_projections(student, teacher, config, example) if config.features else nn.ModuleList()
         wrapper = _Student(student, projections)
-        with capture_outputs(student, s_names, "student") as s_store, capture_outputs(teacher, t_names, "teacher") as t_store:
+        with (
+            capture_outputs(student, s_names, "student") as s_store,
+            capture_outputs(teacher, t_names, "teacher") as t_store,
+        ):
             return fit(wrapper, train_data, train_config, loss_fn=loss_fn, progress=progress, description="distill")
     finally:
         teacher.train(teacher_was_training)

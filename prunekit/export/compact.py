@@ -89,7 +89,9 @@ def _position_candidates(nonzero: np.ndarray, choice: str) -> dict[str, bytes]:
     return out
 
 
-def _encode_tensor(name: str, t: torch.Tensor, lq: LayerQuant | None, cfg: CompactConfig) -> tuple[dict, dict[str, bytes]]:
+def _encode_tensor(
+    name: str, t: torch.Tensor, lq: LayerQuant | None, cfg: CompactConfig
+) -> tuple[dict, dict[str, bytes]]:
     """Return ``(layout entry, {part: coded bytes})`` for one tensor; plain tensors give no parts."""
     entry: dict[str, Any] = {"name": name, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
     flat = t.detach().cpu().reshape(-1)
@@ -163,7 +165,9 @@ def encode_compact(
         if entry["form"] == "plain":
             tensors[name] = t
         for part, data in parts.items():
-            tensors[f"{name}/{part}"] = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
+            tensors[f"{name}/{part}"] = (
+                torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
+            )
     meta = dict(metadata or {})
     meta.update({"format": FORMAT, "version": VERSION, "layout": json.dumps(layout, separators=(",", ":"))})
     return state_dict_bytes(tensors, meta)
@@ -208,9 +212,7 @@ def _decode_entry(entry: dict, tensors: dict[str, torch.Tensor]) -> tuple[torch.
         q[index] = torch.frombuffer(bytearray(values), dtype=torch.int8).clone() if nnz else q[:0]
         return lq.dequantize(q.reshape(shape)).to(dtype), lq
     else:
-        codes = (
-            np.frombuffer(values, dtype=np.uint8) if codec == "zstd" else bitunpack(values, lq.bits, nnz)
-        )
+        codes = np.frombuffer(values, dtype=np.uint8) if codec == "zstd" else bitunpack(values, lq.bits, nnz)
         out[index] = lq.params[torch.from_numpy(codes.astype(np.int64))].to(dtype)
     return out.reshape(shape), lq
 
@@ -231,7 +233,9 @@ def decode_compact(data: bytes) -> tuple[dict[str, torch.Tensor], QuantRecord, d
     if meta.get("format") != FORMAT:
         raise ModelError(f"not a prunekit compact file (format={meta.get('format')!r})")
     if meta.get("version") != VERSION:
-        raise ModelError(f"compact file version {meta.get('version')!r} is not supported (this prunekit reads {VERSION})")
+        raise ModelError(
+            f"compact file version {meta.get('version')!r} is not supported (this prunekit reads {VERSION})"
+        )
     state: dict[str, torch.Tensor] = {}
     record: QuantRecord = {}
     for entry in json.loads(meta["layout"]):

@@ -87,7 +87,8 @@ def load_compact_into(model: nn.Module, path: str | os.PathLike[str], masks: boo
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
         raise ModelError(
-            f"{path}: does not match {type(model).__name__}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
+            f"{path}: does not match {type(model).__name__}: missing keys {missing[:5]}, "
+            f"unexpected keys {unexpected[:5]}"
         )
     for key, value in state.items():
         if tuple(value.shape) != tuple(expected[key].shape):

@@ -81,7 +81,7 @@ def bitpack(codes: np.ndarray, bits: int) -> bytes:
         b'l'
     """
     c = np.asarray(codes, dtype=np.uint8).reshape(-1, 1)
-    planes = np.unpackbits(c, axis=1)[:, 8 - bits:]
+    planes = np.unpackbits(c, axis=1)[:, 8 - bits :]
     return np.packbits(planes.reshape(-1)).tobytes()
 
 
@@ -94,7 +94,7 @@ def bitunpack(data: bytes, bits: int, count: int) -> np.ndarray:
     """
     flat = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=count * bits).reshape(count, bits)
     padded = np.zeros((count, 8), dtype=np.uint8)
-    padded[:, 8 - bits:] = flat
+    padded[:, 8 - bits :] = flat
     return np.packbits(padded, axis=1).reshape(-1)
 
 

@@ -80,8 +80,14 @@ def export_onnx(
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
-                    plain, inputs, str(tmp_path), input_names=names, output_names=["output"],
-                    opset_version=opset, dynamic_axes=dynamic_axes, dynamo=False,
+                    plain,
+                    inputs,
+                    str(tmp_path),
+                    input_names=names,
+                    output_names=["output"],
+                    opset_version=opset,
+                    dynamic_axes=dynamic_axes,
+                    dynamo=False,
                 )
         except Exception as exc:  # the exporter raises many types; name the model and cause
             raise ModelError(f"ONNX export of {type(model).__name__} failed: {type(exc).__name__}: {exc}") from exc

@@ -47,7 +47,9 @@ class QuantizeConfig(ConfigBase):
         check_choice("scheme", self.scheme, SCHEMES)
         check_positive_int("seed", self.seed, allow_zero=True)
         if self.scheme == "int8" and self.bits != 8:
-            raise ConfigError(f"bits must be 8 for scheme 'int8' (got {self.bits!r}); use scheme 'codebook' for fewer bits")
+            raise ConfigError(
+                f"bits must be 8 for scheme 'int8' (got {self.bits!r}); use scheme 'codebook' for fewer bits"
+            )
         check_codebook_bits(self.bits)
 
 
@@ -69,8 +71,9 @@ class LayerQuant:
             return q
         return nearest_codes(weight[weight != 0], self.params)
 
-    def dequantize(self, codes: torch.Tensor, shape: tuple[int, ...] | None = None,
-                   nonzero: torch.Tensor | None = None) -> torch.Tensor:
+    def dequantize(
+        self, codes: torch.Tensor, shape: tuple[int, ...] | None = None, nonzero: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Values from codes: the full tensor for int8; for codebook the tensor of ``shape``
         with ``centroids[codes]`` at the ``nonzero`` positions."""
         if self.scheme == "int8":
@@ -142,6 +145,5 @@ def record_from_tensors(tensors: dict[str, torch.Tensor], meta: str) -> QuantRec
     """Inverse of ``record_to_tensors``."""
     info = json.loads(meta)
     return {
-        name: LayerQuant(d["scheme"], int(d["bits"]), tensors[name], int(d.get("axis", 0)))
-        for name, d in info.items()
+        name: LayerQuant(d["scheme"], int(d["bits"]), tensors[name], int(d.get("axis", 0))) for name, d in info.items()
     }

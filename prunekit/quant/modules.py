@@ -80,9 +80,7 @@ def _dynamic_linear(linear: nn.Linear, scale: torch.Tensor | None) -> nn.Module:
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
     q, s = quantize_symmetric(linear.weight, 8, 0, scale)
-    qweight = torch._make_per_channel_quantized_tensor(
-        q, s.double(), torch.zeros(len(s), dtype=torch.long), 0
-    )
+    qweight = torch._make_per_channel_quantized_tensor(q, s.double(), torch.zeros(len(s), dtype=torch.long), 0)
     out = DynamicLinear(linear.in_features, linear.out_features, bias_=linear.bias is not None, dtype=torch.qint8)
     out.set_weight_bias(qweight, None if linear.bias is None else linear.bias.detach().float())
     return out

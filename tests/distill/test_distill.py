@@ -36,8 +36,12 @@ def _data(n=256, seed=0):
 
 def _conv(width):
     return nn.Sequential(
-        nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
-        nn.Flatten(), nn.Linear(width * 36, 4),
+        nn.Conv2d(1, width, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(width, width, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(width * 36, 4),
     )
 
 
@@ -58,7 +62,14 @@ def test_distill_moves_student_towards_teacher_and_leaves_teacher_alone():
     teacher.train()
     student = _conv(4)
     before = _mean_kl(student, teacher, data)
-    losses = distill(student, teacher, data, TrainConfig(epochs=5, lr=3e-3), DistillConfig(temperature=2.0, alpha=1.0), progress=False)
+    losses = distill(
+        student,
+        teacher,
+        data,
+        TrainConfig(epochs=5, lr=3e-3),
+        DistillConfig(temperature=2.0, alpha=1.0),
+        progress=False,
+    )
     after = _mean_kl(student, teacher, data)
     assert after < 0.5 * before, (before, after)
     assert losses[-1] < losses[0]
@@ -87,7 +98,9 @@ def test_bad_feature_name_names_valid_modules_and_changes_nothing():
     teacher.train()
     state = {k: v.clone() for k, v in student.state_dict().items()}
     with pytest.raises(ModelError, match="valid names include"):
-        distill(student, teacher, _data(16), TrainConfig(epochs=1), DistillConfig(features=[["2", "nope"]]), progress=False)
+        distill(
+            student, teacher, _data(16), TrainConfig(epochs=1), DistillConfig(features=[["2", "nope"]]), progress=False
+        )
     assert teacher.training and all(p.requires_grad for p in teacher.parameters())
     assert all(torch.equal(student.state_dict()[k], v) for k, v in state.items())
     assert not any(m._forward_hooks for m in list(teacher.modules()) + list(student.modules()))

@@ -95,19 +95,18 @@ def test_torch_pruning_resnet18_exports_and_matches(tmp_path):
 
 
 def test_prunekit_structured_resnet18_exports_and_matches(tmp_path):
-    """Uses prunekit.structured when it is present (issue 3); skipped until then."""
+    """Channel pruning by prunekit.structured (issue 3); skipped where it is not installed."""
     tv = pytest.importorskip("torchvision")
     structured = pytest.importorskip("prunekit.structured")
-    prune = getattr(structured, "prune_channels", None) or getattr(structured, "prune", None)
-    if prune is None:
-        pytest.skip("prunekit.structured has no prune entry point yet")
     model = tv.models.resnet18(num_classes=10).eval()
-    x = torch.randn(1, 3, 32, 32)
+    x = torch.randn(2, 3, 32, 32)
     before = sum(p.numel() for p in model.parameters())
-    prune(model, x, ratio=0.5)
-    assert sum(p.numel() for p in model.parameters()) < before
+    structured.prune_channels_(model, x, structured.StructuredConfig(ratio=0.5))
+    _randomize_bn(model)
+    assert model.conv1.out_channels == 32 and sum(p.numel() for p in model.parameters()) < 0.5 * before
     path = export_onnx(model, x, tmp_path / "pk.onnx")
-    assert verify_onnx(model, path, x).ok
+    check = verify_onnx(model, path, x)
+    assert check.ok, check
 
 
 def test_export_error_is_a_prunekit_error(tmp_path):

@@ -1,0 +1,143 @@
+"""Atoms: the smallest removable pieces the tracer reasons about, and their couplings.
+
+An *atom* is an integer id naming one slice of one tensor (``weight`` dim 0 index 7) or
+one element of a small bare parameter (``pos_embedding[0, 3, 5]``), or a *virtual* link
+used to join atoms that meet in a contraction. Activations carry, per element, the atom
+it came from (``-1`` = no identity). Atom ``0`` is FIXED: anything coupled to it (the
+model input and output) can never be removed.
+
+Couplings are recorded as pairs and resolved once into connected components.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+NONE = -1
+FIXED = 0
+LABEL_DTYPE = torch.int64
+
+
+@dataclass
+class Block:
+    """A contiguous range of atom ids and what they stand for."""
+
+    start: int
+    size: int
+    kind: str  # "dim" | "elem" | "virtual"
+    tensor: str = ""
+    dim: int = -1
+    shape: tuple[int, ...] = ()
+    producer: bool = False
+
+
+class AtomTable:
+    """Allocates atom ids, remembers what they mean, and collects coupling pairs.
+
+    Example:
+        >>> t = AtomTable()
+        >>> a = t.dim_atoms("conv.weight", 0, 4, producer=True)
+        >>> t.couple(a[:2], a[2:])
+        >>> comp = t.components()
+        >>> bool(comp[a[0]] == comp[a[2]]) and bool(comp[a[0]] != comp[a[1]])
+        True
+    """
+
+    def __init__(self) -> None:
+        self.blocks: list[Block] = [Block(0, 1, "virtual", "<fixed>")]
+        self.next_id = 1
+        self._dim_index: dict[tuple[str, int], int] = {}
+        self._elem_index: dict[str, int] = {}
+        self._pairs: list[torch.Tensor] = []
+        self.inexact: list[torch.Tensor] = []
+
+    # -- allocation -------------------------------------------------------------------
+    def _alloc(self, size: int, **kw) -> int:
+        start = self.next_id
+        self.blocks.append(Block(start, size, **kw))
+        self.next_id += size
+        return len(self.blocks) - 1
+
+    def dim_atoms(self, tensor: str, dim: int, size: int, producer: bool = False) -> torch.Tensor:
+        """Atom ids for every index of ``tensor`` along ``dim`` (allocated once)."""
+        key = (tensor, dim)
+        if key not in self._dim_index:
+            self._dim_index[key] = self._alloc(size, kind="dim", tensor=tensor, dim=dim)
+        block = self.blocks[self._dim_index[key]]
+        if producer:
+            block.producer = True
+        return torch.arange(block.start, block.start + block.size, dtype=LABEL_DTYPE)
+
+    def elem_atoms(self, tensor: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """One atom per element of a (small, bare) tensor, shaped like it."""
+        if tensor not in self._elem_index:
+            n = int(np.prod(shape)) if shape else 1
+            self._elem_index[tensor] = self._alloc(
+                n, kind="elem", tensor=tensor, shape=tuple(shape), producer=True
+            )
+        block = self.blocks[self._elem_index[tensor]]
+        return torch.arange(block.start, block.start + block.size, dtype=LABEL_DTYPE).view(shape)
+
+    def virtual_atoms(self, size: int) -> torch.Tensor:
+        b = self.blocks[self._alloc(size, kind="virtual")]
+        return torch.arange(b.start, b.start + size, dtype=LABEL_DTYPE)
+
+    # -- coupling ---------------------------------------------------------------------
+    def couple(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Record that atoms ``a[i]`` and ``b[i]`` must be removed together (broadcast)."""
+        a, b = torch.broadcast_tensors(torch.as_tensor(a), torch.as_tensor(b))
+        if a.numel() > 4096:  # drop dims along which both are constant (tokens, pixels)
+            for d in range(a.dim()):
+                if a.shape[d] > 1:
+                    a0, b0 = a.narrow(d, 0, 1), b.narrow(d, 0, 1)
+                    if bool((a == a0).all()) and bool((b == b0).all()):
+                        a, b = a0, b0
+        a, b = a.reshape(-1), b.reshape(-1)
+        keep = (a >= 0) & (b >= 0) & (a != b)
+        if not bool(keep.any()):
+            return
+        a, b = a[keep], b[keep]
+        if a.numel() > 64:
+            key = torch.unique((a << 32) | b)
+            a, b = key >> 32, key & 0xFFFFFFFF
+        self._pairs.append(torch.stack([a, b]))
+
+    def mark_inexact(self, labels: torch.Tensor) -> None:
+        """Atoms whose removal changes outputs even when dead (normalised/softmaxed over)."""
+        u = torch.unique(labels.reshape(-1))
+        self.inexact.append(u[u > 0])
+
+    def components(self) -> np.ndarray:
+        """Connected component id of every atom (index = atom id; id = smallest member)."""
+        n = self.next_id
+        if not self._pairs:
+            return np.arange(n)
+        p = torch.cat(self._pairs, dim=1)
+        lo, hi = torch.minimum(p[0], p[1]), torch.maximum(p[0], p[1])
+        key = torch.unique((lo << 32) | hi)
+        return connected_components(n, (key >> 32).numpy(), (key & 0xFFFFFFFF).numpy())
+
+
+def connected_components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Union-find by repeated hooking of roots and pointer jumping (vectorised).
+
+    Example:
+        >>> connected_components(5, np.array([0, 3]), np.array([1, 4])).tolist()
+        [0, 0, 2, 3, 3]
+    """
+    parent = np.arange(n)
+    while True:
+        pa, pb = parent[a], parent[b]
+        lo, hi = np.minimum(pa, pb), np.maximum(pa, pb)
+        diff = lo != hi
+        if not diff.any():
+            return parent
+        np.minimum.at(parent, hi[diff], lo[diff])
+        while True:
+            jumped = parent[parent]
+            if np.array_equal(jumped, parent):
+                break
+            parent = jumped

@@ -1,0 +1,160 @@
+"""The dependency graph of a model: which channels must be removed together.
+
+``build_dependency_graph(model, example_input)`` traces one forward pass (in training
+mode with the batch doubled, so auxiliary branches such as Inception's run too; buffers
+and the RNG state are restored afterwards), resolves couplings into groups, and applies
+the layer-type rules (protected dims, count ties between groups).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from torch.utils._pytree import tree_leaves
+
+from prunekit.errors import ModelError, UnsupportedOpError
+from prunekit.graph.groups import Group, build_groups
+from prunekit.graph.tracer import run_traced
+from prunekit.surgery.registry import register_torchvision_rules, rule_for
+
+
+@dataclass
+class DependencyGraph:
+    """Groups of coupled units, plus count ties between groups.
+
+    Attributes:
+        groups: removable groups (see ``Group``).
+        tensor_shapes: shape of every parameter/buffer at trace time.
+        ties: (primary group id, dependent group id, factor): kept(primary) ==
+            factor * kept(dependent).
+        ops: number of aten ops traced.
+    """
+
+    groups: list[Group]
+    tensor_shapes: dict[str, tuple[int, ...]]
+    ties: list[tuple[int, int, int]] = field(default_factory=list)
+    ops: int = 0
+    output_shapes: list[tuple[int, ...]] = field(default_factory=list)
+
+    def group_of(self, tensor: str, dim: int) -> Group | None:
+        for g in self.groups:
+            if (tensor, dim) in g.index:
+                return g
+        return None
+
+    def __repr__(self) -> str:
+        return f"DependencyGraph({len(self.groups)} groups, {sum(g.size for g in self.groups)} units)"
+
+
+def _double_batch(example_input: Any) -> Any:
+    def dup(t):
+        if isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape[0] == 1:
+            return torch.cat([t, t])
+        return t
+
+    if isinstance(example_input, dict):
+        return {k: dup(v) for k, v in example_input.items()}
+    if isinstance(example_input, (tuple, list)):
+        return type(example_input)(dup(t) for t in example_input)
+    return dup(example_input)
+
+
+def _trace(model: nn.Module, example_input: Any):
+    """Trace in eval mode; if some parameters were not used (auxiliary heads such as
+    Inception's run only in training), trace again in training mode with the batch
+    doubled. Buffers, the RNG state and the train/eval mode are restored.
+
+    Returns (context, output shapes of the eval forward).
+    """
+    buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+    rng = torch.random.get_rng_state()
+    was_training = model.training
+    try:
+        model.eval()
+        ctx, out = run_traced(model, example_input)
+        shapes = [tuple(t.shape) for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        names = {n for n, _ in model.named_parameters()}
+        if names - ctx.params_seen:
+            model.train()
+            try:
+                ctx, _ = run_traced(model, _double_batch(example_input))
+            except UnsupportedOpError:
+                raise
+            except Exception:  # training-mode forward not possible: keep the eval trace
+                pass
+        return ctx, shapes
+    finally:
+        model.train(was_training)
+        torch.random.set_rng_state(rng)
+        with torch.no_grad():
+            for n, b in model.named_buffers():
+                if n in buffers and b.shape == buffers[n].shape:
+                    b.copy_(buffers[n])
+
+
+def build_dependency_graph(model: nn.Module, example_input: Any) -> DependencyGraph:
+    """Trace ``model`` on ``example_input`` and return its ``DependencyGraph``.
+
+    Example:
+        >>> m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),
+        ...                   nn.Conv2d(8, 4, 3))
+        >>> g = build_dependency_graph(m, torch.zeros(1, 3, 8, 8))
+        >>> [(grp.size, sorted(grp.index)) for grp in g.groups]  # doctest: +NORMALIZE_WHITESPACE
+        [(8, [('0.bias', 0), ('0.weight', 0), ('1.bias', 0), ('1.running_mean', 0),
+              ('1.running_var', 0), ('1.weight', 0), ('3.weight', 1)])]
+    """
+    register_torchvision_rules()
+    try:
+        ctx, out_shapes = _trace(model, example_input)
+    except RuntimeError as exc:
+        raise ModelError(f"the model's forward failed on the example input: {exc}") from exc
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters(remove_duplicate=False)}
+    shapes.update({n: tuple(b.shape) for n, b in model.named_buffers(remove_duplicate=False)})
+    groups = build_groups(ctx.table, shapes)
+    graph = DependencyGraph(groups, shapes, ops=ctx.ops_seen, output_shapes=out_shapes)
+    _apply_module_rules(model, graph)
+    return graph
+
+
+def _apply_module_rules(model: nn.Module, graph: DependencyGraph) -> None:
+    frozen: set[int] = set()
+    for name, module in model.named_modules():
+        rule = rule_for(module)
+        if rule is None:
+            continue
+        prefix = f"{name}." if name else ""
+        if rule.protect is not None:
+            for tensor, dim in rule.protect(module, prefix):
+                g = graph.group_of(tensor, dim)
+                if g is not None:
+                    frozen.add(g.id)
+        if rule.ties is not None:
+            for tie in rule.ties(module, prefix):
+                a, b = graph.group_of(*tie.primary), graph.group_of(*tie.dependent)
+                if a is None or b is None or a.id == b.id:
+                    frozen.update(x.id for x in (a, b) if x is not None)
+                else:
+                    graph.ties.append((a.id, b.id, tie.factor))
+    if frozen:
+        _drop(graph, frozen)
+
+
+def _drop(graph: DependencyGraph, frozen: set[int]) -> None:
+    """Remove frozen groups (and, through ties, everything tied to them)."""
+    changed = True
+    while changed:
+        changed = False
+        for a, b, _ in graph.ties:
+            if (a in frozen) != (b in frozen):
+                frozen.update((a, b))
+                changed = True
+    keep = [g for g in graph.groups if g.id not in frozen]
+    remap = {g.id: i for i, g in enumerate(keep)}
+    graph.ties = [(remap[a], remap[b], f) for a, b, f in graph.ties if a in remap and b in remap]
+    for g in keep:
+        g.id = remap[g.id]
+    graph.groups = keep

@@ -1,0 +1,206 @@
+"""Trace a forward pass at the aten level and record which channels are coupled.
+
+The model runs eagerly (any Python control flow works) under a ``TorchDispatchMode``
+that sees every aten op after decomposition: convolutions, matmuls, norms, adds, cats,
+views, permutes, chunks, index ops, attention kernels ... For each op a rule from
+``prunekit.graph.rules`` / ``weights`` computes the output's per-element channel labels
+and records couplings. An op that receives labelled data and has no rule raises
+``UnsupportedOpError`` naming the op and the module path it ran in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.weak import WeakIdKeyDictionary
+
+from prunekit.errors import UnsupportedOpError
+from prunekit.graph import rules, weights
+from prunekit.graph.atoms import FIXED, AtomTable
+from prunekit.graph.labels import ParamRef
+
+WEIGHT_RULES = {
+    "convolution": weights.convolution,
+    "_convolution": weights.convolution,
+    "mm": weights.matmul, "bmm": weights.matmul, "addmm": weights.matmul,
+    "baddbmm": weights.matmul,
+    "native_batch_norm": weights.batch_norm,
+    "_native_batch_norm_legit": weights.batch_norm,
+    "_native_batch_norm_legit_no_training": weights.batch_norm,
+    "_native_batch_norm_legit_functional": weights.batch_norm,
+    "native_layer_norm": weights.layer_norm,
+    "native_group_norm": weights.group_norm,
+    "_prelu_kernel": weights.prelu,
+    "embedding": weights.embedding,
+    "_scaled_dot_product_flash_attention_for_cpu": weights.attention,
+    "_scaled_dot_product_flash_attention": weights.attention,
+    "_scaled_dot_product_efficient_attention": weights.attention,
+    "_scaled_dot_product_cudnn_attention": weights.attention,
+    "scaled_dot_product_attention": weights.attention,
+}
+
+
+class TraceContext:
+    """Holds labels of live tensors, the atom table and the current module path."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.table = AtomTable()
+        self.labels: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self.tensor_names: dict[int, str] = {}
+        self.module_stack: list[str] = []
+        self.module_names = {id(m): n for n, m in model.named_modules()}
+        for n, p in model.named_parameters(remove_duplicate=False):
+            self.tensor_names.setdefault(id(p), n)
+        for n, b in model.named_buffers(remove_duplicate=False):
+            self.tensor_names.setdefault(id(b), n)
+        self._tensors_alive = [p for p in model.parameters()] + [b for b in model.buffers()]
+        self.ops_seen = 0
+        self.params_seen: set[str] = set()
+
+    def lab(self, t: Any):
+        if not isinstance(t, torch.Tensor):
+            return None
+        got = self.labels.get(t)
+        if got is not None:
+            return got
+        name = self.tensor_names.get(id(t))
+        if name is not None:
+            self.params_seen.add(name)
+            shape = tuple(t.shape)
+            return ParamRef(name, shape, shape, tuple(range(len(shape))))
+        return None
+
+    def set(self, t: Any, lab) -> None:
+        if not isinstance(t, torch.Tensor):
+            return
+        if lab is None:
+            if t in self.labels:
+                del self.labels[t]
+            return
+        if isinstance(lab, torch.Tensor) and tuple(lab.shape) != tuple(t.shape):
+            if lab.numel() == t.numel():
+                lab = lab.reshape(t.shape)
+            else:
+                raise RuntimeError(f"label shape {tuple(lab.shape)} != {tuple(t.shape)}")
+        self.labels[t] = lab
+
+    def path(self) -> str:
+        return self.module_stack[-1] if self.module_stack else "<model>"
+
+    def unsupported(self, func, why: str) -> UnsupportedOpError:
+        return UnsupportedOpError(
+            f"structured pruning cannot follow channels through op '{func}' in module "
+            f"'{self.path()}' ({why}); register a surgery rule for that module type or "
+            f"list it in ignored_layers"
+        )
+
+    def has_labels(self, args, kwargs) -> bool:
+        for a in tree_leaves((args, kwargs)):
+            if isinstance(a, torch.Tensor):
+                if a in self.labels or id(a) in self.tensor_names:
+                    return True
+        return False
+
+    def on_op(self, func, args, kwargs, out) -> None:
+        self.ops_seen += 1
+        name = func.__name__.split(".")[0]
+        if name in rules.IGNORED:
+            return
+        if name in rules.FRESH or not self.has_labels(args, kwargs):
+            for o in tree_leaves(out):
+                self.set(o, None) if isinstance(o, torch.Tensor) else None
+            return
+        rule = WEIGHT_RULES.get(name)
+        if rule is None:
+            if name in rules.MULTI_STRUCTURAL:
+                rule = rules.multi_structural
+            elif name in rules.SINGLE_STRUCTURAL:
+                rule = rules.structural
+            elif (torch.Tag.pointwise in func.tags or name.rstrip("_") in rules.UNARY
+                  or name in ("where", "clamp", "lerp")):
+                rule = rules.pointwise
+            elif name in rules.SAME_SHAPE:
+                rule = rules.same_shape
+            elif name in rules.REDUCTIONS:
+                rule = rules.reduction
+            elif name in rules.SPATIAL:
+                rule = rules.spatial
+            else:
+                raise self.unsupported(func, "no label rule for this op")
+        try:
+            result = rule(self, func, args, kwargs, out)
+        except UnsupportedOpError:
+            raise
+        except Exception as exc:  # a rule failing is a tracer limitation: say where
+            raise self.unsupported(func, f"label rule failed: {type(exc).__name__}: {exc}") from exc
+        self._assign(out, result)
+
+    def _assign(self, out, result) -> None:
+        if isinstance(out, (tuple, list)):
+            results = result if isinstance(result, (tuple, list)) else (result,) + (None,) * (
+                len(out) - 1)
+            for o, r in zip(out, results):
+                self._assign(o, r)
+        elif isinstance(out, torch.Tensor):
+            self.set(out, result)
+
+
+class _Mode(TorchDispatchMode):
+    def __init__(self, ctx: TraceContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        self.ctx.on_op(func, args, kwargs, out)
+        return out
+
+
+def run_traced(model: nn.Module, example_input: Any) -> tuple[TraceContext, Any]:
+    """Run ``model(example_input)`` under the tracer; inputs are FIXED, outputs too.
+
+    Returns the trace context (atoms, couplings) and the model output.
+    """
+    ctx = TraceContext(model)
+    def enter(module, _inputs):
+        ctx.module_stack.append(ctx.module_names.get(id(module), type(module).__name__))
+
+    def leave(_module, _inputs, _output):
+        if ctx.module_stack:
+            ctx.module_stack.pop()
+
+    pre = torch.nn.modules.module.register_module_forward_pre_hook(enter)
+    post = torch.nn.modules.module.register_module_forward_hook(leave)
+    inputs = example_input if isinstance(example_input, (tuple, list)) else (example_input,)
+    if isinstance(example_input, dict):
+        inputs = tuple(example_input.values())
+    for t in tree_leaves(inputs):
+        if isinstance(t, torch.Tensor) and t.is_floating_point():
+            ctx.set(t, torch.full(t.shape, FIXED, dtype=torch.int64))
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # fused MHA hides the head structure
+    try:
+        with torch.no_grad(), _Mode(ctx):
+            if isinstance(example_input, dict):
+                out = model(**example_input)
+            elif isinstance(example_input, (tuple, list)):
+                out = model(*example_input)
+            else:
+                out = model(example_input)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+        pre.remove()
+        post.remove()
+    for o in tree_leaves(out):
+        if isinstance(o, torch.Tensor):
+            lab = ctx.lab(o)
+            if isinstance(lab, ParamRef):
+                lab = lab.materialize(ctx.table)
+            if lab is not None:
+                ctx.table.couple(lab, torch.zeros_like(lab))
+    return ctx, out

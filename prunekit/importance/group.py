@@ -1,0 +1,110 @@
+"""Group importance for structured pruning: one score per removable unit.
+
+Pure functions. Each takes, per tensor dim the unit spans, a matrix ``[n_units, m]`` of
+that unit's values (weights, accumulated gradients ...) and returns ``[n_units]``.
+``aggregate`` combines the per-tensor scores of a group (sum / mean / max).
+
+Example:
+    >>> w = torch.tensor([[1.0, -1.0], [3.0, 0.0]])
+    >>> l1_scores([w]), l2_scores([w])
+    (tensor([2., 3.], dtype=torch.float64), tensor([2., 9.], dtype=torch.float64))
+"""
+
+from __future__ import annotations
+
+import torch
+
+from prunekit.errors import ConfigError
+
+AGGREGATIONS = ("sum", "mean", "max")
+
+
+def aggregate(per_tensor: list[torch.Tensor], how: str = "sum") -> torch.Tensor:
+    """Combine per-tensor unit scores ``[n]`` into one ``[n]`` score.
+
+    Example:
+        >>> aggregate([torch.tensor([1.0, 2.0]), torch.tensor([3.0, 0.0])], "max")
+        tensor([3., 2.], dtype=torch.float64)
+    """
+    if not per_tensor:
+        raise ConfigError("aggregate needs at least one per-tensor score")
+    stacked = torch.stack([s.double() for s in per_tensor])
+    if how == "sum":
+        return stacked.sum(0)
+    if how == "mean":
+        return stacked.mean(0)
+    if how == "max":
+        return stacked.amax(0)
+    raise ConfigError(f"aggregation must be one of {list(AGGREGATIONS)}, got {how!r}")
+
+
+def l1_scores(slices: list[torch.Tensor], how: str = "sum") -> torch.Tensor:
+    """Sum of |w| per unit, aggregated across tensors."""
+    return aggregate([s.abs().sum(1) for s in slices], how)
+
+
+def l2_scores(slices: list[torch.Tensor], how: str = "sum") -> torch.Tensor:
+    """Sum of w^2 per unit, aggregated across tensors."""
+    return aggregate([s.pow(2).sum(1) for s in slices], how)
+
+
+def bn_scale_scores(norm_weights: list[torch.Tensor], how: str = "sum") -> torch.Tensor:
+    """|gamma| of the normalisation layers in the group (network slimming).
+
+    Example:
+        >>> bn_scale_scores([torch.tensor([[0.5], [-2.0]])])
+        tensor([0.5000, 2.0000], dtype=torch.float64)
+    """
+    return aggregate([s.abs().sum(1) for s in norm_weights], how)
+
+
+def taylor_scores(
+    weights: list[torch.Tensor], grad_products: list[torch.Tensor], how: str = "sum"
+) -> torch.Tensor:
+    """First-order Taylor: |sum over the unit of (w * g)| where ``grad_products`` already
+    holds w*g accumulated over calibration batches (``weights`` is unused, kept for a
+    uniform signature)."""
+    del weights
+    return aggregate([p.sum(1).abs() for p in grad_products], how)
+
+
+def hessian_scores(
+    weights: list[torch.Tensor], fisher_diag: list[torch.Tensor], how: str = "sum"
+) -> torch.Tensor:
+    """Optimal Brain Damage saliency 0.5 * sum(h * w^2), with the Hessian diagonal h
+    approximated by the empirical Fisher (sum of g^2 over batches).
+
+    Example:
+        >>> hessian_scores([torch.tensor([[2.0], [1.0]])], [torch.tensor([[1.0], [4.0]])])
+        tensor([2., 2.], dtype=torch.float64)
+    """
+    return aggregate([0.5 * (h * w.pow(2)).sum(1) for w, h in zip(weights, fisher_diag)], how)
+
+
+def fpgm_scores(slices: list[torch.Tensor], how: str = "sum") -> torch.Tensor:
+    """Filter pruning via geometric median: units far from all others are kept; a unit
+    close to the geometric median is redundant (sum of distances to the others).
+
+    Example:
+        >>> fpgm_scores([torch.tensor([[0.0], [1.0], [10.0]])])
+        tensor([11., 10., 19.], dtype=torch.float64)
+    """
+    return aggregate([torch.cdist(s.double(), s.double()).sum(1) for s in slices], how)
+
+
+def random_group_scores(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform random scores (a baseline)."""
+    return torch.rand(n, generator=generator, dtype=torch.float64)
+
+
+__all__ = [
+    "AGGREGATIONS",
+    "aggregate",
+    "l1_scores",
+    "l2_scores",
+    "bn_scale_scores",
+    "taylor_scores",
+    "hessian_scores",
+    "fpgm_scores",
+    "random_group_scores",
+]

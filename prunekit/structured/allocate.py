@@ -1,0 +1,94 @@
+"""How many units each group keeps, and which ones (pure functions of scores)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def round_keep(keep: int, size: int, round_to: int | None) -> int:
+    """Round a kept count to a multiple of ``round_to`` (never 0, never above ``size``).
+
+    Example:
+        >>> round_keep(29, 64, 8), round_keep(3, 64, 8), round_keep(60, 60, 8)
+        (32, 8, 60)
+    """
+    keep = max(1, min(size, keep))
+    if not round_to or round_to <= 1 or keep == size:
+        return keep
+    rounded = max(round_to, int(round(keep / round_to)) * round_to)
+    return size if rounded >= size else rounded
+
+
+def uniform_keep(sizes: list[int], ratio: float, max_ratio: float) -> list[int]:
+    """Kept units per group when removing ``ratio`` of each.
+
+    Example:
+        >>> uniform_keep([64, 10, 3], 0.5, 0.9)
+        [32, 5, 2]
+    """
+    r = min(ratio, max_ratio)
+    return [max(1, n - int(math.floor(n * r + 1e-9))) for n in sizes]
+
+
+def global_keep(scores: list[torch.Tensor], ratio: float, max_ratio: float) -> list[int]:
+    """Kept units per group when removing the ``ratio`` lowest-scored units overall.
+
+    Scores are divided by their group's mean so groups of different scale compare; no
+    group loses more than ``max_ratio`` of its units.
+
+    Example:
+        >>> global_keep([torch.tensor([1., 1., 1., 1.]), torch.tensor([0.1, 10., 10., 0.1])],
+        ...             0.25, 0.9)
+        [4, 2]
+    """
+    sizes = [len(s) for s in scores]
+    total = sum(sizes)
+    n_remove = int(math.floor(total * ratio + 1e-9))
+    normed = [s.double() / (s.double().mean() + 1e-12) for s in scores]
+    flat = torch.cat(normed)
+    owner = torch.cat([torch.full((n,), i) for i, n in enumerate(sizes)])
+    order = torch.argsort(flat, stable=True)
+    cap = [int(math.floor(n * max_ratio + 1e-9)) for n in sizes]
+    cap = [min(c, n - 1) for c, n in zip(cap, sizes)]
+    removed = [0] * len(sizes)
+    left = n_remove
+    for i in owner[order].tolist():
+        if left == 0:
+            break
+        if removed[i] < cap[i]:
+            removed[i] += 1
+            left -= 1
+    return [n - r for n, r in zip(sizes, removed)]
+
+
+def apply_ties(keep: list[int], sizes: list[int], ties: list[tuple[int, int, int]]) -> list[int]:
+    """Enforce kept(primary) == factor * kept(dependent) for each tie.
+
+    Example:
+        >>> apply_ties([48, 10], [96, 32], [(0, 1, 3)])
+        [48, 16]
+    """
+    keep = list(keep)
+    for a, b, f in ties:
+        kb = max(1, min(sizes[b], int(round(keep[a] / f))))
+        keep[b] = kb
+        keep[a] = min(sizes[a], f * kb)
+    for a, b, f in ties:  # second pass: primaries shared by several ties agree
+        keep[b] = max(1, min(sizes[b], keep[a] // f))
+    return keep
+
+
+def choose_removed(scores: torch.Tensor, keep: int) -> torch.Tensor:
+    """Indices of the lowest-scored units to remove so that ``keep`` remain (sorted).
+
+    Example:
+        >>> choose_removed(torch.tensor([3., 1., 2., 5.]), 2)
+        tensor([1, 2])
+    """
+    n = len(scores)
+    if keep >= n:
+        return torch.zeros(0, dtype=torch.long)
+    order = torch.argsort(scores.double(), stable=True)
+    return torch.sort(order[: n - keep]).values

@@ -1,0 +1,85 @@
+"""Configuration of structured pruning (frozen, validated)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from prunekit.config.base import ConfigBase, check_choice, check_fraction, check_positive_int
+from prunekit.errors import ConfigError
+from prunekit.importance.group import AGGREGATIONS
+
+IMPORTANCES = ("l1", "l2", "bn_scale", "taylor", "hessian", "fpgm", "random")
+ALLOCATIONS = ("uniform", "global")
+
+
+@dataclass(frozen=True)
+class StructuredConfig(ConfigBase):
+    """How many channels/neurons/head dims to remove, and which.
+
+    Args:
+        ratio: fraction of units removed from every group (uniform) or overall (global).
+            Ignored when a target is set (the ratio is then searched).
+        importance: one of ``IMPORTANCES`` (taylor / hessian need calibration data).
+        aggregation: how per-tensor scores of a group combine: sum, mean or max.
+        allocation: "uniform" (same ratio per group) or "global" (rank all units, scores
+            normalised per group).
+        max_ratio: at most this fraction of any group is removed.
+        round_to: kept units per group rounded to a multiple of this (e.g. 8).
+        ignored_layers: module names, module types, or predicates ``f(name, module)``;
+            groups touching an ignored module are left alone. A name that does not exist
+            is an error.
+        target_macs / target_params: keep this fraction of the dense MACs / params.
+        target_latency: keep this fraction of the measured dense latency (on the current
+            device, at ``latency_batch``).
+        latency_batch: batch size of the latency target.
+        max_iterations: search steps for a target.
+        seed: for the random importance.
+
+    Example:
+        >>> StructuredConfig(ratio=0.5, round_to=8).to_dict()["round_to"]
+        8
+    """
+
+    ratio: float = 0.5
+    importance: str = "l2"
+    aggregation: str = "sum"
+    allocation: str = "uniform"
+    max_ratio: float = 0.9
+    round_to: int | None = None
+    ignored_layers: tuple[Any, ...] = ()
+    target_macs: float | None = None
+    target_params: float | None = None
+    target_latency: float | None = None
+    latency_batch: int = 1
+    max_iterations: int = 12
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_fraction("ratio", self.ratio)
+        check_choice("importance", self.importance, IMPORTANCES)
+        check_choice("aggregation", self.aggregation, AGGREGATIONS)
+        check_choice("allocation", self.allocation, ALLOCATIONS)
+        check_fraction("max_ratio", self.max_ratio)
+        if self.round_to is not None:
+            check_positive_int("round_to", self.round_to)
+        for name in ("target_macs", "target_params", "target_latency"):
+            value = getattr(self, name)
+            if value is not None:
+                v = check_fraction(name, value, allow_one=True)
+                if v <= 0:
+                    raise ConfigError(f"{name} must be in (0, 1], got {value!r}")
+        if sum(getattr(self, n) is not None for n in ("target_macs", "target_params",
+                                                        "target_latency")) > 1:
+            raise ConfigError("set at most one of target_macs, target_params, target_latency")
+        check_positive_int("latency_batch", self.latency_batch)
+        check_positive_int("max_iterations", self.max_iterations)
+        if not isinstance(self.ignored_layers, tuple):
+            object.__setattr__(self, "ignored_layers", tuple(self.ignored_layers))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d["ignored_layers"] = [
+            x if isinstance(x, str) else getattr(x, "__name__", repr(x)) for x in self.ignored_layers
+        ]
+        return d

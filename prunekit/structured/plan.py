@@ -1,0 +1,116 @@
+"""The pruning plan (JSON) and pickle-free save/reload of pruned models.
+
+``save_pruned(model, dir)`` writes ``plan.json`` (which indices of which tensors were
+kept, step by step) and ``model.safetensors``. ``load_pruned(fresh_model, dir)`` replays
+the plan on a fresh instance of the same architecture - slicing the same tensors and
+running the same surgery rules - then loads the weights. No code is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.errors import ModelError
+from prunekit.io import atomic_write_json, load_tensors, save_tensors
+
+PLAN_ATTR = "_prunekit_plan"
+PLAN_FILE = "plan.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def make_step(keep, shapes_before, choices, config) -> dict[str, Any]:
+    return {
+        "config": config.to_dict(),
+        "tensors": {
+            name: {
+                "shape_before": shapes_before[name],
+                "keep": {str(d): idx.tolist() for d, idx in dims.items()},
+            }
+            for name, dims in keep.items()
+        },
+        "groups": [
+            {
+                "id": c.id,
+                "members": [[t, d] for t, d in c.group.members],
+                "units": c.size,
+                "removed": torch.as_tensor(c.remove).reshape(-1).tolist(),
+                "exact": c.group.exact,
+            }
+            for c in choices
+        ],
+    }
+
+
+def get_plan(model: nn.Module) -> dict[str, Any] | None:
+    """The plan recorded on a model pruned by prunekit (None if never pruned)."""
+    return model.__dict__.get(PLAN_ATTR)
+
+
+def replay_plan(model: nn.Module, plan: dict[str, Any]) -> None:
+    """Apply every step of ``plan`` to a fresh model (checks shapes first)."""
+    from prunekit.surgery import apply_keep
+
+    if plan.get("format") != "prunekit.structured.plan/1":
+        raise ModelError(f"not a prunekit structured plan (format={plan.get('format')!r})")
+    for i, step in enumerate(plan["steps"]):
+        named = dict(model.named_parameters(remove_duplicate=False))
+        named.update(dict(model.named_buffers(remove_duplicate=False)))
+        keep = {}
+        for name, spec in step["tensors"].items():
+            if name not in named:
+                raise ModelError(f"plan step {i}: the model has no tensor '{name}'; is it the "
+                                 f"same architecture?")
+            if list(named[name].shape) != list(spec["shape_before"]):
+                raise ModelError(
+                    f"plan step {i}: '{name}' has shape {list(named[name].shape)}, the plan "
+                    f"expects {spec['shape_before']}; is it the same architecture?"
+                )
+            keep[name] = {int(d): torch.tensor(ix, dtype=torch.long)
+                          for d, ix in spec["keep"].items()}
+        apply_keep(model, keep)
+    model.__dict__[PLAN_ATTR] = plan
+
+
+def save_pruned(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
+    """Write ``plan.json`` + ``model.safetensors`` for a model pruned by prunekit.
+
+    Example:
+        >>> import tempfile
+        >>> from prunekit.structured import StructuredConfig, prune_channels_
+        >>> m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> _ = prune_channels_(m, torch.zeros(1, 4), StructuredConfig(ratio=0.5))
+        >>> d = save_pruned(m, tempfile.mkdtemp())
+        >>> fresh = load_pruned(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), d)
+        >>> fresh[0].out_features, bool(torch.equal(fresh[0].weight, m[0].weight))
+        (4, True)
+    """
+    plan = get_plan(model)
+    if plan is None:
+        plan = {"format": "prunekit.structured.plan/1", "steps": []}
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    save_tensors(state, out / WEIGHTS_FILE, metadata={"format": "prunekit.pruned"})
+    atomic_write_json(out / PLAN_FILE, plan)
+    return out
+
+
+def load_pruned(model: nn.Module, directory: str | os.PathLike[str]) -> nn.Module:
+    """Replay the saved plan on ``model`` (a fresh instance) and load the weights."""
+    d = Path(directory)
+    if not (d / PLAN_FILE).exists() or not (d / WEIGHTS_FILE).exists():
+        raise ModelError(f"{d} does not hold {PLAN_FILE} and {WEIGHTS_FILE}")
+    plan = json.loads((d / PLAN_FILE).read_text())
+    replay_plan(model, plan)
+    state = load_tensors(d / WEIGHTS_FILE)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelError(f"weights do not match the replayed model: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    return model

@@ -1,0 +1,95 @@
+"""``prune_channels_``: the one-call structured pruning verb (ratio or target)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.graph import DependencyGraph, Group
+from prunekit.metrics import count_macs, count_params
+from prunekit.structured.config import StructuredConfig
+from prunekit.structured.pruner import PruneResult, StructuredPruner
+from prunekit.structured.targets import batch_of, interleaved_latency, search_ratio
+
+
+def prune_channels_(
+    model: nn.Module,
+    example_input: Any,
+    config: StructuredConfig | None = None,
+    *,
+    data: Iterable[Any] | None = None,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+    scores: dict[int, torch.Tensor] | Callable[[Group], torch.Tensor] | None = None,
+    graph: DependencyGraph | None = None,
+) -> PruneResult:
+    """Physically remove channels / neurons / head dims from ``model`` in place.
+
+    Args:
+        model: any ``nn.Module`` (torchvision models are all covered).
+        example_input: one input batch (a tensor, tuple or kwargs dict) used to trace.
+        config: ``StructuredConfig`` (ratio or a MACs / params / latency target).
+        data, loss_fn: calibration batches ``(x, y)`` and loss for taylor / hessian.
+        scores: user scores per group id (or a function of the ``Group``).
+        graph: a precomputed ``DependencyGraph`` (saves the trace).
+
+    Returns:
+        ``PruneResult`` with the plan (also stored on the model for ``save_pruned``).
+
+    Raises:
+        ConfigError, UnsupportedOpError, TargetUnreachableError, ModelError - and in
+        every case the model is left exactly as it was.
+
+    Example:
+        >>> import torchvision
+        >>> m = torchvision.models.resnet18()
+        >>> r = prune_channels_(m, torch.zeros(1, 3, 64, 64), StructuredConfig(ratio=0.5))
+        >>> m.conv1.out_channels, m.fc.in_features, m(torch.zeros(1, 3, 64, 64)).shape
+        (32, 256, torch.Size([1, 1000]))
+    """
+    config = config or StructuredConfig()
+    pruner = StructuredPruner(model, example_input, config, data=data, loss_fn=loss_fn,
+                              scores=scores, graph=graph)
+    search: list[dict[str, float]] = []
+    if config.target_macs is not None or config.target_params is not None:
+        use_macs = config.target_macs is not None
+        target = config.target_macs if use_macs else config.target_params
+        what = "macs" if use_macs else "params"
+
+        def size() -> int:
+            return count_macs(model, example_input) if use_macs else count_params(model)
+
+        dense = size()
+
+        def measure(ratio: float) -> float:
+            snap = pruner.trial(pruner.propose(ratio))
+            try:
+                return size() / dense
+            finally:
+                snap.restore()
+
+        ratio, search = search_ratio(measure, target, config.max_ratio, config.max_iterations,
+                                     what)
+        pruner.ratio, pruner.choices = ratio, pruner.propose(ratio)
+    elif config.target_latency is not None:
+        x = batch_of(example_input, config.latency_batch)
+        dense_copy = copy.deepcopy(model)
+
+        def measure(ratio: float) -> float:
+            snap = pruner.trial(pruner.propose(ratio))
+            try:
+                dense_ms, pruned_ms = interleaved_latency([dense_copy, model], x)
+                return pruned_ms / dense_ms
+            finally:
+                snap.restore()
+
+        ratio, search = search_ratio(measure, config.target_latency, config.max_ratio,
+                                     min(config.max_iterations, 8), "latency", tolerance=0.05)
+        del dense_copy
+        pruner.ratio, pruner.choices = ratio, pruner.propose(ratio)
+    result = pruner.apply()
+    result.search = search
+    return result

@@ -1,0 +1,269 @@
+"""The structured pruner: trace, score, allocate, (optionally) let the user choose, cut.
+
+``StructuredPruner`` does everything up to the cut without touching the model, so you
+can look at every group with its scores and change what will be removed; ``apply()``
+then performs the surgery atomically (any failure restores the model exactly).
+``prune_channels_`` is the one-call form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_leaves
+
+from prunekit.errors import ConfigError, ModelError, PrunekitError
+from prunekit.graph import DependencyGraph, Group, build_dependency_graph
+from prunekit.graph.dependency import _drop
+from prunekit.structured.allocate import (
+    apply_ties,
+    choose_removed,
+    global_keep,
+    round_keep,
+    uniform_keep,
+)
+from prunekit.structured.config import StructuredConfig
+from prunekit.structured.plan import PLAN_ATTR, make_step
+from prunekit.structured.scoring import group_scores
+from prunekit.surgery import Snapshot, apply_keep
+
+
+@dataclass
+class GroupChoice:
+    """One group as shown to the user before removal; edit ``remove`` to change it."""
+
+    group: Group
+    scores: torch.Tensor
+    remove: torch.Tensor
+
+    @property
+    def id(self) -> int:
+        return self.group.id
+
+    @property
+    def size(self) -> int:
+        return self.group.size
+
+    def __repr__(self) -> str:
+        return (f"GroupChoice({self.group.describe()}, remove {len(self.remove)}/{self.size}, "
+                f"exact={self.group.exact})")
+
+
+@dataclass
+class PruneResult:
+    """What ``prune_channels_`` did."""
+
+    plan: dict[str, Any]
+    ratio: float
+    groups_pruned: int
+    units_removed: int
+    units_total: int
+    search: list[dict[str, float]] = field(default_factory=list)
+
+
+def _call(model: nn.Module, example_input: Any):
+    if isinstance(example_input, dict):
+        return model(**example_input)
+    if isinstance(example_input, (tuple, list)):
+        return model(*example_input)
+    return model(example_input)
+
+
+def _fake_output_shapes(model: nn.Module, example_input: Any) -> list[tuple[int, ...]]:
+    """Output shapes from a shape-only forward (FakeTensor: no arithmetic is done);
+    falls back to a real forward if the fake one fails for any reason."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils._pytree import tree_map
+
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True) as mode:
+            fake = tree_map(
+                lambda t: mode.from_tensor(t) if isinstance(t, torch.Tensor) else t, example_input
+            )
+            out = _call(model, fake)
+            return [tuple(t.shape) for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+    except Exception:
+        return _output_shapes(model, example_input)
+    finally:
+        model.train(was)
+
+
+def _output_shapes(model: nn.Module, example_input: Any) -> list[tuple[int, ...]]:
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = _call(model, example_input)
+    finally:
+        model.train(was)
+    return [tuple(t.shape) for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+
+
+class StructuredPruner:
+    """Trace and score a model for structured pruning; nothing is removed until ``apply``.
+
+    Example:
+        >>> m = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(),
+        ...                   nn.Conv2d(16, 4, 3))
+        >>> p = StructuredPruner(m, torch.zeros(1, 3, 8, 8), StructuredConfig(ratio=0.5))
+        >>> [(c.size, len(c.remove)) for c in p.choices]
+        [(16, 8)]
+        >>> p.choices[0].remove = torch.tensor([0, 1, 2])   # choose yourself
+        >>> _ = p.apply(); m[0].out_channels
+        13
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_input: Any,
+        config: StructuredConfig | None = None,
+        *,
+        data: Iterable[Any] | None = None,
+        loss_fn: Callable[..., torch.Tensor] | None = None,
+        scores: dict[int, torch.Tensor] | Callable[[Group], torch.Tensor] | None = None,
+        graph: DependencyGraph | None = None,
+    ) -> None:
+        self.model = model
+        self.example_input = example_input
+        self.config = config or StructuredConfig()
+        self.graph = graph or build_dependency_graph(model, example_input)
+        self._drop_ignored()
+        self.scores = self._scores(data, loss_fn, scores)
+        self.ratio = self.config.ratio
+        self.choices = self.propose(self.ratio)
+
+    # -- setup ------------------------------------------------------------------------
+    def _drop_ignored(self) -> None:
+        ignored = self.config.ignored_layers
+        if not ignored:
+            return
+        modules = dict(self.model.named_modules())
+        names: set[str] = set()
+        for item in ignored:
+            if isinstance(item, str):
+                if item not in modules:
+                    close = [n for n in modules if item.split(".")[-1] in n][:5]
+                    raise ConfigError(
+                        f"ignored_layers: no module named '{item}'"
+                        + (f"; did you mean one of {close}?" if close else "")
+                    )
+                names.add(item)
+            elif isinstance(item, type):
+                names.update(n for n, m in modules.items() if isinstance(m, item))
+            elif callable(item):
+                names.update(n for n, m in modules.items() if item(n, m))
+            elif isinstance(item, nn.Module):
+                names.update(n for n, m in modules.items() if m is item)
+            else:
+                raise ConfigError(f"ignored_layers entries must be names, types, modules or "
+                                  f"predicates, got {item!r}")
+        tensors = set()
+        for n in names:
+            prefix = f"{n}." if n else ""
+            tensors.update(prefix + t for t, _ in modules[n].named_parameters())
+            tensors.update(prefix + t for t, _ in modules[n].named_buffers())
+        frozen = {g.id for g in self.graph.groups if any(t in tensors for t, _ in g.members)}
+        if frozen:
+            _drop(self.graph, frozen)
+
+    def _scores(self, data, loss_fn, user) -> list[torch.Tensor]:
+        groups = self.graph.groups
+        if user is not None:
+            out = []
+            for g in groups:
+                s = user(g) if callable(user) else user.get(g.id)
+                if s is None:
+                    raise ConfigError(f"user scores missing for group {g.id}")
+                s = torch.as_tensor(s, dtype=torch.float64).reshape(-1)
+                if len(s) != g.size:
+                    raise ConfigError(f"user scores for group {g.id}: expected {g.size} "
+                                      f"values, got {len(s)}")
+                out.append(s)
+            return out
+        c = self.config
+        return group_scores(self.model, groups, c.importance, c.aggregation, c.seed, data,
+                            loss_fn)
+
+    # -- planning ---------------------------------------------------------------------
+    def keep_counts(self, ratio: float) -> list[int]:
+        c = self.config
+        sizes = [g.size for g in self.graph.groups]
+        if c.allocation == "global":
+            keep = global_keep(self.scores, ratio, c.max_ratio)
+        else:
+            keep = uniform_keep(sizes, ratio, c.max_ratio)
+        keep = [round_keep(k, n, c.round_to) for k, n in zip(keep, sizes)]
+        return apply_ties(keep, sizes, self.graph.ties)
+
+    def propose(self, ratio: float) -> list[GroupChoice]:
+        """The removal the config would make at ``ratio`` (the model is not touched)."""
+        keep = self.keep_counts(ratio)
+        return [
+            GroupChoice(g, s, choose_removed(s, k))
+            for g, s, k in zip(self.graph.groups, self.scores, keep)
+        ]
+
+    def keep_indices(self, choices: list[GroupChoice]) -> dict[str, dict[int, torch.Tensor]]:
+        removed: dict[tuple[str, int], list[torch.Tensor]] = {}
+        for c in choices:
+            r = torch.as_tensor(c.remove, dtype=torch.long).reshape(-1)
+            if len(r) == 0:
+                continue
+            if int(r.min()) < 0 or int(r.max()) >= c.size:
+                raise ConfigError(f"group {c.id}: unit index out of range 0..{c.size - 1}")
+            if len(torch.unique(r)) >= c.size:
+                raise ConfigError(f"group {c.id}: cannot remove all {c.size} units")
+            for key, idx in c.group.index.items():
+                removed.setdefault(key, []).append(idx[r].reshape(-1))
+        keep: dict[str, dict[int, torch.Tensor]] = {}
+        for (tensor, dim), gone in removed.items():
+            size = self.graph.tensor_shapes[tensor][dim]
+            mask = torch.ones(size, dtype=torch.bool)
+            mask[torch.cat(gone)] = False
+            keep.setdefault(tensor, {})[dim] = torch.nonzero(mask).reshape(-1)
+        return keep
+
+    def trial(self, choices: list[GroupChoice]) -> Snapshot:
+        """Cut as proposed and return the snapshot (call ``restore()`` to undo)."""
+        return apply_keep(self.model, self.keep_indices(choices))
+
+    # -- the cut ----------------------------------------------------------------------
+    def apply(self, choices: list[GroupChoice] | None = None) -> PruneResult:
+        """Remove the chosen units; on any failure the model is left exactly as it was."""
+        choices = self.choices if choices is None else choices
+        expected = self.graph.output_shapes or _output_shapes(self.model, self.example_input)
+        keep = self.keep_indices(choices)
+        shapes_before = {t: list(self.graph.tensor_shapes[t]) for t in keep}
+        snap = apply_keep(self.model, keep)
+        try:
+            got = _fake_output_shapes(self.model, self.example_input)
+            if got != expected:
+                raise ModelError(f"output shape changed from {expected} to {got}")
+        except PrunekitError:
+            snap.restore()
+            raise
+        except Exception as exc:
+            snap.restore()
+            raise ModelError(
+                f"the pruned model's forward failed ({type(exc).__name__}: {exc}); the model "
+                f"was restored. A layer type may need a surgery rule (register_surgery_rule)"
+            ) from exc
+        step = make_step(keep, shapes_before, choices, self.config)
+        steps = list(getattr(self.model, PLAN_ATTR, {}).get("steps", []))
+        plan = {"format": "prunekit.structured.plan/1", "steps": steps + [step]}
+        self.model.__dict__[PLAN_ATTR] = plan
+        removed = sum(len(c.remove) for c in choices)
+        return PruneResult(
+            plan=plan,
+            ratio=self.ratio,
+            groups_pruned=sum(1 for c in choices if len(c.remove)),
+            units_removed=removed,
+            units_total=sum(c.size for c in choices),
+        )

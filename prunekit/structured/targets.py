@@ -1,0 +1,95 @@
+"""Search the pruning ratio that meets a MACs / params / measured-latency target."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.errors import TargetUnreachableError
+
+
+def batch_of(example_input: Any, batch: int) -> Any:
+    """Repeat a batch-1 example to ``batch`` rows (tensors only)."""
+    def rep(t):
+        if isinstance(t, torch.Tensor) and t.dim() > 0:
+            return t[:1].expand(batch, *t.shape[1:]).contiguous()
+        return t
+    if isinstance(example_input, dict):
+        return {k: rep(v) for k, v in example_input.items()}
+    if isinstance(example_input, (tuple, list)):
+        return type(example_input)(rep(t) for t in example_input)
+    return rep(example_input)
+
+
+def interleaved_latency(
+    models: list[nn.Module], example_input: Any, runs: int = 15, warmup: int = 3
+) -> list[float]:
+    """Median ms per model, timing the models alternately so load changes hit all alike.
+
+    Example:
+        >>> a, b = nn.Linear(64, 64), nn.Linear(64, 8)
+        >>> len(interleaved_latency([a, b], torch.zeros(2, 64), runs=3, warmup=1))
+        2
+    """
+    from prunekit.structured.pruner import _call
+
+    modes = [m.training for m in models]
+    times: list[list[float]] = [[] for _ in models]
+    try:
+        for m in models:
+            m.eval()
+        with torch.inference_mode():
+            for _ in range(warmup):
+                for m in models:
+                    _call(m, example_input)
+            for _ in range(runs):
+                for i, m in enumerate(models):
+                    start = time.perf_counter()
+                    _call(m, example_input)
+                    times[i].append((time.perf_counter() - start) * 1000.0)
+    finally:
+        for m, was in zip(models, modes):
+            m.train(was)
+    return [statistics.median(t) for t in times]
+
+
+def search_ratio(
+    measure: Callable[[float], float],
+    target: float,
+    max_ratio: float,
+    iterations: int,
+    what: str,
+    tolerance: float = 0.0,
+) -> tuple[float, list[dict[str, float]]]:
+    """Smallest ratio in [0, max_ratio] with ``measure(ratio) <= target`` (bisection).
+
+    ``measure`` returns the kept fraction (pruned / dense) at a ratio; it is assumed to
+    fall as the ratio grows. Raises ``TargetUnreachableError`` if even ``max_ratio``
+    does not reach the target.
+    """
+    history: list[dict[str, float]] = []
+    top = measure(max_ratio)
+    history.append({"ratio": max_ratio, what: top})
+    if top > target * (1 + tolerance):
+        raise TargetUnreachableError(
+            f"target {what} = {target:.3f} of dense is unreachable: pruning the maximum "
+            f"{max_ratio:.2f} of every group still keeps {top:.3f}; raise max_ratio or relax "
+            f"the target"
+        )
+    lo, hi, best = 0.0, max_ratio, max_ratio
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        value = measure(mid)
+        history.append({"ratio": mid, what: value})
+        if value <= target:
+            hi, best = mid, mid
+        else:
+            lo = mid
+        if hi - lo < 1e-3:
+            break
+    return best, history

@@ -1,0 +1,222 @@
+"""Per-layer-type surgery rules, and the registry users extend for their own layer types.
+
+Tensors are sliced generically (the dependency graph says which dims and indices); a
+``SurgeryRule`` adds what only the layer type knows:
+
+* ``sync(module)`` - update attributes after its tensors shrank (``in_channels``,
+  ``num_features``, ``head_dim`` ...), because many forwards read them;
+* ``protect(module, prefix)`` - (tensor, dim) pairs that must never shrink;
+* ``ties(module, prefix)`` - count constraints the forward imposes without any op
+  showing them, e.g. attention that reshapes to ``(heads, embed_dim // heads)``:
+  ``Tie(primary, dependent, factor)`` means kept(primary) == factor * kept(dependent).
+
+Example:
+    >>> import torch.nn as nn
+    >>> class Scale(nn.Module):
+    ...     def __init__(self, n): super().__init__(); self.w = nn.Parameter(torch.ones(n)); self.n = n
+    ...     def forward(self, x): return x * self.w.view(1, -1, 1, 1)
+    >>> register_surgery_rule(Scale, SurgeryRule(sync=lambda m: setattr(m, "n", m.w.shape[0])))
+    >>> rule_for(Scale(3)) is not None
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Tie:
+    """kept(primary) == factor * kept(dependent); both are (tensor name, dim)."""
+
+    primary: tuple[str, int]
+    dependent: tuple[str, int]
+    factor: int
+
+
+@dataclass(frozen=True)
+class SurgeryRule:
+    sync: Callable[[nn.Module], None] | None = None
+    protect: Callable[[nn.Module, str], list[tuple[str, int]]] | None = None
+    ties: Callable[[nn.Module, str], list[Tie]] | None = None
+
+
+_RULES: dict[type, SurgeryRule] = {}
+
+
+def register_surgery_rule(module_type: type, rule: SurgeryRule) -> None:
+    """Register (or replace) the surgery rule of a module type (subclasses inherit it)."""
+    if not isinstance(module_type, type) or not issubclass(module_type, nn.Module):
+        raise TypeError(f"module_type must be an nn.Module subclass, got {module_type!r}")
+    _RULES[module_type] = rule
+
+
+def rule_for(module: nn.Module) -> SurgeryRule | None:
+    for klass in type(module).__mro__:
+        if klass in _RULES:
+            return _RULES[klass]
+    return None
+
+
+def registered_types() -> list[type]:
+    return list(_RULES)
+
+
+# -- built-in rules ---------------------------------------------------------------------
+def _sync_conv(m: nn.modules.conv._ConvNd) -> None:
+    w = m.weight
+    old_in, old_out, g = m.in_channels, m.out_channels, m.groups
+    if m.transposed:
+        in_c = w.shape[0]
+        depthwise = g > 1 and old_in // g == 1
+        if depthwise:
+            m.groups = in_c
+        m.in_channels, m.out_channels = in_c, w.shape[1] * m.groups
+        return
+    out_c = w.shape[0]
+    if g > 1 and old_in // g == 1:  # depthwise-like: whole groups were removed
+        mult = old_out // g
+        m.groups = out_c // mult
+        m.in_channels = m.groups
+    else:
+        m.in_channels = w.shape[1] * g
+    m.out_channels = out_c
+
+
+def _sync_linear(m: nn.Linear) -> None:
+    m.out_features, m.in_features = m.weight.shape
+
+
+def _sync_bn(m: nn.modules.batchnorm._NormBase) -> None:
+    t = m.weight if m.weight is not None else m.running_mean
+    if t is not None:
+        m.num_features = t.shape[0]
+
+
+def _sync_ln(m: nn.LayerNorm) -> None:
+    if m.weight is not None:
+        m.normalized_shape = tuple(m.weight.shape)
+
+
+def _sync_gn(m: nn.GroupNorm) -> None:
+    if m.weight is not None:
+        m.num_channels = m.weight.shape[0]
+
+
+def _sync_embedding(m: nn.Embedding) -> None:
+    m.embedding_dim = m.weight.shape[1]
+
+
+def _sync_prelu(m: nn.PReLU) -> None:
+    m.num_parameters = m.weight.numel()
+
+
+def _sync_mha(m: nn.MultiheadAttention) -> None:
+    if m.in_proj_weight is not None:
+        e = m.in_proj_weight.shape[1]
+        inner = m.in_proj_weight.shape[0] // 3
+    else:
+        e = m.q_proj_weight.shape[1]
+        inner = m.q_proj_weight.shape[0]
+        m.kdim, m.vdim = m.k_proj_weight.shape[1], m.v_proj_weight.shape[1]
+    if m._qkv_same_embed_dim:
+        m.kdim = m.vdim = e
+    m.embed_dim = e
+    m.head_dim = inner // m.num_heads
+
+
+def _mha_ties(m: nn.MultiheadAttention, prefix: str) -> list[Tie]:
+    if m.in_proj_weight is None:
+        return []
+    w = prefix + "in_proj_weight"
+    return [Tie((w, 1), (w, 0), m.num_heads)]
+
+
+for _t, _s in (
+    (nn.modules.conv._ConvNd, _sync_conv),
+    (nn.Linear, _sync_linear),
+    (nn.modules.batchnorm._NormBase, _sync_bn),
+    (nn.LayerNorm, _sync_ln),
+    (nn.GroupNorm, _sync_gn),
+    (nn.Embedding, _sync_embedding),
+    (nn.PReLU, _sync_prelu),
+):
+    register_surgery_rule(_t, SurgeryRule(sync=_s))
+register_surgery_rule(nn.MultiheadAttention, SurgeryRule(sync=_sync_mha, ties=_mha_ties))
+
+
+def _linear_weight(prefix: str, name: str) -> str:
+    return f"{prefix}{name}.weight"
+
+
+def register_torchvision_rules() -> None:
+    """Rules for torchvision modules whose forward reads shape attributes."""
+    try:
+        from torchvision.models import maxvit, swin_transformer, vision_transformer
+    except ImportError:  # pragma: no cover - torchvision is optional
+        return
+
+    def swin_ties(m, prefix):
+        w = _linear_weight(prefix, "qkv")
+        return [Tie((w, 1), (w, 0), m.num_heads)]
+
+    def swin_protect(m, prefix):
+        out = [(prefix + "relative_position_bias_table", 1)]
+        if hasattr(m, "cpb_mlp"):
+            last = [n for n, c in m.cpb_mlp.named_children() if isinstance(c, nn.Linear)][-1]
+            out.append((f"{prefix}cpb_mlp.{last}.weight", 0))
+            out.append((prefix + "logit_scale", 0))
+        return out
+
+    rule = SurgeryRule(ties=swin_ties, protect=swin_protect)
+    register_surgery_rule(swin_transformer.ShiftedWindowAttention, rule)
+
+    def maxvit_sync(m):
+        m.head_dim = m.to_qkv.weight.shape[0] // 3 // m.n_heads
+
+    def maxvit_ties(m, prefix):
+        w = _linear_weight(prefix, "to_qkv")
+        return [Tie((w, 1), (w, 0), m.n_heads)]
+
+    def maxvit_protect(m, prefix):
+        return [(prefix + "relative_position_bias_table", 1)]
+
+    register_surgery_rule(
+        maxvit.RelativePositionalMultiHeadAttention,
+        SurgeryRule(sync=maxvit_sync, ties=maxvit_ties, protect=maxvit_protect),
+    )
+
+    def vit_sync(m):
+        m.hidden_dim = m.conv_proj.weight.shape[0]
+
+    register_surgery_rule(vision_transformer.VisionTransformer, SurgeryRule(sync=vit_sync))
+
+
+def sync_modules(model: nn.Module, changed: set[str]) -> None:
+    """Run ``sync`` of every module whose tensors changed, and of their ancestors."""
+    names = set()
+    for t in changed:
+        parts = t.split(".")[:-1]
+        for i in range(len(parts) + 1):
+            names.add(".".join(parts[:i]))
+    # children first so a parent reads its children's updated attributes
+    for name, module in sorted(
+        ((n, m) for n, m in model.named_modules() if n in names), key=lambda x: -(x[0].count(".") + 1 if x[0] else 0)
+    ):
+        rule = rule_for(module)
+        if rule is not None and rule.sync is not None:
+            rule.sync(module)
+
+
+__all__ = [
+    "SurgeryRule",
+    "Tie",
+    "register_surgery_rule",
+    "rule_for",
+    "registered_types",
+    "register_torchvision_rules",
+    "sync_modules",
+]
