@@ -65,10 +65,10 @@ def collect_input_stats(
 
     stats: dict[str, InputStats] = {}
     handles = []
-    # layers fed the very same tensor (q/k/v, gate/up) share one accumulator: the
-    # statistics are identical, so they are computed once
-    last: dict[str, object] = {"tensor": None, "stats": None}
-    shared: dict[str, str] = {}
+    # layers fed the very same tensor (q/k/v, gate/up) share one accumulator: their
+    # statistics are identical, so they are computed once. Decided on the first call.
+    owner_of: dict[str, str] = {}
+    last: dict[str, object] = {"tensor": None, "name": None}
 
     try:
         for name, module in linears.items():
@@ -77,22 +77,19 @@ def collect_input_stats(
 
             def hook(_mod, inputs, _out, _name=name):
                 x = inputs[0]
-                if x is last["tensor"] and _name not in stats_owned:
-                    owner = last["stats"]
-                    if _name not in shared:
-                        shared[_name] = owner
-                    if shared[_name] == owner:
-                        return
-                stats_owned.add(_name)
-                stats[_name].accumulate(x)
-                last["tensor"], last["stats"] = x, _name
+                if _name not in owner_of:
+                    same = x is last["tensor"]
+                    owner_of[_name] = str(last["name"]) if same else _name
+                if owner_of[_name] == _name:
+                    stats[_name].accumulate(x)
+                    last["tensor"], last["name"] = x, _name
 
             handles.append(module.register_forward_hook(hook))
-        stats_owned: set[str] = set()
         yield stats
     finally:
         for handle in handles:
             handle.remove()
         last["tensor"] = None
-        for name, owner in shared.items():
-            stats[name] = stats[owner]
+        for name, owner in owner_of.items():
+            if owner != name:
+                stats[name] = stats[owner]
