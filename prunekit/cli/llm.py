@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from prunekit.llm.config import LLMPruneConfig
     from prunekit.llm.evaluate import generation_speed, perplexity
     from prunekit.llm.loading import load_model, load_tokenizer, resolve_model
-    from prunekit.llm.memory import peak_rss_mb
+    from prunekit.llm.memory import peak_rss_mb, reset_peak_rss
     from prunekit.llm.prune import prune_llm
     from prunekit.llm.structured.storage import save_pretrained_model
     from prunekit.metrics import count_nonzero, count_params
@@ -107,14 +107,18 @@ def run(args: argparse.Namespace) -> int:
     ppl_before = None if args.skip_ppl_before else ppl()
     if ppl_before is not None:
         print(f"perplexity before: {ppl_before:.2f}")
+    peak_before_pruning = peak_rss_mb()
+    can_reset = reset_peak_rss()  # so the pruning's own peak can be read
     result = prune_llm(model, windows, config, progress=progress)
-    rss = peak_rss_mb()
+    prune_peak = peak_rss_mb() if can_reset else None
+    rss = max(peak_before_pruning, peak_rss_mb())
     ppl_after = ppl()
     speed_after = speed()
     print(f"perplexity after:  {ppl_after:.2f}")
     print(f"pruned {result.measured_sparsity:.1%} of block weights with {config.method}"
           f"{' ' + str(config.pattern) if config.pattern else ''} in {result.seconds:.1f}s; "
-          f"peak RSS {rss:.0f} MB")
+          f"peak RSS {rss:.0f} MB"
+          + (f" (while pruning {prune_peak:.0f} MB)" if prune_peak else ""))
     metrics = {
         "model": str(args.model),
         "method": config.method,
@@ -124,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
         "ppl_after": ppl_after,
         "prune_seconds": result.seconds,
         "peak_rss_mb": rss,
+        "prune_peak_rss_mb": prune_peak,
+        "model_mb": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20,
         "sparsity_measured": result.measured_sparsity,
         "layer_sparsity": result.to_dict()["layer_sparsity"],
         "params": count_params(model),
