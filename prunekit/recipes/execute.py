@@ -62,12 +62,9 @@ class Pipeline:
         return self.recipe.stages[first - 1] if first else None
 
     def example_batch(self, batch_size: int) -> torch.Tensor:
-        x = self.data.test[0][0]
-        return (
-            torch.stack([self.data.test[i % len(self.data.test)][0] for i in range(batch_size)])
-            if batch_size > 1
-            else x.unsqueeze(0)
-        )
+        """The first ``batch_size`` test images (repeated if the test split is smaller)."""
+        test = self.data.test
+        return torch.stack([test[i % len(test)][0] for i in range(batch_size)])
 
 
 Result = tuple[dict[str, Any], dict[str, Any]]
