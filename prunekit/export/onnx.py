@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import ModelError, require
-from prunekit.export.plain import plain_copy
+from prunekit.masks.parametrize import plain_copy
 from prunekit.io.atomic import atomic_write_bytes
 
 

@@ -15,6 +15,7 @@ from prunekit.masks.parametrize import (
     is_masked,
     make_permanent,
     masked_tensors,
+    plain_copy,
 )
 from prunekit.masks.report import LayerSparsity, sparsity_report
 from prunekit.masks.sparsify import SparsifyConfig, prunable_layers, sparsify_
@@ -27,6 +28,7 @@ __all__ = [
     "is_masked",
     "masked_tensors",
     "make_permanent",
+    "plain_copy",
     "effective_parameters",
     "effective_state_dict",
     "SparsifyConfig",

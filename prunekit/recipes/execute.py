@@ -20,7 +20,7 @@ from torch import nn
 from prunekit.distill.trainer import distill
 from prunekit.errors import ModelError
 from prunekit.export.compact_io import load_compact_into, save_compact
-from prunekit.export.plain import plain_copy
+from prunekit.masks.parametrize import plain_copy
 from prunekit.masks.parametrize import effective_state_dict
 from prunekit.metrics import model_metrics
 from prunekit.quant.apply import QuantRecord, quantize_
