@@ -18,7 +18,7 @@ from prunekit.masks.parametrize import (
     plain_copy,
 )
 from prunekit.masks.report import LayerSparsity, sparsity_report
-from prunekit.masks.sparsify import SparsifyConfig, prunable_layers, sparsify_
+from prunekit.masks.sparsify import SparsifyConfig, prunable_layers, sparsify_, sparsify_with_scores_
 from prunekit.masks.state import load_masked, save_masked
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "effective_state_dict",
     "SparsifyConfig",
     "sparsify_",
+    "sparsify_with_scores_",
     "prunable_layers",
     "LayerSparsity",
     "sparsity_report",

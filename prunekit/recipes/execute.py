@@ -20,8 +20,7 @@ from torch import nn
 from prunekit.distill.trainer import distill
 from prunekit.errors import ModelError
 from prunekit.export.compact_io import load_compact_into, save_compact
-from prunekit.masks.parametrize import plain_copy
-from prunekit.masks.parametrize import effective_state_dict
+from prunekit.masks.parametrize import effective_state_dict, plain_copy
 from prunekit.metrics import model_metrics
 from prunekit.quant.apply import QuantRecord, quantize_
 from prunekit.recipes.context import RunData, build_model, load_checkpoint, replay_structure, structure_plan
