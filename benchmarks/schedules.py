@@ -189,14 +189,12 @@ def summarise(jobs: list[dict], kind: str) -> dict:
 def plot(summary: dict, path: Path) -> None:
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from prunekit.io import atomic_write_bytes
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.2))
+    axes = fig.subplots(1, 2)
     for ax, (title, block) in zip(axes, (("LeNet-300-100", summary), ("small conv net", summary["conv"]))):
         ax.axhline(block["dense"]["mean"] * 100, color="k", ls="--", label="dense")
         for method, per in block["methods"].items():
@@ -211,7 +209,6 @@ def plot(summary: dict, path: Path) -> None:
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
 
 

@@ -2,7 +2,7 @@
 
 from prunekit.export.compact import CompactConfig, decode_compact, encode_compact
 from prunekit.export.compact_io import compact_bytes, load_compact, load_compact_into, save_compact
-from prunekit.export.plain import plain_copy
+from prunekit.masks.parametrize import plain_copy
 
 __all__ = [
     "CompactConfig",

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
-from prunekit.errors import ModelError
 from prunekit.export.compact import CompactConfig, decode_compact, encode_compact
 from prunekit.io.atomic import atomic_write_bytes
 from prunekit.masks.parametrize import apply_mask, effective_state_dict
 from prunekit.masks.sparsify import prunable_layers
+from prunekit.masks.state import check_state_matches, copy_effective_state_
 from prunekit.quant.apply import QuantRecord
 
 
@@ -83,26 +82,9 @@ def load_compact_into(model: nn.Module, path: str | os.PathLike[str], masks: boo
         True
     """
     state, record, _ = load_compact(path)
-    expected = effective_state_dict(model)
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ModelError(
-            f"{path}: does not match {type(model).__name__}: missing keys {missing[:5]}, "
-            f"unexpected keys {unexpected[:5]}"
-        )
-    for key, value in state.items():
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise ModelError(f"{path}: '{key}' has shape {tuple(value.shape)}, model has {tuple(expected[key].shape)}")
-    modules = dict(model.named_modules())
+    check_state_matches(model, state, path)
     if masks:
         for name, module in prunable_layers(model):
             apply_mask(module, "weight", state[f"{name}.weight" if name else "weight"] != 0)
-    with torch.no_grad():
-        for key, value in state.items():
-            mod_name, _, tname = key.rpartition(".")
-            module = modules[mod_name]
-            if parametrize.is_parametrized(module, tname):
-                module.parametrizations[tname].original.copy_(value)
-            else:
-                getattr(module, tname).copy_(value)
+    copy_effective_state_(model, state)
     return record

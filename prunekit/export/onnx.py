@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from prunekit.errors import ModelError, require
-from prunekit.export.plain import plain_copy
 from prunekit.io.atomic import atomic_write_bytes
+from prunekit.masks.parametrize import plain_copy
 
 
 @dataclass(frozen=True)

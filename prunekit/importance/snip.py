@@ -3,7 +3,7 @@
 ``snip_scores`` runs forward/backward on a few batches and returns a score per weight of
 each prunable layer; ``prune_with_scores_`` masks the lowest scores (global or per
 layer); ``snip_prune_`` does both. The model's weights and gradients are left as they
-were (only masks are added).
+were, BatchNorm statistics included (only masks are added).
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from prunekit.config.base import check_choice, check_fraction
+from prunekit.config.base import check_fraction
 from prunekit.errors import ConfigError, ModelError
-from prunekit.masks import apply_mask, get_mask
-from prunekit.masks.sparsify import FilterFn, prunable_layers
-from prunekit.patterns.unstructured import global_keep_masks, layer_keep_masks
+from prunekit.masks.report import overall_sparsity
+from prunekit.masks.sparsify import FilterFn, SparsifyConfig, prunable_layers, sparsify_with_scores_
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -68,6 +67,7 @@ def snip_scores(
     saved_flags = [t.requires_grad for t in tensors]
     grads = [torch.zeros_like(t) for t in tensors]
     was_training = model.training
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]  # e.g. BatchNorm statistics
     seen = 0
     try:
         for t in tensors:
@@ -85,6 +85,9 @@ def snip_scores(
         for t, g, flag in zip(tensors, saved_grads, saved_flags):
             t.grad = g
             t.requires_grad_(flag)
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
         model.train(was_training)
     if seen == 0:
         raise ConfigError("SNIP needs at least one batch of data; got an empty iterable")
@@ -106,32 +109,11 @@ def prune_with_scores_(
         >>> lin = nn.Linear(2, 1, bias=False)
         >>> prune_with_scores_(lin, {"": torch.tensor([[1.0, 2.0]])}, 0.5)
         0.5
-        >>> lin.weight[0, 0].item()
-        0.0
+        >>> lin.weight[0, 0].item() == 0.0
+        True
     """
-    check_fraction("sparsity", sparsity)
-    check_choice("scope", scope, ("global", "layer"))
-    modules = dict(model.named_modules())
-    targets = []
-    for name, s in scores.items():
-        if name not in modules:
-            raise ModelError(f"scores name '{name}' is not a module of {type(model).__name__}")
-        module = modules[name]
-        if tuple(s.shape) != tuple(module.weight.shape):
-            raise ModelError(
-                f"scores for '{name}' have shape {tuple(s.shape)}, weight has {tuple(module.weight.shape)}"
-            )
-        old = get_mask(module)
-        s = s.detach().float().cpu()
-        if old is not None:
-            s = torch.where(old.cpu(), s, torch.full_like(s, float("-inf")))
-        targets.append((module, s, old))
-    select = global_keep_masks if scope == "global" else layer_keep_masks
-    masks = select([s for _, s, _ in targets], sparsity)
-    for (module, _, old), mask in zip(targets, masks):
-        apply_mask(module, "weight", mask if old is None else mask & old.cpu())
-    kept = sum(int(m.sum()) for m in masks)
-    return 1.0 - kept / max(1, sum(m.numel() for m in masks))
+    rows = sparsify_with_scores_(model, scores, SparsifyConfig(amount=sparsity, scope=scope))
+    return overall_sparsity(rows)
 
 
 def snip_prune_(

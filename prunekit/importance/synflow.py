@@ -10,15 +10,13 @@ model; the user's model only receives the final masks.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
 from prunekit.config.base import check_fraction, check_positive_int
 from prunekit.errors import ModelError
 from prunekit.importance.snip import prune_with_scores_
-from prunekit.masks import make_permanent
+from prunekit.masks import plain_copy
 from prunekit.masks.sparsify import FilterFn, prunable_layers
 
 
@@ -56,26 +54,12 @@ def synflow_scores(
 
 def _abs_twin(model: nn.Module) -> nn.Module:
     """Float64 eval-mode twin of ``model`` without masks and with |parameters|."""
-    twin = _rebuild_plain(model)
+    twin = plain_copy(model)
     twin.double().eval()
     with torch.no_grad():
         for p in twin.parameters():
             p.abs_()
     return twin
-
-
-def _rebuild_plain(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` with masks baked in and parametrizations removed.
-
-    The copy's parametrized modules get fresh classes first, so removing them does not
-    touch the classes the original model uses.
-    """
-    twin = copy.deepcopy(model)
-    for module in twin.modules():
-        cls = type(module)
-        if cls.__name__.startswith("Parametrized") and hasattr(module, "parametrizations"):
-            module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
-    return make_permanent(twin)
 
 
 def synflow_prune_(

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from prunekit.errors import ModelError
-from prunekit.masks import effective_state_dict, get_mask
+from prunekit.masks import effective_state_dict, get_mask, plain_copy
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -95,26 +95,15 @@ def reinit_(model: nn.Module, seed: int) -> nn.Module:
 
 
 def _reset_parametrized(module: nn.Module, masks: dict[str, torch.Tensor | None]) -> None:
-    """``reset_parameters`` on a parametrized module: run it on a plain twin, copy back.
-
-    (``copy.deepcopy`` of a parametrized module shares its generated class, so removing
-    the twin's parametrizations would break the original; the twin is built by hand.)
-    """
-    plain_cls = type(module).__bases__[0]
-    twin = plain_cls.__new__(plain_cls)
-    twin.__dict__.update({k: v for k, v in module.__dict__.items() if k not in ("_parameters", "_modules")})
-    twin._modules = {}
-    twin._parameters = {
-        pname: None if p is None else nn.Parameter(p.detach().clone())
-        for pname, p in module._parameters.items()
-    }
-    for tname in masks:
-        twin._parameters[tname] = nn.Parameter(module.parametrizations[tname].original.detach().clone())
+    """``reset_parameters`` on a parametrized module: run it on a plain twin, copy back
+    (masked tensors receive the fresh values under their mask)."""
+    twin = plain_copy(module)
     twin.reset_parameters()
+    fresh = dict(twin.named_parameters(recurse=False))
     with torch.no_grad():
         for pname, p in module._parameters.items():
             if p is not None:
-                p.copy_(twin._parameters[pname])
+                p.copy_(fresh[pname])
         for tname, mask in masks.items():
-            value = twin._parameters[tname]
+            value = fresh[tname]
             module.parametrizations[tname].original.copy_(value if mask is None else value * mask)

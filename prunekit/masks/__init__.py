@@ -15,9 +15,10 @@ from prunekit.masks.parametrize import (
     is_masked,
     make_permanent,
     masked_tensors,
+    plain_copy,
 )
 from prunekit.masks.report import LayerSparsity, sparsity_report
-from prunekit.masks.sparsify import SparsifyConfig, prunable_layers, sparsify_
+from prunekit.masks.sparsify import SparsifyConfig, prunable_layers, sparsify_, sparsify_with_scores_
 from prunekit.masks.state import load_masked, save_masked
 
 __all__ = [
@@ -27,10 +28,12 @@ __all__ = [
     "is_masked",
     "masked_tensors",
     "make_permanent",
+    "plain_copy",
     "effective_parameters",
     "effective_state_dict",
     "SparsifyConfig",
     "sparsify_",
+    "sparsify_with_scores_",
     "prunable_layers",
     "LayerSparsity",
     "sparsity_report",

@@ -59,8 +59,8 @@ def apply_mask(module: nn.Module, name: str, mask: torch.Tensor) -> None:
     Example:
         >>> lin = nn.Linear(2, 1, bias=False)
         >>> apply_mask(lin, "weight", torch.tensor([[True, False]]))
-        >>> float(lin.weight[0, 1])
-        0.0
+        >>> float(lin.weight[0, 1]) == 0.0
+        True
     """
     tensor = getattr(module, name)
     if tuple(mask.shape) != tuple(tensor.shape):
@@ -113,11 +113,38 @@ def make_permanent(model: nn.Module) -> nn.Module:
                 "prunekit mask; remove them first (torch.nn.utils.parametrize)"
             )
         order = plist[0].param_order
+        _own_class(module)
         parametrize.remove_parametrizations(module, tname, leave_parametrized=True)
         params = module._parameters
         ranked = sorted(params, key=lambda k: order.index(k) if k in order else len(order))
         module._parameters = {k: params[k] for k in ranked}
     return model
+
+
+def _own_class(module: nn.Module) -> None:
+    """Give a parametrized module its own copy of torch's generated class.
+
+    ``copy.deepcopy`` shares the generated ``Parametrized<Layer>`` class between the copy
+    and the original; removing a parametrization deletes a property from that class,
+    which would break the other module. A private class makes removal local.
+    """
+    cls = type(module)
+    module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+
+
+def plain_copy(model: nn.Module) -> nn.Module:
+    """Return a deep copy of ``model`` with every mask baked in; the original keeps its masks.
+
+    Example:
+        >>> lin = nn.Linear(2, 1)
+        >>> apply_mask(lin, "weight", torch.tensor([[True, False]]))
+        >>> plain = plain_copy(lin)
+        >>> is_masked(plain), is_masked(lin), float(plain.weight[0, 1]) == 0.0
+        (False, True, True)
+    """
+    import copy
+
+    return make_permanent(copy.deepcopy(model))
 
 
 def _canonical_items(model: nn.Module, include_buffers: bool) -> Iterator[tuple[str, torch.Tensor]]:

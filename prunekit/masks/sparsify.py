@@ -148,11 +148,52 @@ def sparsify_(
     if not layers:
         what = "no layer passed filter_fn" if filter_fn else "it has no Linear/Conv layer"
         raise ModelError(f"nothing to prune in {type(model).__name__}: {what}")
-    weights = [m.weight for _, m in layers]
     scorer = config.importance.scorer()
+    return _mask_by_scores(model, layers, [scorer(m.weight) for _, m in layers], config)
+
+
+def sparsify_with_scores_(
+    model: nn.Module, scores: dict[str, torch.Tensor], config: SparsifyConfig
+) -> list[LayerSparsity]:
+    """Like ``sparsify_``, with importance scores computed elsewhere (SNIP, SynFlow, your own).
+
+    Args:
+        model: the model.
+        scores: ``{module name: scores shaped like its weight}``; only these layers take part.
+        config: a ``SparsifyConfig``; its ``importance`` is not used.
+
+    Returns:
+        The per-layer sparsity report of the scored layers.
+
+    Example:
+        >>> lin = nn.Linear(2, 1, bias=False)
+        >>> rows = sparsify_with_scores_(lin, {"": torch.tensor([[1.0, 2.0]])}, SparsifyConfig(amount=0.5))
+        >>> lin.weight[0, 0].item()
+        0.0
+    """
+    if not isinstance(config, SparsifyConfig):
+        raise ConfigError(f"config must be a SparsifyConfig, got {type(config).__name__}")
+    modules = dict(model.named_modules())
+    layers = []
+    for name, s in scores.items():
+        module = modules.get(name)
+        if module is None or not isinstance(getattr(module, "weight", None), torch.Tensor):
+            raise ModelError(f"scores name '{name}' is not a module with a weight in {type(model).__name__}")
+        if tuple(s.shape) != tuple(module.weight.shape):
+            raise ModelError(f"scores for '{name}' have shape {tuple(s.shape)}, weight has {tuple(module.weight.shape)}")
+        layers.append((name, module))
+    if not layers:
+        raise ModelError("scores is empty: give at least one {module name: scores} entry")
+    return _mask_by_scores(model, layers, [scores[n] for n, _ in layers], config)
+
+
+def _mask_by_scores(
+    model: nn.Module, layers: list[tuple[str, nn.Module]], raw_scores: list[torch.Tensor], config: SparsifyConfig
+) -> list[LayerSparsity]:
+    """Select under the config's pattern and scope (masked weights first) and apply all-or-nothing."""
     scores = []
-    for (_, module), w in zip(layers, weights):
-        s = scorer(w).to("cpu")
+    for (_, module), raw in zip(layers, raw_scores):
+        s = raw.detach().float().cpu()
         old = get_mask(module)
         if old is not None:
             s = torch.where(old.cpu(), s, torch.full_like(s, float("-inf")))
@@ -160,7 +201,8 @@ def sparsify_(
     names = [name or type(module).__name__ for name, module in layers]
     masks = _select(config, names, scores)
     _apply_all_or_nothing(layers, masks)
-    return sparsity_report(model, lambda n, m: any(m is mod for _, mod in layers))
+    chosen = {id(mod) for _, mod in layers}
+    return sparsity_report(model, lambda n, m: id(m) in chosen)
 
 
 def _select(config: SparsifyConfig, names: list[str], scores: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunekit.config.base import check_choice
-from prunekit.export.plain import plain_copy
+from prunekit.masks.parametrize import plain_copy
 from prunekit.quant.int8 import dequantize_symmetric, quantize_symmetric
 
 

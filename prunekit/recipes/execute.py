@@ -20,8 +20,7 @@ from torch import nn
 from prunekit.distill.trainer import distill
 from prunekit.errors import ModelError
 from prunekit.export.compact_io import load_compact_into, save_compact
-from prunekit.export.plain import plain_copy
-from prunekit.masks.parametrize import effective_state_dict
+from prunekit.masks.parametrize import effective_state_dict, plain_copy
 from prunekit.metrics import model_metrics
 from prunekit.quant.apply import QuantRecord, quantize_
 from prunekit.recipes.context import RunData, build_model, load_checkpoint, replay_structure, structure_plan
@@ -62,12 +61,9 @@ class Pipeline:
         return self.recipe.stages[first - 1] if first else None
 
     def example_batch(self, batch_size: int) -> torch.Tensor:
-        x = self.data.test[0][0]
-        return (
-            torch.stack([self.data.test[i % len(self.data.test)][0] for i in range(batch_size)])
-            if batch_size > 1
-            else x.unsqueeze(0)
-        )
+        """The first ``batch_size`` test images (repeated if the test split is smaller)."""
+        test = self.data.test
+        return torch.stack([test[i % len(test)][0] for i in range(batch_size)])
 
 
 Result = tuple[dict[str, Any], dict[str, Any]]

@@ -1,4 +1,4 @@
-"""PNG plot of sensitivity curves (matplotlib, Agg backend, written atomically)."""
+"""PNG plot of sensitivity curves (matplotlib object API, no pyplot state; written atomically)."""
 
 from __future__ import annotations
 
@@ -25,12 +25,10 @@ def plot_sensitivity(
         >>> plot_sensitivity(c, tempfile.mkdtemp() + "/s.png").suffix
         '.png'
     """
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     xs = [0.0] + [s * 100 for s in curves.sparsities]
     for name, values in curves.metrics.items():
         (line,) = ax.plot(xs, [curves.baseline] + values, marker="o", ms=3, label=name or "(model)")
@@ -45,5 +43,4 @@ def plot_sensitivity(
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())

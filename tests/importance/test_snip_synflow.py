@@ -72,3 +72,13 @@ def test_snip_prune_and_errors():
         prune_with_scores_(net, {"nope": torch.ones(2)}, 0.5)
     with pytest.raises(ModelError, match="no Linear/Conv"):
         synflow_scores(nn.ReLU(), (2,))
+
+
+def test_snip_leaves_batchnorm_statistics_untouched():
+    from prunekit.models import SmallConvNet
+
+    net = SmallConvNet(1, 3, 8, widths=(4,), hidden=8)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    snip_prune_(net, [(torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,)))], 0.5)
+    assert torch.equal(net.features[1].running_mean, before["features.1.running_mean"])
+    assert int(net.features[1].num_batches_tracked) == 0

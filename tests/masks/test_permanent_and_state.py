@@ -64,3 +64,20 @@ def test_load_masked_rejects_other_architecture_without_changing_it(tmp_path):
         load_masked(other, path)
     assert all(torch.equal(before[k], v) for k, v in effective_state_dict(other).items())
     assert get_mask(other.features[0]) is None
+
+
+def test_make_permanent_on_a_deepcopy_leaves_the_original_masked_and_working():
+    import copy
+
+    from prunekit.masks import is_masked, plain_copy
+
+    net = SmallConvNet(1, 10, 8, widths=(4, 8), hidden=16).eval()
+    sparsify_(net, SparsifyConfig(amount=0.5))
+    x = torch.randn(2, 1, 8, 8)
+    expected = net(x)
+    twin = make_permanent(copy.deepcopy(net))
+    assert torch.equal(twin(x), expected)
+    assert is_masked(net.features[0]) and torch.equal(net(x), expected)  # original intact
+    plain = plain_copy(net)
+    assert not is_masked(plain.features[0]) and is_masked(net.features[0])
+    assert torch.equal(plain(x), expected)

@@ -74,6 +74,20 @@ def test_invalid_recipes_list_valid_choices(data, message):
     assert message in str(err.value)
 
 
+def test_prune_stage_takes_any_sparsify_pattern():
+    from prunekit.patterns import NM, Block
+
+    r = recipe_from_dict(
+        _recipe(
+            {"train": {}},
+            {"prune": {"pattern": {"type": "NM", "n": 2, "m": 4}}},
+            {"prune": {"amount": 0.5, "pattern": {"type": "Block", "rows": 4, "cols": 4}}},
+        )
+    )
+    assert r.stages[1].options.config.pattern == NM(2, 4)
+    assert r.stages[2].options.config.pattern == Block(4, 4)
+
+
 def test_unknown_prune_method_lists_the_registered_ones():
     with pytest.raises(ConfigError) as err:
         recipe_from_dict(_recipe({"prune": {"method": "magic"}}))
