@@ -89,7 +89,7 @@ class TraceContext:
         self.labels[t] = lab
 
     def path(self) -> str:
-        return self.module_stack[-1] if self.module_stack else "<model>"
+        return (self.module_stack[-1] if self.module_stack else "") or "<model>"
 
     def unsupported(self, func, why: str) -> UnsupportedOpError:
         return UnsupportedOpError(

@@ -81,7 +81,8 @@ def prune_channels_(
         def measure(ratio: float) -> float:
             snap = pruner.trial(pruner.propose(ratio))
             try:
-                dense_ms, pruned_ms = interleaved_latency([dense_copy, model], x)
+                dense_ms, pruned_ms = interleaved_latency([dense_copy, model], x,
+                                                          runs=config.latency_runs, warmup=2)
                 return pruned_ms / dense_ms
             finally:
                 snap.restore()
