@@ -35,7 +35,7 @@ def prune_torch_pruning(model: nn.Module, x: torch.Tensor, ratio: float) -> floa
     num_heads = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
     kwargs = {}
     if isinstance(model, torchvision.models.VisionTransformer):
-        kwargs["unwrapped_parameters"] = {model.class_token: 2, model.encoder.pos_embedding: 2}
+        kwargs["unwrapped_parameters"] = [(model.class_token, 2), (model.encoder.pos_embedding, 2)]
     start = time.perf_counter()
     pruner = tp.pruner.MetaPruner(
         model, x, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
