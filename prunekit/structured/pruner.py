@@ -74,10 +74,13 @@ def _call(model: nn.Module, example_input: Any):
 
 
 def _output_shapes(model: nn.Module, example_input: Any) -> list[tuple[int, ...]]:
+    """Output shapes of an eval forward; the heavy ops only compute shapes."""
+    from prunekit.graph.shapes import ShapeOnly
+
     was = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), ShapeOnly():
             out = _call(model, example_input)
     finally:
         model.train(was)
