@@ -189,3 +189,46 @@ def test_interactive_choice_before_removal():
     stem.remove = torch.tensor([0, 5])
     pruner.apply()
     assert model.conv1.out_channels == 62 and model.layer1[0].conv1.out_channels == 64
+
+
+def _mlp():
+    return nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                         nn.Linear(256, 4)).eval()
+
+
+def test_latency_target_search_measures_and_records_history():
+    model = _mlp()
+    result = prune_channels_(model, torch.randn(1, 64),
+                             StructuredConfig(target_latency=1.0, latency_batch=4,
+                                              latency_runs=3, max_iterations=2))
+    assert result.search and all("latency" in step for step in result.search)
+    assert model(torch.randn(2, 64)).shape == (2, 4)
+
+
+def test_unreachable_latency_target_is_an_error_and_model_untouched():
+    model = _mlp()
+    before = _state(model)
+    with pytest.raises(TargetUnreachableError):
+        prune_channels_(model, torch.randn(1, 64),
+                        StructuredConfig(target_latency=1e-4, max_ratio=0.1, latency_runs=3))
+    assert _same(model, before)
+
+
+@pytest.mark.parametrize("importance", ["l1", "l2", "bn_scale", "fpgm", "random", "taylor",
+                                        "hessian"])
+def test_every_importance_runs_and_keeps_output_shape(importance):
+    x = torch.randn(2, 3, 32, 32)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    data = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))) for _ in range(2)]
+    kwargs = dict(data=data, loss_fn=nn.functional.cross_entropy) if importance in (
+        "taylor", "hessian") else {}
+    prune_channels_(model, x, StructuredConfig(ratio=0.5, importance=importance,
+                                               allocation="global", round_to=8), **kwargs)
+    assert model(x).shape == (2, 10)
+    assert model.fc.in_features % 8 == 0
+
+
+def test_taylor_without_data_is_a_config_error():
+    with pytest.raises(ConfigError, match="calibration"):
+        prune_channels_(torchvision.models.resnet18(num_classes=10), torch.randn(1, 3, 32, 32),
+                        StructuredConfig(importance="taylor"))
