@@ -83,7 +83,7 @@ def compare(name: str, ratio: float, runs: int, size: int, round_to: int) -> dic
     row = {"macs_reduction": round(macs0 / macs_tp, 3), "input": side}
     lat = {}
     for b in (1, 8):
-        model_runs = runs if b == 1 else max(5, runs // 2)
+        model_runs = runs if b == 1 or not name.startswith("vit") else max(4, runs // 3)
         lat[b] = interleaved_latency([dense, tp_model, pk_model], batch_of(x, b),
                                      runs=model_runs, warmup=2)
     row["dense_ms"] = {"b1": round(lat[1][0], 2), "b8": round(lat[8][0], 2)}
