@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import subprocess
 import sys
 import time
 
@@ -29,9 +27,11 @@ def input_size(model, name: str) -> int:
 
     if name.startswith(("vit_", "maxvit")):
         return 224
+    from prunekit.graph.shapes import ShapeOnly
+
     for size in (32, 64, 96, 160, 224):
         try:
-            with torch.no_grad():
+            with torch.no_grad(), ShapeOnly():
                 model(torch.zeros(1, 3, size, size))
             return size
         except Exception:
@@ -42,22 +42,29 @@ def input_size(model, name: str) -> int:
 def run_one(name: str) -> dict:
     import torch
     import torchvision
+    from torch.utils.flop_counter import FlopCounterMode
 
-    from prunekit.metrics import count_macs, count_params
+    from prunekit.graph.shapes import ShapeOnly
+    from prunekit.metrics import count_params
     from prunekit.structured import StructuredConfig, prune_channels_
+
+    def count_macs(m, inp):  # same count as prunekit.metrics.count_macs; no arithmetic
+        with torch.no_grad(), ShapeOnly(), FlopCounterMode(display=False) as counter:
+            m(inp)
+        return int(counter.get_total_flops() // 2)
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = torchvision.models.get_model(name, weights=None).eval()
     size = input_size(model, name)
     x = torch.randn(1, 3, size, size)
-    with torch.no_grad():
+    with torch.no_grad(), ShapeOnly():
         shape_before = tuple(model(x).shape)
     params0, macs0 = count_params(model), count_macs(model, x)
     start = time.perf_counter()
     prune_channels_(model, x, StructuredConfig(ratio=0.5))
     seconds = time.perf_counter() - start
-    with torch.no_grad():
+    with torch.no_grad():  # a real forward: the pruned model must run
         shape_after = tuple(model.eval()(x).shape)
     params1, macs1 = count_params(model), count_macs(model, x)
     reduction = macs0 / max(macs1, 1)
@@ -93,6 +100,7 @@ def main() -> int:
     parser.add_argument("--models", default="", help="comma-separated subset")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds per model process")
     parser.add_argument("--memory-gb", type=float, default=16.0, help="address-space limit")
+    parser.add_argument("--jobs", type=int, default=1, help="models pruned at once")
     parser.add_argument("--one", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -108,29 +116,51 @@ def main() -> int:
     names = args.models.split(",") if args.models else torchvision.models.list_models(
         module=torchvision.models
     )
-    ok, failed = 0, []
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    for name in names:
-        start = time.perf_counter()
+    # a fork server: torch/torchvision/prunekit are imported once here, each model then
+    # runs in its own forked process (own memory limit, killed at the time limit)
+    import multiprocessing as mp
+
+    import torch
+
+    import prunekit.structured  # noqa: F401  (imported before forking)
+
+    torch.set_num_threads(1)
+    ctx = mp.get_context("fork")
+
+    def child(name: str, queue) -> None:
+        _limit_memory(args.memory_gb)
         try:
-            proc = subprocess.run(
-                [sys.executable, __file__, "--one", name],
-                capture_output=True, text=True, timeout=args.timeout, env=env,
-                preexec_fn=lambda: _limit_memory(args.memory_gb),
-            )
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-            row = json.loads(lines[-1]) if lines else {
-                "model": name, "ok": False,
-                "problems": [f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}"],
-            }
-        except subprocess.TimeoutExpired:
+            queue.put(run_one(name))
+        except BaseException as exc:  # reported as a failure of this model
+            msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:400]
+            queue.put({"model": name, "ok": False, "problems": [msg]})
+
+    def one(name: str) -> dict:
+        start = time.perf_counter()
+        queue = ctx.Queue()
+        proc = ctx.Process(target=child, args=(name, queue))
+        proc.start()
+        row = None
+        try:
+            row = queue.get(timeout=args.timeout)
+        except Exception:
             row = {"model": name, "ok": False, "problems": [f"timeout {args.timeout}s"]}
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        if row is None:
+            row = {"model": name, "ok": False, "problems": [f"exit {proc.exitcode}"]}
         row["wall_s"] = round(time.perf_counter() - start, 1)
         print(json.dumps(row), flush=True)
-        if row.get("ok"):
-            ok += 1
-        else:
-            failed.append(name)
+        return row
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        rows = list(pool.map(one, names))
+    ok = sum(1 for r in rows if r.get("ok"))
+    failed = [r["model"] for r in rows if not r.get("ok")]
     print(json.dumps({"ok": ok, "total": len(names), "failed": failed}), flush=True)
     return 0
 

@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=positive_int, default=224, help="image side (default 224)")
     p.add_argument("--ignore", action="append", default=[], help="module name to leave alone")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads")
-    p.add_argument("--latency-runs", type=positive_int, default=20)
+    p.add_argument("--latency-runs", type=positive_int, default=10,
+                   help="timed runs per latency measurement (median)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=run)
 
@@ -117,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         round_to=args.round_to, ignored_layers=tuple(args.ignore),
         target_macs=args.target_macs, target_params=args.target_params,
         target_latency=args.target_latency, latency_batch=args.batch,
+        latency_runs=args.latency_runs,
     )
     model = load_model(args.model)
     x = torch.randn(1, 3, args.input_size, args.input_size)
@@ -143,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.target_latency is not None:
         xb = batch_of(x, args.batch)
-        d_ms, p_ms = interleaved_latency([dense, model], xb, runs=max(args.latency_runs, 30))
+        d_ms, p_ms = interleaved_latency([dense, model], xb, runs=max(args.latency_runs, 20))
         metrics["latency_target"] = {
             "batch": args.batch,
             "target_fraction": args.target_latency,

@@ -34,6 +34,32 @@ class Block:
     producer: bool = False
 
 
+def compress_slices(a: torch.Tensor, b: torch.Tensor | None = None, keep_dim: int | None = None):
+    """Drop slices (along any dim) that repeat the last slice in both ``a`` and ``b``:
+    labels of pixels/tokens usually repeat, so pairs shrink from H*W*C to about C.
+
+    Example:
+        >>> x = torch.tensor([[1, 2], [3, 4], [3, 4], [3, 4]])
+        >>> compress_slices(x)[0].tolist()
+        [[1, 2], [3, 4]]
+    """
+    for d in range(a.dim()):
+        n = a.shape[d]
+        if n <= 2 or d == keep_dim:
+            continue
+        others = [k for k in range(a.dim()) if k != d]
+        same = a == a.narrow(d, n - 1, 1)
+        if b is not None:
+            same &= b == b.narrow(d, n - 1, 1)
+        same = same.all(dim=others) if others else same
+        keep = torch.nonzero(~same).reshape(-1)
+        if len(keep) < n - 1:
+            keep = torch.cat([keep, torch.tensor([n - 1])])
+            a = a.index_select(d, keep)
+            b = b.index_select(d, keep) if b is not None else None
+    return a, b
+
+
 class AtomTable:
     """Allocates atom ids, remembers what they mean, and collects coupling pairs.
 
@@ -89,12 +115,8 @@ class AtomTable:
     def couple(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """Record that atoms ``a[i]`` and ``b[i]`` must be removed together (broadcast)."""
         a, b = torch.broadcast_tensors(torch.as_tensor(a), torch.as_tensor(b))
-        if a.numel() > 4096:  # drop dims along which both are constant (tokens, pixels)
-            for d in range(a.dim()):
-                if a.shape[d] > 1:
-                    a0, b0 = a.narrow(d, 0, 1), b.narrow(d, 0, 1)
-                    if bool((a == a0).all()) and bool((b == b0).all()):
-                        a, b = a0, b0
+        if a.numel() > 4096:
+            a, b = compress_slices(a, b)
         a, b = a.reshape(-1), b.reshape(-1)
         keep = (a >= 0) & (b >= 0) & (a != b)
         if not bool(keep.any()):
@@ -107,7 +129,8 @@ class AtomTable:
 
     def mark_inexact(self, labels: torch.Tensor) -> None:
         """Atoms whose removal changes outputs even when dead (normalised/softmaxed over)."""
-        u = torch.unique(labels.reshape(-1))
+        small = compress_slices(labels)[0] if labels.numel() > 4096 else labels
+        u = torch.unique(small.reshape(-1))
         self.inexact.append(u[u > 0])
 
     def components(self) -> np.ndarray:

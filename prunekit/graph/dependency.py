@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 from torch import nn
-
 from torch.utils._pytree import tree_leaves
 
 from prunekit.errors import ModelError, UnsupportedOpError

@@ -51,7 +51,6 @@ def build_groups(table: AtomTable, tensor_shapes: dict[str, tuple[int, ...]]) ->
     """Resolve couplings into groups. ``tensor_shapes`` maps tensor name -> shape."""
     comp = table.components()
     fixed = comp[0]
-    producer_comps: set[int] = set()
     rows: list[tuple[np.ndarray, int]] = []  # (component per atom, block index)
     is_prod = np.zeros(int(comp.max()) + 1 if len(comp) else 1, dtype=bool)
     for bi, block in enumerate(table.blocks):
@@ -62,7 +61,6 @@ def build_groups(table: AtomTable, tensor_shapes: dict[str, tuple[int, ...]]) ->
         if block.producer:
             is_prod[c] = True
     is_prod[fixed] = False
-    producer_comps = set(np.nonzero(is_prod)[0].tolist())
     inexact_mask = np.zeros(len(is_prod), dtype=bool)
     if table.inexact:
         ids = torch.cat(table.inexact).unique().numpy()
@@ -111,9 +109,9 @@ def build_groups(table: AtomTable, tensor_shapes: dict[str, tuple[int, ...]]) ->
     if not cs:
         return []
     keys = {v: k for k, v in key_ids.items()}
-    C, K, I = np.concatenate(cs), np.concatenate(ks), np.concatenate(ix)
-    order = np.lexsort((I, K, C))
-    C, K, I = C[order], K[order], I[order]
+    C, K, IX = np.concatenate(cs), np.concatenate(ks), np.concatenate(ix)
+    order = np.lexsort((IX, K, C))
+    C, K, IX = C[order], K[order], IX[order]
     ck = C.astype(np.int64) * (len(keys) + 1) + K
     uck, starts, counts = np.unique(ck, return_index=True, return_counts=True)
     pair_comp = C[starts]
@@ -135,7 +133,7 @@ def build_groups(table: AtomTable, tensor_shapes: dict[str, tuple[int, ...]]) ->
         index = {}
         for off, (kid, k) in enumerate(sig):
             st = starts[firsts_arr + off]
-            index[keys[kid]] = torch.from_numpy(I[st[:, None] + np.arange(k)[None, :]].astype(np.int64))
+            index[keys[kid]] = torch.from_numpy(IX[st[:, None] + np.arange(k)[None, :]].astype(np.int64))
         first_key = keys[sig[0][0]]
         perm = torch.argsort(index[first_key][:, 0])
         index = {key: v[perm] for key, v in index.items()}

@@ -100,7 +100,12 @@ def per_index_pairs(labels: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch
         if bool((hi == lo).all()):
             keep = hi >= 0
             return torch.arange(k)[keep], hi[keep]
-    flat = labels.movedim(dim, -1).reshape(-1, k)
+    from prunekit.graph.atoms import compress_slices
+
+    moved = labels.movedim(dim, -1)
+    if moved.numel() > 4096 and moved.dim() > 1:
+        moved = compress_slices(moved, keep_dim=moved.dim() - 1)[0]
+    flat = moved.reshape(-1, k)
     idx = torch.arange(k).expand_as(flat)
     keep = flat >= 0
     key = torch.unique((idx[keep] << 32) | flat[keep])

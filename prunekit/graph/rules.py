@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from prunekit.graph.atoms import FIXED, NONE
-from prunekit.graph.labels import ParamRef, const_along, per_index_pairs, view_dims
+from prunekit.graph.atoms import NONE
+from prunekit.graph.labels import ParamRef, const_along, view_dims
 
 # ops whose first argument is the data and that only rearrange/select elements
 SINGLE_STRUCTURAL = {
@@ -27,7 +27,7 @@ SINGLE_STRUCTURAL = {
     "channel_shuffle", "movedim", "unflatten", "flatten", "split", "split_with_sizes",
     "chunk", "unbind", "index", "index_select", "gather", "_to_copy", "expand_as",
     "view_as", "diagonal", "constant_pad_nd", "_unsafe_index", "tensor_split", "rot90",
-    "_reshape_alias", "as_strided", "as_strided_", "repeat_interleave", "tile", "swapaxes", "movedim",
+    "_reshape_alias", "as_strided", "as_strided_", "repeat_interleave", "tile", "swapaxes",
 }
 VIEWISH = {"view", "_unsafe_view", "reshape", "_reshape_alias"}
 PARAM_VIEW_OPS = {
@@ -71,7 +71,7 @@ def _split_coupling(ctx, in_shape, out_shape, out_lab):
     if the same positions are removed in every slice of the leading split dims: couple
     them (channel shuffle groups, heads x head_dim)."""
     blocks = _view_blocks(tuple(in_shape), tuple(out_shape))
-    for (i0, i1), (o0, o1) in blocks:
+    for (_i0, _i1), (o0, o1) in blocks:
         out_big = [d for d in range(o0, o1) if out_shape[d] > 1]
         if len(out_big) < 2:
             continue

@@ -22,6 +22,7 @@ from prunekit.errors import UnsupportedOpError
 from prunekit.graph import rules, weights
 from prunekit.graph.atoms import FIXED, AtomTable
 from prunekit.graph.labels import ParamRef
+from prunekit.graph.shapes import is_heavy, shape_only_call
 
 WEIGHT_RULES = {
     "convolution": weights.convolution,
@@ -89,7 +90,7 @@ class TraceContext:
         self.labels[t] = lab
 
     def path(self) -> str:
-        return self.module_stack[-1] if self.module_stack else "<model>"
+        return (self.module_stack[-1] if self.module_stack else "") or "<model>"
 
     def unsupported(self, func, why: str) -> UnsupportedOpError:
         return UnsupportedOpError(
@@ -156,7 +157,9 @@ class _Mode(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        out = shape_only_call(func, args, kwargs) if is_heavy(func) else None
+        if out is None:
+            out = func(*args, **kwargs)
         self.ctx.on_op(func, args, kwargs, out)
         return out
 

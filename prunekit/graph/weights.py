@@ -117,8 +117,9 @@ def matmul(ctx, func, args, kwargs, out):
             continue
         if isinstance(lab, ParamRef):
             lab = lab.materialize(table)
-        c = const_along(lab, [cdim], keepdim=False)
-        if bool(((c < 0) & (lab.amax(dim=cdim) >= 0)).any()):
+        hi, lo = lab.amax(dim=cdim), lab.amin(dim=cdim)
+        c = torch.where(hi == lo, hi, torch.full_like(hi, NONE))
+        if bool(((hi != lo) & (hi >= 0)).any()):
             # labels vary along the contracted dim: it is a channel dim, couple per index
             idx, labels = per_index_pairs(lab, cdim)
             table.couple(virt[idx], labels)
@@ -127,12 +128,17 @@ def matmul(ctx, func, args, kwargs, out):
         else:
             col = c
     shape = out.shape
-    result = torch.full(shape, NONE, dtype=torch.int64)
-    if row is not None:
-        result = torch.where(result >= 0, result, row.unsqueeze(-1).expand(shape))
-    if col is not None:
-        c = col.unsqueeze(-2).expand(shape)
-        result = torch.where(c >= 0, c, result)
+    if row is not None and not bool((row >= 0).any()):
+        row = None
+    if col is not None and row is None:
+        result = col.unsqueeze(-2).expand(shape)
+    else:
+        result = torch.full(shape, NONE, dtype=torch.int64)
+        if row is not None:
+            result = torch.where(result >= 0, result, row.unsqueeze(-1).expand(shape))
+        if col is not None:
+            c = col.unsqueeze(-2).expand(shape)
+            result = torch.where(c >= 0, c, result)
     if lbias is not None:
         blab = lbias.materialize(table) if isinstance(lbias, ParamRef) else lbias
         bl = blab.expand(shape)

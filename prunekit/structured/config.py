@@ -33,6 +33,7 @@ class StructuredConfig(ConfigBase):
         target_latency: keep this fraction of the measured dense latency (on the current
             device, at ``latency_batch``).
         latency_batch: batch size of the latency target.
+        latency_runs: timed runs per measurement of the latency search (median).
         max_iterations: search steps for a target.
         seed: for the random importance.
 
@@ -52,6 +53,7 @@ class StructuredConfig(ConfigBase):
     target_params: float | None = None
     target_latency: float | None = None
     latency_batch: int = 1
+    latency_runs: int = 10
     max_iterations: int = 12
     seed: int = 0
 
@@ -73,6 +75,7 @@ class StructuredConfig(ConfigBase):
                                                         "target_latency")) > 1:
             raise ConfigError("set at most one of target_macs, target_params, target_latency")
         check_positive_int("latency_batch", self.latency_batch)
+        check_positive_int("latency_runs", self.latency_runs)
         check_positive_int("max_iterations", self.max_iterations)
         if not isinstance(self.ignored_layers, tuple):
             object.__setattr__(self, "ignored_layers", tuple(self.ignored_layers))

@@ -52,8 +52,21 @@ def get_plan(model: nn.Module) -> dict[str, Any] | None:
     return model.__dict__.get(PLAN_ATTR)
 
 
-def replay_plan(model: nn.Module, plan: dict[str, Any]) -> None:
-    """Apply every step of ``plan`` to a fresh model (checks shapes first)."""
+def replay_plan(model: nn.Module, plan: dict[str, Any]) -> list:
+    """Apply every step of ``plan`` to a fresh model (checks shapes first); returns the
+    snapshots (restore them in reverse order to undo). On failure the model is restored."""
+    snaps: list = []
+    try:
+        _replay(model, plan, snaps)
+    except BaseException:
+        for snap in reversed(snaps):
+            snap.restore()
+        raise
+    model.__dict__[PLAN_ATTR] = plan
+    return snaps
+
+
+def _replay(model: nn.Module, plan: dict[str, Any], snaps: list) -> None:
     from prunekit.surgery import apply_keep
 
     if plan.get("format") != "prunekit.structured.plan/1":
@@ -73,8 +86,7 @@ def replay_plan(model: nn.Module, plan: dict[str, Any]) -> None:
                 )
             keep[name] = {int(d): torch.tensor(ix, dtype=torch.long)
                           for d, ix in spec["keep"].items()}
-        apply_keep(model, keep)
-    model.__dict__[PLAN_ATTR] = plan
+        snaps.append(apply_keep(model, keep))
 
 
 def save_pruned(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
@@ -107,10 +119,19 @@ def load_pruned(model: nn.Module, directory: str | os.PathLike[str]) -> nn.Modul
     if not (d / PLAN_FILE).exists() or not (d / WEIGHTS_FILE).exists():
         raise ModelError(f"{d} does not hold {PLAN_FILE} and {WEIGHTS_FILE}")
     plan = json.loads((d / PLAN_FILE).read_text())
-    replay_plan(model, plan)
     state = load_tensors(d / WEIGHTS_FILE)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
     if missing or unexpected:
-        raise ModelError(f"weights do not match the replayed model: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
+        raise ModelError(f"the saved weights do not fit this model (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}); is it the same architecture?")
+    snaps = replay_plan(model, plan)
+    try:
+        model.load_state_dict(state, strict=True)
+    except BaseException:
+        for snap in reversed(snaps):
+            snap.restore()
+        model.__dict__.pop(PLAN_ATTR, None)
+        raise
     return model

@@ -10,10 +10,15 @@ import torch
 from torch import nn
 
 from prunekit.graph import DependencyGraph, Group
-from prunekit.metrics import count_macs, count_params
+from prunekit.metrics import count_params
 from prunekit.structured.config import StructuredConfig
 from prunekit.structured.pruner import PruneResult, StructuredPruner
-from prunekit.structured.targets import batch_of, interleaved_latency, search_ratio
+from prunekit.structured.targets import (
+    batch_of,
+    interleaved_latency,
+    search_ratio,
+    shape_only_macs,
+)
 
 
 def prune_channels_(
@@ -60,7 +65,7 @@ def prune_channels_(
         what = "macs" if use_macs else "params"
 
         def size() -> int:
-            return count_macs(model, example_input) if use_macs else count_params(model)
+            return shape_only_macs(model, example_input) if use_macs else count_params(model)
 
         dense = size()
 
@@ -81,7 +86,8 @@ def prune_channels_(
         def measure(ratio: float) -> float:
             snap = pruner.trial(pruner.propose(ratio))
             try:
-                dense_ms, pruned_ms = interleaved_latency([dense_copy, model], x)
+                dense_ms, pruned_ms = interleaved_latency([dense_copy, model], x,
+                                                          runs=config.latency_runs, warmup=2)
                 return pruned_ms / dense_ms
             finally:
                 snap.restore()

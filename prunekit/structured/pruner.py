@@ -73,32 +73,14 @@ def _call(model: nn.Module, example_input: Any):
     return model(example_input)
 
 
-def _fake_output_shapes(model: nn.Module, example_input: Any) -> list[tuple[int, ...]]:
-    """Output shapes from a shape-only forward (FakeTensor: no arithmetic is done);
-    falls back to a real forward if the fake one fails for any reason."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.utils._pytree import tree_map
-
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True) as mode:
-            fake = tree_map(
-                lambda t: mode.from_tensor(t) if isinstance(t, torch.Tensor) else t, example_input
-            )
-            out = _call(model, fake)
-            return [tuple(t.shape) for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
-    except Exception:
-        return _output_shapes(model, example_input)
-    finally:
-        model.train(was)
-
-
 def _output_shapes(model: nn.Module, example_input: Any) -> list[tuple[int, ...]]:
+    """Output shapes of an eval forward; the heavy ops only compute shapes."""
+    from prunekit.graph.shapes import ShapeOnly
+
     was = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), ShapeOnly():
             out = _call(model, example_input)
     finally:
         model.train(was)
@@ -243,7 +225,7 @@ class StructuredPruner:
         shapes_before = {t: list(self.graph.tensor_shapes[t]) for t in keep}
         snap = apply_keep(self.model, keep)
         try:
-            got = _fake_output_shapes(self.model, self.example_input)
+            got = _output_shapes(self.model, self.example_input)
             if got != expected:
                 raise ModelError(f"output shape changed from {expected} to {got}")
         except PrunekitError:

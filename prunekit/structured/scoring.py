@@ -132,7 +132,7 @@ def group_scores(
             continue
         # magnitude-type scores only need per-index sums: reduce each tensor once
         # (no copies of big weights), then pass [n_units, 1] sums to the pure functions
-        def sums(source, how):
+        def sums(source, how, keys=keys, g=g):
             out = []
             for t, d in keys:
                 ck = (id(source), t, d, how)

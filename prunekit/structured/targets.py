@@ -26,6 +26,29 @@ def batch_of(example_input: Any, batch: int) -> Any:
     return rep(example_input)
 
 
+def shape_only_macs(model: nn.Module, example_input: Any) -> int:
+    """MACs of one eval forward, counted like ``prunekit.metrics.count_macs`` (FLOPs / 2
+    from ``torch.utils.flop_counter``) but with the heavy ops run shape-only.
+
+    Example:
+        >>> shape_only_macs(nn.Linear(3, 2), torch.zeros(1, 3))
+        6
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from prunekit.graph.shapes import ShapeOnly
+    from prunekit.structured.pruner import _call
+
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), ShapeOnly(), FlopCounterMode(display=False) as counter:
+            _call(model, example_input)
+    finally:
+        model.train(was)
+    return int(counter.get_total_flops() // 2)
+
+
 def interleaved_latency(
     models: list[nn.Module], example_input: Any, runs: int = 15, warmup: int = 3
 ) -> list[float]:

@@ -203,7 +203,7 @@ def sync_modules(model: nn.Module, changed: set[str]) -> None:
         for i in range(len(parts) + 1):
             names.add(".".join(parts[:i]))
     # children first so a parent reads its children's updated attributes
-    for name, module in sorted(
+    for _name, module in sorted(
         ((n, m) for n, m in model.named_modules() if n in names), key=lambda x: -(x[0].count(".") + 1 if x[0] else 0)
     ):
         rule = rule_for(module)

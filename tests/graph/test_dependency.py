@@ -1,0 +1,102 @@
+"""Dependency analysis on hand-built models with known couplings."""
+
+import pytest
+import torch
+from torch import nn
+
+from prunekit.graph import build_dependency_graph
+from prunekit.graph.atoms import connected_components
+
+
+def _members(graph):
+    return [sorted(g.index) for g in graph.groups]
+
+
+def test_residual_add_couples_producers_and_their_norms():
+    class Res(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 1)
+            self.b = nn.Conv2d(8, 8, 1)
+            self.head = nn.Conv2d(8, 2, 1)
+
+        def forward(self, x):
+            y = self.a(x)
+            return self.head(y + self.b(y))
+
+    g = build_dependency_graph(Res(), torch.zeros(1, 3, 4, 4))
+    assert _members(g) == [[("a.bias", 0), ("a.weight", 0), ("b.bias", 0), ("b.weight", 0),
+                            ("b.weight", 1), ("head.weight", 1)]]
+    assert g.groups[0].size == 8 and g.groups[0].exact
+
+
+def test_concat_splits_consumer_input_between_two_groups():
+    class Cat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 6, 1)
+            self.head = nn.Conv2d(10, 2, 1)
+
+        def forward(self, x):
+            return self.head(torch.cat([self.a(x), self.b(x)], 1))
+
+    g = build_dependency_graph(Cat(), torch.zeros(1, 3, 4, 4))
+    by_size = {grp.size: grp for grp in g.groups}
+    assert by_size[4].index[("head.weight", 1)].reshape(-1).tolist() == [0, 1, 2, 3]
+    assert by_size[6].index[("head.weight", 1)].reshape(-1).tolist() == [4, 5, 6, 7, 8, 9]
+
+
+def test_depthwise_conv_removes_whole_groups():
+    m = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 16, 3, groups=8), nn.Conv2d(16, 2, 1))
+    g = build_dependency_graph(m, torch.zeros(1, 3, 6, 6))
+    (grp,) = g.groups
+    assert grp.size == 8
+    assert grp.index[("1.weight", 0)][3].tolist() == [6, 7]  # 2 outputs per input channel
+
+
+def test_channel_shuffle_couples_positions_across_groups():
+    class Shuffle(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 1)
+            self.head = nn.Conv2d(8, 2, 1)
+
+        def forward(self, x):
+            y = self.a(x)
+            n, c, h, w = y.shape
+            y = y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+            return self.head(y)
+
+    g = build_dependency_graph(Shuffle(), torch.zeros(1, 3, 4, 4))
+    (grp,) = g.groups
+    assert grp.size == 4  # channel j and j + 4 go together
+    assert grp.index[("a.weight", 0)].tolist() == [[0, 4], [1, 5], [2, 6], [3, 7]]
+
+
+def test_flatten_into_linear_maps_channels_to_feature_blocks():
+    m = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Flatten(), nn.Linear(4 * 2 * 2, 3))
+    g = build_dependency_graph(m, torch.zeros(1, 3, 2, 2))
+    (grp,) = g.groups
+    assert grp.index[("2.weight", 1)][1].tolist() == [4, 5, 6, 7]
+
+
+def test_layernorm_groups_are_marked_inexact_and_output_is_protected():
+    m = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 16), nn.GELU(),
+                      nn.Linear(16, 3))
+    g = build_dependency_graph(m, torch.zeros(2, 4))
+    exact = {grp.size: grp.exact for grp in g.groups}
+    assert exact == {8: False, 16: True}
+    assert all(("4.weight", 0) not in grp.index for grp in g.groups)
+
+
+def test_connected_components_small():
+    comp = connected_components(6, __import__("numpy").array([0, 2, 4]),
+                                __import__("numpy").array([1, 3, 3]))
+    assert comp.tolist() == [0, 0, 2, 2, 2, 5]
+
+
+def test_model_forward_error_is_a_model_error():
+    from prunekit.errors import ModelError
+
+    with pytest.raises(ModelError):
+        build_dependency_graph(nn.Linear(4, 2), torch.zeros(1, 5))
