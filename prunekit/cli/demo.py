@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fine-tuning epochs (default: half the baseline epochs, at least 2)")
     p.add_argument("--model", default="convnet", choices=MODELS, help="model (default: convnet)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    p.add_argument("--threads", type=positive_int, default=1,
+                   help="torch threads for training and latency (default 1: the models are tiny)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
 
@@ -41,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         finetune_epochs=args.finetune_epochs,
         model=args.model,
         seed=args.seed,
+        threads=args.threads,
     )
     out = output_dir(args.out, "demo")
     metrics = run_demo(config, out_dir=out, progress=not args.no_progress)
