@@ -13,6 +13,8 @@ Concepts live in sub-packages: ``patterns`` (what shape is removed), ``importanc
 """
 
 from prunekit._version import __version__
+from prunekit.distill import DistillConfig, distill
+from prunekit.dynamic import DynamicConfig, DynamicSparsity
 from prunekit.errors import (
     ConfigError,
     DatasetError,
@@ -22,15 +24,23 @@ from prunekit.errors import (
     TargetUnreachableError,
     UnsupportedOpError,
 )
+from prunekit.export import CompactConfig, load_compact_into, save_compact
 from prunekit.importance import Magnitude, Random
+from prunekit.importance.snip import snip_prune_
+from prunekit.importance.synflow import synflow_prune_
+from prunekit.learned import L0Config, L0Gates, MovementPruning
+from prunekit.llm import LLMPruneConfig, perplexity, prune_llm
+from prunekit.lottery import LotteryConfig, export_ticket, find_ticket, load_ticket
 from prunekit.masks import (
     SparsifyConfig,
     apply_mask,
     get_mask,
     load_masked,
     make_permanent,
+    plain_copy,
     save_masked,
     sparsify_,
+    sparsify_with_scores_,
     sparsity_report,
 )
 from prunekit.metrics import (
@@ -41,6 +51,11 @@ from prunekit.metrics import (
     model_metrics,
     size_on_disk,
 )
+from prunekit.patterns import NM, Block, Unstructured
+from prunekit.quant import QuantizeConfig, quantize_, to_int8_inference
+from prunekit.recipes import load_recipe, run_recipe
+from prunekit.schedules import Gradual, Iterative, OneShot, SchedulePruner
+from prunekit.sensitivity import allocate_sparsities, plot_sensitivity, sensitivity_curves
 
 __all__ = [
     "__version__",
@@ -67,4 +82,40 @@ __all__ = [
     "measure_latency",
     "size_on_disk",
     "model_metrics",
+    "sparsify_with_scores_",
+    "plain_copy",
+    "Unstructured",
+    "NM",
+    "Block",
+    "OneShot",
+    "Iterative",
+    "Gradual",
+    "SchedulePruner",
+    "LotteryConfig",
+    "find_ticket",
+    "export_ticket",
+    "load_ticket",
+    "DynamicConfig",
+    "DynamicSparsity",
+    "L0Config",
+    "L0Gates",
+    "MovementPruning",
+    "snip_prune_",
+    "synflow_prune_",
+    "sensitivity_curves",
+    "allocate_sparsities",
+    "plot_sensitivity",
+    "DistillConfig",
+    "distill",
+    "QuantizeConfig",
+    "quantize_",
+    "to_int8_inference",
+    "CompactConfig",
+    "save_compact",
+    "load_compact_into",
+    "load_recipe",
+    "run_recipe",
+    "LLMPruneConfig",
+    "prune_llm",
+    "perplexity",
 ]
