@@ -36,7 +36,7 @@ def layer_keep_masks(scores: list[torch.Tensor], amount: float | int) -> list[to
 
     Example:
         >>> [m.tolist() for m in layer_keep_masks([torch.tensor([1., 2.]), torch.tensor([5., 4.])], 0.5)]
-        [[False, True], [False, True]]
+        [[False, True], [True, False]]
     """
     out = []
     for s in scores:
