@@ -11,6 +11,7 @@ Tensors are sliced generically (the dependency graph says which dims and indices
   ``Tie(primary, dependent, factor)`` means kept(primary) == factor * kept(dependent).
 
 Example:
+    >>> import torch
     >>> import torch.nn as nn
     >>> class Scale(nn.Module):
     ...     def __init__(self, n): super().__init__(); self.w = nn.Parameter(torch.ones(n)); self.n = n
