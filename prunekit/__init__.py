@@ -25,6 +25,7 @@ from prunekit.errors import (
     UnsupportedOpError,
 )
 from prunekit.export import CompactConfig, load_compact_into, save_compact
+from prunekit.graph import build_dependency_graph
 from prunekit.importance import Magnitude, Random
 from prunekit.importance.snip import snip_prune_
 from prunekit.importance.synflow import synflow_prune_
@@ -56,6 +57,8 @@ from prunekit.quant import QuantizeConfig, quantize_, to_int8_inference
 from prunekit.recipes import load_recipe, run_recipe
 from prunekit.schedules import Gradual, Iterative, OneShot, SchedulePruner
 from prunekit.sensitivity import allocate_sparsities, plot_sensitivity, sensitivity_curves
+from prunekit.structured import StructuredConfig, StructuredPruner, load_pruned, prune_channels_, save_pruned
+from prunekit.surgery import SurgeryRule, register_surgery_rule
 
 __all__ = [
     "__version__",
@@ -118,4 +121,12 @@ __all__ = [
     "LLMPruneConfig",
     "prune_llm",
     "perplexity",
+    "build_dependency_graph",
+    "StructuredConfig",
+    "StructuredPruner",
+    "prune_channels_",
+    "save_pruned",
+    "load_pruned",
+    "SurgeryRule",
+    "register_surgery_rule",
 ]
