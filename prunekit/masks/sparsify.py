@@ -180,7 +180,9 @@ def sparsify_with_scores_(
         if module is None or not isinstance(getattr(module, "weight", None), torch.Tensor):
             raise ModelError(f"scores name '{name}' is not a module with a weight in {type(model).__name__}")
         if tuple(s.shape) != tuple(module.weight.shape):
-            raise ModelError(f"scores for '{name}' have shape {tuple(s.shape)}, weight has {tuple(module.weight.shape)}")
+            raise ModelError(
+                f"scores for '{name}' have shape {tuple(s.shape)}, weight has {tuple(module.weight.shape)}"
+            )
         layers.append((name, module))
     if not layers:
         raise ModelError("scores is empty: give at least one {module name: scores} entry")
