@@ -68,9 +68,3 @@ def test_dead_units_prune_to_identical_outputs(name):
     assert stats["params_after"] < stats["params_before"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)

@@ -19,14 +19,6 @@ from prunekit.structured import (
 torchvision = pytest.importorskip("torchvision")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
