@@ -10,6 +10,7 @@ from typing import Any
 
 from prunekit.io.atomic import atomic_write_text
 from prunekit.report.run_report import export_lines, stage_table
+from prunekit.report.table import LAYER_HEADER, layer_rows
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -59,20 +60,10 @@ def run_report_html(run: dict[str, Any], plots: list[Path]) -> str:
         parts += ["<h2>Export and evaluation</h2><ul>"] + [f"<li>{_inline_code(e)}</li>" for e in exports] + ["</ul>"]
     layers = last.get("layers") or []
     if layers:
-        lrows = [
-            [
-                r["name"],
-                r["kind"],
-                "x".join(map(str, r["shape"])),
-                f"{r['numel']:,}",
-                f"{r['nonzero']:,}",
-                f"{100 * r['sparsity']:.1f}%",
-            ]
-            for r in layers
-        ]
+        lrows = layer_rows(layers)
         parts += [
             f"<h2>Layers after {html.escape(names[-1])}</h2>",
-            html_table(["layer", "type", "shape", "weights", "non-zero", "sparsity"], lrows),
+            html_table(LAYER_HEADER, lrows),
         ]
     if plots:
         parts += ["<h2>Plots</h2>"] + [embedded_png(p) for p in plots]

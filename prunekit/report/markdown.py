@@ -7,7 +7,7 @@ from typing import Any
 
 from prunekit.io.atomic import atomic_write_text
 from prunekit.report.plots import bar_plot, layer_sparsity_plot
-from prunekit.report.table import STAGE_COLUMNS, format_value, markdown_table, stage_rows
+from prunekit.report.table import LAYER_HEADER, STAGE_COLUMNS, format_value, layer_rows, markdown_table, stage_rows
 
 
 def write_stage_plots(metrics: dict[str, Any], out_dir: str | Path) -> list[Path]:
@@ -66,10 +66,7 @@ def demo_report_markdown(metrics: dict[str, Any], plots: list[Path]) -> str:
     ]
     layers = metrics.get("layers") or []
     if layers:
-        rows = [[r["name"], r["kind"], "x".join(map(str, r["shape"])), f"{r['numel']:,}",
-                 f"{r['nonzero']:,}", f"{100 * r['sparsity']:.1f}%"] for r in layers]
-        lines += ["## Layers (final model)", "",
-                  markdown_table(["layer", "type", "shape", "weights", "non-zero", "sparsity"], rows), ""]
+        lines += ["## Layers (final model)", "", markdown_table(LAYER_HEADER, layer_rows(layers)), ""]
     if plots:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from typing import Any
 from prunekit.errors import ConfigError
 from prunekit.io.atomic import atomic_write_text
 from prunekit.report.plots import bar_plot, layer_sparsity_plot
-from prunekit.report.table import format_value, markdown_table
+from prunekit.report.table import LAYER_HEADER, format_value, layer_rows, markdown_table
 
 #: (title, key in a stage's metrics, format) of the stage table
 STAGE_TABLE = (
@@ -170,21 +170,11 @@ def run_report_markdown(run: dict[str, Any], plots: list[Path]) -> str:
         lines += ["## Export and evaluation", "", *exports, ""]
     layers = last.get("layers") or []
     if layers:
-        rows = [
-            [
-                r["name"],
-                r["kind"],
-                "x".join(map(str, r["shape"])),
-                f"{r['numel']:,}",
-                f"{r['nonzero']:,}",
-                f"{100 * r['sparsity']:.1f}%",
-            ]
-            for r in layers
-        ]
+        rows = layer_rows(layers)
         lines += [
             f"## Layers after `{names[-1]}`",
             "",
-            markdown_table(["layer", "type", "shape", "weights", "non-zero", "sparsity"], rows),
+            markdown_table(LAYER_HEADER, rows),
             "",
         ]
     if plots:

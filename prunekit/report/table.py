@@ -54,6 +54,25 @@ def stage_rows(
     return [[name] + [format_value(s.get(key), kind) for _, key, kind in columns] for name, s in stages.items()]
 
 
+#: header of the per-layer sparsity table (rows from ``layer_rows``)
+LAYER_HEADER = ["layer", "type", "shape", "weights", "non-zero", "sparsity"]
+
+
+def layer_rows(layers: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """Formatted cells of per-layer sparsity rows (``LayerSparsity.to_dict()`` dicts).
+
+    Example:
+        >>> layer_rows([{"name": "fc", "kind": "Linear", "shape": [2, 3], "numel": 6, "nonzero": 3,
+        ...              "sparsity": 0.5}])
+        [['fc', 'Linear', '2x3', '6', '3', '50.0%']]
+    """
+    return [
+        [r["name"], r["kind"], "x".join(map(str, r["shape"])), f"{r['numel']:,}", f"{r['nonzero']:,}",
+         f"{100 * r['sparsity']:.1f}%"]
+        for r in layers
+    ]
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A GitHub-flavoured Markdown table.
 

@@ -24,6 +24,8 @@ def main(out_dir: str) -> None:
     initial = {f"initial.{k}": v.clone() for k, v in effective_state_dict(model).items()}
     fit(model, data, TrainConfig(epochs=3, batch_size=16, lr=1e-2), progress=False)
     masks = {f"mask.{i}": model[i].parametrizations.weight[0].mask for i in (0, 2)}
+    for i in (0, 2):  # checked on every rank, and again across ranks by the test
+        assert torch.count_nonzero(model[i].weight[~masks[f"mask.{i}"]]) == 0
     save_tensors({**effective_state_dict(model), **masks, **initial}, f"{out_dir}/rank{rank}.safetensors")
     dist.destroy_process_group()
 
