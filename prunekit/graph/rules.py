@@ -66,6 +66,14 @@ FRESH = {"zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "ran
          "zero_", "fill_", "normal_", "uniform_", "randint_like", "empty_strided", "new_empty_strided"}
 
 
+def _label(ctx, tensor):
+    """The channel labels of ``tensor`` (parameter references materialised), or None."""
+    lab = ctx.lab(tensor)
+    if isinstance(lab, ParamRef):
+        lab = lab.materialize(ctx.table)
+    return lab
+
+
 def _split_coupling(ctx, in_shape, out_shape, out_lab):
     """A view that splits one labelled dim into several keeps working after pruning only
     if the same positions are removed in every slice of the leading split dims: couple
@@ -192,11 +200,9 @@ def pointwise(ctx, func, args, kwargs, out):
         return None
     labs = []
     for t in tensors:
-        lab = ctx.lab(t)
+        lab = _label(ctx, t)
         if lab is None:
             continue
-        if isinstance(lab, ParamRef):
-            lab = lab.materialize(ctx.table)
         if lab.dim() > main.dim() or not _broadcastable(lab.shape, main.shape):
             continue
         labs.append(lab)
@@ -238,11 +244,9 @@ def _aligned(full: torch.Tensor, other: torch.Tensor):
 
 
 def same_shape(ctx, func, args, kwargs, out):
-    lab = ctx.lab(args[0])
+    lab = _label(ctx, args[0])
     if lab is None:
         return None
-    if isinstance(lab, ParamRef):
-        lab = lab.materialize(ctx.table)
     name = func.__name__.split(".")[0]
     if "softmax" in name:
         dim = args[1] % max(lab.dim(), 1)
@@ -255,11 +259,9 @@ def same_shape(ctx, func, args, kwargs, out):
 
 
 def reduction(ctx, func, args, kwargs, out):
-    lab = ctx.lab(args[0])
+    lab = _label(ctx, args[0])
     if lab is None:
         return None
-    if isinstance(lab, ParamRef):
-        lab = lab.materialize(ctx.table)
     name = func.__name__.split(".")[0]
     first = 2 if name in ("linalg_vector_norm", "norm") else 1  # (self, ord, dim, keepdim)
     dims = kwargs.get("dim", args[first] if len(args) > first else None)
@@ -288,11 +290,9 @@ def reduction(ctx, func, args, kwargs, out):
 
 
 def spatial(ctx, func, args, kwargs, out):
-    lab = ctx.lab(args[0])
+    lab = _label(ctx, args[0])
     if lab is None:
         return None
-    if isinstance(lab, ParamRef):
-        lab = lab.materialize(ctx.table)
     main = out[0] if isinstance(out, (tuple, list)) else out
     lead = 2 if lab.dim() >= 3 and main.dim() == lab.dim() else 1
     rest = list(range(lead, lab.dim()))
@@ -313,10 +313,8 @@ def spatial(ctx, func, args, kwargs, out):
 def multi_structural(ctx, func, args, kwargs, out):
     name = func.__name__.split(".")[0]
     def mat(t, like):
-        lab = ctx.lab(t)
-        if lab is None:
-            return torch.full(like.shape, NONE, dtype=torch.int64)
-        return lab.materialize(ctx.table) if isinstance(lab, ParamRef) else lab
+        lab = _label(ctx, t)
+        return torch.full(like.shape, NONE, dtype=torch.int64) if lab is None else lab
     if name in ("cat", "stack", "hstack", "vstack"):
         labs = [mat(t, t) for t in args[0]]
         if all(int(x.max()) < 0 for x in labs if x.numel()):
