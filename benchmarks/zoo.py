@@ -42,14 +42,14 @@ def input_size(model, name: str) -> int:
 def run_one(name: str) -> dict:
     import torch
     import torchvision
-    from torch.utils.flop_counter import FlopCounterMode
 
     from prunekit.graph.shapes import ShapeOnly
     from prunekit.metrics import count_params
+    from prunekit.metrics.macs import flop_counter
     from prunekit.structured import StructuredConfig, prune_channels_
 
     def count_macs(m, inp):  # same count as prunekit.metrics.count_macs; no arithmetic
-        with torch.no_grad(), ShapeOnly(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), ShapeOnly(), flop_counter() as counter:
             m(inp)
         return int(counter.get_total_flops() // 2)
 

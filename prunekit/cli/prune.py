@@ -21,7 +21,7 @@ import torch
 from prunekit.cli.args import fraction, positive_int
 from prunekit.errors import ConfigError, MissingDependencyError, require
 from prunekit.io import atomic_write_json
-from prunekit.structured.config import IMPORTANCES, StructuredConfig
+from prunekit.structured.config import ALLOCATIONS, IMPORTANCES, StructuredConfig
 
 
 def _target(text: str) -> float:
@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="torchvision:NAME (e.g. torchvision:resnet50)")
     p.add_argument("--ratio", type=fraction, default=0.5, help="fraction removed per group")
     p.add_argument("--importance", default="l2", choices=IMPORTANCES, help="unit importance")
-    p.add_argument("--allocation", default="uniform", choices=("uniform", "global"))
+    p.add_argument("--allocation", default="uniform", choices=ALLOCATIONS,
+                   help="uniform | global | latency (by measured ms per MAC at --batch)")
     p.add_argument("--round-to", type=positive_int, default=None, help="kept units multiple")
     p.add_argument("--target-macs", type=_target, default=None, help="keep this MACs fraction")
     p.add_argument("--target-params", type=_target, default=None, help="keep this params fraction")

@@ -25,17 +25,43 @@ def _call(model: nn.Module, example_input: Any) -> None:
         model(example_input)
 
 
+def _native_mha_flops(query, key, value, embed_dim, num_head, qkv_weight, qkv_bias,
+                      proj_weight, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of ``aten._native_multi_head_attention`` (the eval fast path of
+    ``nn.MultiheadAttention``, which torch's counter has no formula for): the q/k/v and
+    output projections plus the two attention matmuls."""
+    b, lq, e = query
+    lk = key[1]
+    proj = 2 * b * (lq + 2 * lk) * e * e + 2 * b * lq * e * proj_weight[0]
+    attn = 2 * b * lq * lk * e * 2
+    return int(proj + attn)
+
+
+#: FLOP formulas for ops ``torch.utils.flop_counter`` does not count (shapes in, FLOPs out).
+EXTRA_FLOP_FORMULAS = {torch.ops.aten._native_multi_head_attention: _native_mha_flops}
+
+
+def flop_counter() -> FlopCounterMode:
+    """A silent ``FlopCounterMode`` that also counts ``EXTRA_FLOP_FORMULAS``."""
+    return FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS)
+
+
 def count_macs(model: nn.Module, example_input: Any) -> int:
     """MACs of one forward pass on ``example_input`` (a tensor, tuple or kwargs dict).
 
     Example:
         >>> count_macs(nn.Linear(3, 2), torch.zeros(1, 3))
         6
+        >>> class SelfAttention(nn.MultiheadAttention):
+        ...     def forward(self, t):
+        ...         return super().forward(t, t, t, need_weights=False)[0]
+        >>> count_macs(SelfAttention(8, 2, batch_first=True), torch.zeros(1, 5, 8))
+        1680
     """
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), flop_counter() as counter:
             _call(model, example_input)
     finally:
         model.train(was_training)

@@ -10,7 +10,7 @@ from prunekit.errors import ConfigError
 from prunekit.importance.group import AGGREGATIONS
 
 IMPORTANCES = ("l1", "l2", "bn_scale", "taylor", "hessian", "fpgm", "random")
-ALLOCATIONS = ("uniform", "global")
+ALLOCATIONS = ("uniform", "global", "latency")
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,11 @@ class StructuredConfig(ConfigBase):
             Ignored when a target is set (the ratio is then searched).
         importance: one of ``IMPORTANCES`` (taylor / hessian need calibration data).
         aggregation: how per-tensor scores of a group combine: sum, mean or max.
-        allocation: "uniform" (same ratio per group) or "global" (rank all units, scores
-            normalised per group).
+        allocation: "uniform" (same ratio per group), "global" (rank all units, scores
+            normalised per group) or "latency" (each group's ratio proportional to its
+            measured milliseconds per MAC on this device at ``latency_batch``: layers
+            that run slowly for their MACs, e.g. high-resolution, memory-bound ones, lose
+            more, so the result is faster at the same MACs).
         max_ratio: at most this fraction of any group is removed.
         round_to: kept units per group rounded to a multiple of this (e.g. 8).
         ignored_layers: module names, module types, or predicates ``f(name, module)``;
@@ -34,6 +37,7 @@ class StructuredConfig(ConfigBase):
             device, at ``latency_batch``).
         latency_batch: batch size of the latency target.
         latency_runs: timed runs per measurement of the latency search (median).
+        latency_power: latency allocation ratios follow (ms per MAC) ** latency_power.
         max_iterations: search steps for a target.
         seed: for the random importance.
 
@@ -54,6 +58,7 @@ class StructuredConfig(ConfigBase):
     target_latency: float | None = None
     latency_batch: int = 1
     latency_runs: int = 10
+    latency_power: float = 1.0
     max_iterations: int = 12
     seed: int = 0
 
@@ -76,6 +81,9 @@ class StructuredConfig(ConfigBase):
             raise ConfigError("set at most one of target_macs, target_params, target_latency")
         check_positive_int("latency_batch", self.latency_batch)
         check_positive_int("latency_runs", self.latency_runs)
+        if not isinstance(self.latency_power, (int, float)) or not 0 < self.latency_power <= 4:
+            raise ConfigError(f"latency_power must be a number in (0, 4], got "
+                              f"{self.latency_power!r}")
         check_positive_int("max_iterations", self.max_iterations)
         if not isinstance(self.ignored_layers, tuple):
             object.__setattr__(self, "ignored_layers", tuple(self.ignored_layers))

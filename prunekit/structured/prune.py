@@ -76,8 +76,8 @@ def prune_channels_(
             finally:
                 snap.restore()
 
-        ratio, search = search_ratio(measure, target, config.max_ratio, config.max_iterations,
-                                     what)
+        ratio, search = search_ratio(measure, target, pruner.max_search_ratio(),
+                                     config.max_iterations, what)
         pruner.ratio, pruner.choices = ratio, pruner.propose(ratio)
     elif config.target_latency is not None:
         x = batch_of(example_input, config.latency_batch)
@@ -92,7 +92,7 @@ def prune_channels_(
             finally:
                 snap.restore()
 
-        ratio, search = search_ratio(measure, config.target_latency, config.max_ratio,
+        ratio, search = search_ratio(measure, config.target_latency, pruner.max_search_ratio(),
                                      min(config.max_iterations, 8), "latency", tolerance=0.05)
         del dense_copy
         pruner.ratio, pruner.choices = ratio, pruner.propose(ratio)

@@ -8,6 +8,7 @@ then performs the surgery atomically (any failure restores the model exactly).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,13 @@ from prunekit.structured.allocate import (
     uniform_keep,
 )
 from prunekit.structured.config import StructuredConfig
+from prunekit.structured.latency_model import (
+    LATENCY_MAX_TILT,
+    CostModel,
+    latency_aware_ratios,
+)
 from prunekit.structured.plan import PLAN_ATTR, make_step
+from prunekit.structured.profile import build_cost_models
 from prunekit.structured.scoring import group_scores
 from prunekit.surgery import Snapshot, apply_keep
 
@@ -118,6 +125,7 @@ class StructuredPruner:
         self.graph = graph or build_dependency_graph(model, example_input)
         self._drop_ignored()
         self.scores = self._scores(data, loss_fn, scores)
+        self._cost_models: tuple[CostModel, CostModel] | None = None
         self.ratio = self.config.ratio
         self.choices = self.propose(self.ratio)
 
@@ -174,11 +182,28 @@ class StructuredPruner:
                             loss_fn)
 
     # -- planning ---------------------------------------------------------------------
+    def max_search_ratio(self) -> float:
+        """Largest ``ratio`` worth trying: ``max_ratio``, or for latency-aware allocation
+        the ratio at which even the least-tilted group reaches ``max_ratio``."""
+        c = self.config
+        return c.max_ratio * (LATENCY_MAX_TILT if c.allocation == "latency" else 1.0)
+
+    def cost_models(self) -> tuple[CostModel, CostModel]:
+        """Measured latency and MACs models of the groups (built once, then cached)."""
+        if self._cost_models is None:
+            self._cost_models = build_cost_models(
+                self.model, self.example_input, self.graph, batch=self.config.latency_batch)
+        return self._cost_models
+
     def keep_counts(self, ratio: float) -> list[int]:
         c = self.config
         sizes = [g.size for g in self.graph.groups]
         if c.allocation == "global":
             keep = global_keep(self.scores, ratio, c.max_ratio)
+        elif c.allocation == "latency":
+            ratios = latency_aware_ratios(*self.cost_models(), ratio, c.max_ratio,
+                                          power=c.latency_power)
+            keep = [max(1, n - int(math.floor(n * r + 1e-9))) for n, r in zip(sizes, ratios)]
         else:
             keep = uniform_keep(sizes, ratio, c.max_ratio)
         keep = [round_keep(k, n, c.round_to) for k, n in zip(keep, sizes)]

@@ -34,15 +34,14 @@ def shape_only_macs(model: nn.Module, example_input: Any) -> int:
         >>> shape_only_macs(nn.Linear(3, 2), torch.zeros(1, 3))
         6
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     from prunekit.graph.shapes import ShapeOnly
+    from prunekit.metrics.macs import flop_counter
     from prunekit.structured.pruner import _call
 
     was = model.training
     model.eval()
     try:
-        with torch.no_grad(), ShapeOnly(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), ShapeOnly(), flop_counter() as counter:
             _call(model, example_input)
     finally:
         model.train(was)
@@ -100,9 +99,9 @@ def search_ratio(
     history.append({"ratio": max_ratio, what: top})
     if top > target * (1 + tolerance):
         raise TargetUnreachableError(
-            f"target {what} = {target:.3f} of dense is unreachable: pruning the maximum "
-            f"{max_ratio:.2f} of every group still keeps {top:.3f}; raise max_ratio or relax "
-            f"the target"
+            f"target {what} = {target:.3f} of dense is unreachable: pruning at the largest "
+            f"ratio ({max_ratio:.2f}, capped per group by max_ratio) still keeps {top:.3f}; "
+            f"raise max_ratio or relax the target"
         )
     lo, hi, best = 0.0, max_ratio, max_ratio
     for _ in range(iterations):
