@@ -3,9 +3,11 @@ prune seconds, measured side by side in one run.
 
 For each model, Torch-Pruning prunes at ``--ratio`` (uniform, L2 group magnitude); its
 MACs fraction becomes prunekit's ``target_macs`` (prunekit searches the ratio, with
-``round_to=8``), so prunekit has at most Torch-Pruning's MACs. The dense model and both
-pruned models are timed alternately (median of ``--runs``, fixed threads). The last line
-is JSON::
+``round_to=8``), so prunekit has at most Torch-Pruning's MACs. prunekit uses its
+latency-aware allocation (``allocation="latency"``, profiled at ``--latency-batch``);
+``prunekit_uniform`` is prunekit with the uniform allocation, for reference. The dense
+model and all pruned models are timed alternately (median of ``--runs``, fixed threads).
+MACs include attention (``prunekit.metrics.count_macs``). The last line is JSON::
 
     {"models": {"resnet18": {"macs_reduction": R, "prunekit": {"speedup_b1": S,
      "speedup_b8": S, "prune_s": T, "macs_reduction": R}, "torch_pruning": {...}}, ...}}
@@ -52,16 +54,19 @@ def prune_torch_pruning(model: nn.Module, x: torch.Tensor, ratio: float) -> floa
     return time.perf_counter() - start
 
 
-def prune_prunekit(model: nn.Module, x: torch.Tensor, target_macs: float, round_to: int) -> float:
+def prune_prunekit(model: nn.Module, x: torch.Tensor, target_macs: float, round_to: int,
+                   allocation: str, latency_batch: int) -> float:
     from prunekit.structured import StructuredConfig, prune_channels_
 
     start = time.perf_counter()
     prune_channels_(model, x, StructuredConfig(target_macs=target_macs, round_to=round_to,
-                                               max_ratio=0.9))
+                                               max_ratio=0.9, allocation=allocation,
+                                               latency_batch=latency_batch))
     return time.perf_counter() - start
 
 
-def compare(name: str, ratio: float, runs: int, size: int, round_to: int) -> dict:
+def compare(name: str, ratio: float, runs: int, size: int, round_to: int,
+            latency_batch: int) -> dict:
     import torchvision
 
     from prunekit.metrics import count_macs
@@ -76,28 +81,32 @@ def compare(name: str, ratio: float, runs: int, size: int, round_to: int) -> dic
     tp_s = prune_torch_pruning(tp_model, x, ratio)
     tp_model.eval()
     macs_tp = count_macs(tp_model, x)
-    pk_model = copy.deepcopy(dense)
-    pk_s = prune_prunekit(pk_model, x, macs_tp / macs0, round_to)
-    pk_model.eval()
-    macs_pk = count_macs(pk_model, x)
+    pruned = {}
+    for key, allocation in (("prunekit", "latency"), ("prunekit_uniform", "uniform")):
+        m = copy.deepcopy(dense)
+        secs = prune_prunekit(m, x, macs_tp / macs0, round_to, allocation, latency_batch)
+        pruned[key] = (m.eval(), secs, count_macs(m, x))
     row = {"macs_reduction": round(macs0 / macs_tp, 3), "input": side}
+    models = [dense, tp_model, pruned["prunekit"][0], pruned["prunekit_uniform"][0]]
     lat = {}
     for b in (1, 8):
         model_runs = runs if b == 1 or not name.startswith("vit") else max(4, runs // 3)
-        lat[b] = interleaved_latency([dense, tp_model, pk_model], batch_of(x, b),
-                                     runs=model_runs, warmup=2)
+        lat[b] = interleaved_latency(models, batch_of(x, b), runs=model_runs, warmup=2)
     row["dense_ms"] = {"b1": round(lat[1][0], 2), "b8": round(lat[8][0], 2)}
-    for key, i, secs, macs in (("torch_pruning", 1, tp_s, macs_tp), ("prunekit", 2, pk_s, macs_pk)):
+    for key, i, secs, macs in (("torch_pruning", 1, tp_s, macs_tp),
+                               ("prunekit", 2, *pruned["prunekit"][1:]),
+                               ("prunekit_uniform", 3, *pruned["prunekit_uniform"][1:])):
         row[key] = {
             "speedup_b1": round(lat[1][0] / lat[1][i], 3),
             "speedup_b8": round(lat[8][0] / lat[8][i], 3),
             "prune_s": round(secs, 2),
             "macs_reduction": round(macs0 / macs, 3),
         }
-    pk = row["prunekit"]
-    pk["b8_speedup_over_macs_reduction"] = round(pk["speedup_b8"] / row["macs_reduction"], 3)
-    row["torch_pruning"]["b8_speedup_over_macs_reduction"] = round(
-        row["torch_pruning"]["speedup_b8"] / row["macs_reduction"], 3)
+    for key in ("prunekit", "prunekit_uniform", "torch_pruning"):
+        row[key]["b8_speedup_over_macs_reduction"] = round(
+            row[key]["speedup_b8"] / row["macs_reduction"], 3)
+    row["prunekit_over_torch_pruning_b8"] = round(
+        row["prunekit"]["speedup_b8"] / row["torch_pruning"]["speedup_b8"], 3)
     return row
 
 
@@ -109,12 +118,15 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=224, help="image side for CNNs")
     parser.add_argument("--round-to", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--latency-batch", type=int, default=8,
+                        help="batch prunekit's latency-aware allocation is profiled at")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = {"threads": args.threads, "ratio": args.ratio, "models": {}}
     for name in args.models.split(","):
         try:
-            out["models"][name] = compare(name, args.ratio, args.runs, args.size, args.round_to)
+            out["models"][name] = compare(name, args.ratio, args.runs, args.size, args.round_to,
+                                         args.latency_batch)
         except Exception as exc:  # report and continue with the next model
             out["models"][name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         print(json.dumps({name: out["models"][name]}), flush=True)

@@ -63,16 +63,22 @@ def global_keep(scores: list[torch.Tensor], ratio: float, max_ratio: float) -> l
     return [n - r for n, r in zip(sizes, removed)]
 
 
-def apply_ties(keep: list[int], sizes: list[int], ties: list[tuple[int, int, int]]) -> list[int]:
-    """Enforce kept(primary) == factor * kept(dependent) for each tie.
+def apply_ties(keep: list[int], sizes: list[int], ties: list[tuple[int, int, int]],
+               round_to: int | None = None) -> list[int]:
+    """Enforce kept(primary) == factor * kept(dependent) for each tie; the dependent's
+    count is rounded so that the primary stays a multiple of ``round_to`` (12 heads x 44
+    dims = 528 = 66 x 8).
 
     Example:
         >>> apply_ties([48, 10], [96, 32], [(0, 1, 3)])
         [48, 16]
+        >>> apply_ties([540, 45], [768, 64], [(0, 1, 12)], round_to=8)
+        [528, 44]
     """
     keep = list(keep)
     for a, b, f in ties:
-        kb = max(1, min(sizes[b], int(round(keep[a] / f))))
+        step = round_to // math.gcd(round_to, f) if round_to and round_to > 1 else None
+        kb = round_keep(int(round(keep[a] / f)), sizes[b], step)
         keep[b] = kb
         keep[a] = min(sizes[a], f * kb)
     for a, b, f in ties:  # second pass: primaries shared by several ties agree

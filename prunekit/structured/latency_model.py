@@ -78,6 +78,47 @@ class CostModel:
         return a.T @ cost
 
 
+def split_fixed_cost(
+    by_groups: dict[tuple[int, ...], float],
+) -> tuple[tuple[CostTerm, ...], float]:
+    """``(terms, fixed)`` from costs keyed by group tuples (``()`` is fixed cost).
+
+    Example:
+        >>> split_fixed_cost({(0,): 2.0, (): 1.0})
+        ((CostTerm(cost=2.0, groups=(0,)),), 1.0)
+    """
+    terms = tuple(CostTerm(v, g) for g, v in by_groups.items() if g)
+    return terms, float(by_groups.get((), 0.0))
+
+
+def fit_two_points(
+    dense: dict[tuple[int, ...], float],
+    probe: dict[tuple[int, ...], float],
+    frac: list[float],
+) -> tuple[tuple[CostTerm, ...], float]:
+    """Fit every term ``cost(f) = a + b * prod(f)`` through its dense cost (all ``f`` = 1)
+    and its cost at the probe fractions ``frac``; ``b`` (clipped to ``[0, dense]``) is the
+    term's scaling cost, every ``a`` goes to the fixed cost.
+
+    Example:
+        >>> # a 10 ms term over group 0 that took 7 ms with half the group: 6 ms scale
+        >>> fit_two_points({(0,): 10.0, (): 1.0}, {(0,): 7.0, (): 1.0}, [0.5])
+        ((CostTerm(cost=6.0, groups=(0,)),), 5.0)
+    """
+    terms, fixed = [], float(dense.get((), 0.0))
+    for groups, full in dense.items():
+        if not groups:
+            continue
+        p = float(np.prod([frac[g] for g in groups]))
+        if groups not in probe or p >= 1.0:
+            terms.append(CostTerm(full, groups))
+            continue
+        slope = min(max((full - probe[groups]) / (1.0 - p), 0.0), full)
+        terms.append(CostTerm(slope, groups))
+        fixed += full - slope
+    return tuple(terms), fixed
+
+
 def latency_aware_ratios(
     latency: CostModel,
     macs: CostModel,

@@ -16,14 +16,15 @@ from __future__ import annotations
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from prunekit.graph import DependencyGraph
-from prunekit.structured.latency_model import CostModel, CostTerm
-from prunekit.structured.targets import batch_of
+from prunekit.structured.latency_model import CostModel, fit_two_points, split_fixed_cost
+from prunekit.structured.targets import batch_of, shape_only_count
 
 
 def _own_weight(module: nn.Module) -> tuple[str, torch.Tensor] | None:
@@ -112,17 +113,7 @@ def module_macs(model: nn.Module, example_input: Any) -> dict[str, int]:
         >>> module_macs(m, torch.zeros(2, 4))
         {'': 0, '0': 24}
     """
-    from prunekit.graph.shapes import ShapeOnly
-    from prunekit.metrics.macs import flop_counter
-    from prunekit.structured.pruner import _call
-
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), ShapeOnly(), flop_counter() as counter:
-            _call(model, example_input)
-    finally:
-        model.train(was)
+    counter = shape_only_count(model, example_input)
     root = type(model).__name__
     inclusive: dict[str, int] = {}
     for key, ops in counter.get_flop_counts().items():
@@ -144,8 +135,15 @@ def build_cost_models(
     graph: DependencyGraph,
     batch: int = 1,
     runs: int = 3,
+    probe: tuple[Callable[[list[int]], Any], list[int]] | None = None,
 ) -> tuple[CostModel, CostModel]:
     """Time ``model`` at ``batch`` and count its MACs, both over ``graph``'s groups.
+
+    With ``probe = (cut, keep)`` the model is also measured cut to ``keep`` units per
+    group (``cut(keep)`` prunes and returns an object with ``restore()``), and each term
+    is fitted through both points: the part that did not shrink (a softmax over a fixed
+    number of heads, kernels that run less efficiently when narrow) becomes fixed cost
+    instead of being credited to the groups.
 
     Args:
         model: the model (not modified).
@@ -153,6 +151,7 @@ def build_cost_models(
         graph: its dependency graph (ignored groups already dropped).
         batch: batch size the latency is measured at.
         runs: timed forwards (median per call).
+        probe: optional second measuring point, see above.
 
     Returns:
         ``(latency, macs)``: ``CostModel`` in milliseconds (at ``batch``) and in MACs (at
@@ -166,15 +165,32 @@ def build_cost_models(
         >>> macs.predict(macs.sizes), macs.per_group().tolist()
         (167616.0, [167616.0])
     """
-    key_of: dict[tuple[str, int], int] = {}
-    for g in graph.groups:
-        for key in g.index:
-            key_of[key] = g.id
+    key_of = {key: g.id for g in graph.groups for key in g.index}
+    sizes = tuple(g.size for g in graph.groups)
+    x = batch_of(example_input, batch)
+    ms_dense, groups_of_module = _by_groups(model, time_module_calls(model, x, runs=runs), key_of)
+    macs_dense = _macs_by_groups(model, example_input, groups_of_module)
+    if probe is None:
+        return (CostModel(*split_fixed_cost(ms_dense), sizes),
+                CostModel(*split_fixed_cost(macs_dense), sizes))
+    cut, probe_keep = probe
+    frac = [k / n for k, n in zip(probe_keep, sizes)]
+    snap = cut(probe_keep)
+    try:
+        ms_probe, _ = _by_groups(model, time_module_calls(model, x, runs=runs), key_of)
+        macs_probe = _macs_by_groups(model, example_input, groups_of_module)
+    finally:
+        snap.restore()
+    return (CostModel(*fit_two_points(ms_dense, ms_probe, frac), sizes),
+            CostModel(*fit_two_points(macs_dense, macs_probe, frac), sizes))
+
+
+def _by_groups(model: nn.Module, calls: list[tuple[str, float]],
+               key_of: dict[tuple[str, int], int]):
+    """Sum call costs per tuple of groups (``()`` = fixed); also each module's groups."""
     modules = dict(model.named_modules())
-    calls = time_module_calls(model, batch_of(example_input, batch), runs=runs)
-    ms_by: dict[tuple[int, ...], float] = defaultdict(float)
+    by: dict[tuple[int, ...], float] = defaultdict(float)
     groups_of_module: dict[str, tuple[int, ...]] = {}
-    ms_fixed = 0.0
     current: tuple[int, ...] = ()
     for name, ms in calls:
         mod = modules[name]
@@ -188,19 +204,13 @@ def build_cost_models(
         else:
             groups = current
         groups_of_module.setdefault(name, groups)
-        if groups:
-            ms_by[groups] += ms
-        else:
-            ms_fixed += ms
-    macs_by: dict[tuple[int, ...], float] = defaultdict(float)
-    macs_fixed = 0.0
+        by[groups] += ms
+    return dict(by), groups_of_module
+
+
+def _macs_by_groups(model: nn.Module, example_input: Any,
+                    groups_of_module: dict[str, tuple[int, ...]]) -> dict[tuple[int, ...], float]:
+    by: dict[tuple[int, ...], float] = defaultdict(float)
     for name, macs in module_macs(model, example_input).items():
-        groups = groups_of_module.get(name, ())
-        if groups:
-            macs_by[groups] += macs
-        else:
-            macs_fixed += macs
-    sizes = tuple(g.size for g in graph.groups)
-    latency = CostModel(tuple(CostTerm(v, g) for g, v in ms_by.items()), ms_fixed, sizes)
-    macs_model = CostModel(tuple(CostTerm(v, g) for g, v in macs_by.items()), macs_fixed, sizes)
-    return latency, macs_model
+        by[groups_of_module.get(name, ())] += macs
+    return dict(by)

@@ -189,10 +189,19 @@ class StructuredPruner:
         return c.max_ratio * (LATENCY_MAX_TILT if c.allocation == "latency" else 1.0)
 
     def cost_models(self) -> tuple[CostModel, CostModel]:
-        """Measured latency and MACs models of the groups (built once, then cached)."""
+        """Measured latency and MACs models of the groups (built once, then cached),
+        fitted through the dense model and the model with half of every group cut."""
         if self._cost_models is None:
+            sizes = [g.size for g in self.graph.groups]
+            probe_keep = apply_ties(uniform_keep(sizes, 0.5, 0.5), sizes, self.graph.ties)
+
+            def cut(keep: list[int]) -> Snapshot:
+                return self.trial([GroupChoice(g, s, choose_removed(s, k)) for g, s, k
+                                   in zip(self.graph.groups, self.scores, keep)])
+
             self._cost_models = build_cost_models(
-                self.model, self.example_input, self.graph, batch=self.config.latency_batch)
+                self.model, self.example_input, self.graph, batch=self.config.latency_batch,
+                probe=(cut, probe_keep))
         return self._cost_models
 
     def keep_counts(self, ratio: float) -> list[int]:
@@ -207,7 +216,7 @@ class StructuredPruner:
         else:
             keep = uniform_keep(sizes, ratio, c.max_ratio)
         keep = [round_keep(k, n, c.round_to) for k, n in zip(keep, sizes)]
-        return apply_ties(keep, sizes, self.graph.ties)
+        return apply_ties(keep, sizes, self.graph.ties, c.round_to)
 
     def propose(self, ratio: float) -> list[GroupChoice]:
         """The removal the config would make at ``ratio`` (the model is not touched)."""

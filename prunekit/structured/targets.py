@@ -26,14 +26,9 @@ def batch_of(example_input: Any, batch: int) -> Any:
     return rep(example_input)
 
 
-def shape_only_macs(model: nn.Module, example_input: Any) -> int:
-    """MACs of one eval forward, counted like ``prunekit.metrics.count_macs`` (FLOPs / 2
-    from ``torch.utils.flop_counter``) but with the heavy ops run shape-only.
-
-    Example:
-        >>> shape_only_macs(nn.Linear(3, 2), torch.zeros(1, 3))
-        6
-    """
+def shape_only_count(model: nn.Module, example_input: Any):
+    """The ``FlopCounterMode`` (with ``prunekit.metrics.macs.EXTRA_FLOP_FORMULAS``) after
+    one eval forward in which the heavy ops only compute shapes."""
     from prunekit.graph.shapes import ShapeOnly
     from prunekit.metrics.macs import flop_counter
     from prunekit.structured.pruner import _call
@@ -45,7 +40,18 @@ def shape_only_macs(model: nn.Module, example_input: Any) -> int:
             _call(model, example_input)
     finally:
         model.train(was)
-    return int(counter.get_total_flops() // 2)
+    return counter
+
+
+def shape_only_macs(model: nn.Module, example_input: Any) -> int:
+    """MACs of one eval forward, counted like ``prunekit.metrics.count_macs`` (FLOPs / 2
+    from ``torch.utils.flop_counter``) but with the heavy ops run shape-only.
+
+    Example:
+        >>> shape_only_macs(nn.Linear(3, 2), torch.zeros(1, 3))
+        6
+    """
+    return int(shape_only_count(model, example_input).get_total_flops() // 2)
 
 
 def interleaved_latency(
