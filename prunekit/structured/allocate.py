@@ -28,8 +28,17 @@ def uniform_keep(sizes: list[int], ratio: float, max_ratio: float) -> list[int]:
         >>> uniform_keep([64, 10, 3], 0.5, 0.9)
         [32, 5, 2]
     """
-    r = min(ratio, max_ratio)
-    return [max(1, n - int(math.floor(n * r + 1e-9))) for n in sizes]
+    return keep_at_ratios(sizes, [min(ratio, max_ratio)] * len(sizes))
+
+
+def keep_at_ratios(sizes: list[int], ratios: list[float]) -> list[int]:
+    """Kept units per group when removing ``ratios[g]`` of group ``g`` (at least 1 kept).
+
+    Example:
+        >>> keep_at_ratios([64, 10, 3], [0.25, 0.5, 0.9])
+        [48, 5, 1]
+    """
+    return [max(1, n - int(math.floor(n * r + 1e-9))) for n, r in zip(sizes, ratios)]
 
 
 def global_keep(scores: list[torch.Tensor], ratio: float, max_ratio: float) -> list[int]:

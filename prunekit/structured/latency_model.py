@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 #: A latency-aware ratio stays within [ratio / LATENCY_MAX_TILT, ratio * LATENCY_MAX_TILT].
 LATENCY_MAX_TILT = 4.0
 
@@ -150,13 +149,13 @@ def latency_aware_ratios(
     if latency.sizes != macs.sizes:
         raise ValueError(f"latency and MACs models must cover the same groups, got sizes "
                          f"{latency.sizes} and {macs.sizes}")
-    t = latency.per_group()
-    m = macs.per_group()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        per_mac = np.where(m > 0, t / np.where(m > 0, m, 1.0), np.inf)
-    finite = np.isfinite(per_mac) & (m > 0)
-    mean = float((t[finite]).sum() / m[finite].sum()) if finite.any() and m[finite].sum() > 0 \
-        else 1.0
-    tilt = np.where(t > 0, np.clip((per_mac / mean) ** power if mean > 0 else 1.0, 1 / max_tilt, max_tilt),
-                    0.0)
+    t, m = latency.per_group(), macs.per_group()
+    has_macs = m > 0
+    mean = float(t[has_macs].sum() / m[has_macs].sum()) if has_macs.any() else 1.0
+    if mean > 0:
+        tilt = np.full(len(t), max_tilt)  # time but no MACs: as slow per MAC as allowed
+        tilt[has_macs] = (t[has_macs] / m[has_macs] / mean) ** power
+    else:
+        tilt = np.ones(len(t))
+    tilt = np.where(t > 0, np.clip(tilt, 1 / max_tilt, max_tilt), 0.0)
     return [float(min(max_ratio, ratio * w)) for w in tilt]

@@ -35,14 +35,16 @@ def _own_weight(module: nn.Module) -> tuple[str, torch.Tensor] | None:
     return max(params, key=lambda kv: kv[1].numel())
 
 
+def _qualified(module_name: str, param_name: str) -> str:
+    return f"{module_name}.{param_name}" if module_name else param_name
+
+
 def _output_param(name: str, module: nn.Module) -> str | None:
     """Full name of the parameter whose dim 0 indexes the module's output channels."""
     if isinstance(module, nn.MultiheadAttention):
-        return f"{name}.out_proj.weight" if name else "out_proj.weight"
+        return _qualified(name, "out_proj.weight")
     own = _own_weight(module)
-    if own is None:
-        return None
-    return f"{name}.{own[0]}" if name else own[0]
+    return None if own is None else _qualified(name, own[0])
 
 
 def time_module_calls(model: nn.Module, example_input: Any, runs: int = 3,
@@ -196,7 +198,7 @@ def _by_groups(model: nn.Module, calls: list[tuple[str, float]],
         mod = modules[name]
         own = _own_weight(mod)
         if own is not None:
-            full = f"{name}.{own[0]}" if name else own[0]
+            full = _qualified(name, own[0])
             groups = tuple(sorted({key_of[(full, d)] for d in range(own[1].dim())
                                    if (full, d) in key_of}))
             out = _output_param(name, mod)

@@ -20,7 +20,6 @@ from prunekit.structured.targets import (
     shape_only_macs,
 )
 
-
 #: The latency search aims this fraction of the target (see ``prune_channels_``).
 LATENCY_AIM = 0.97
 

@@ -8,7 +8,6 @@ then performs the surgery atomically (any failure restores the model exactly).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +23,7 @@ from prunekit.structured.allocate import (
     apply_ties,
     choose_removed,
     global_keep,
+    keep_at_ratios,
     round_keep,
     uniform_keep,
 )
@@ -195,13 +195,9 @@ class StructuredPruner:
             sizes = [g.size for g in self.graph.groups]
             probe_keep = apply_ties(uniform_keep(sizes, 0.5, 0.5), sizes, self.graph.ties)
 
-            def cut(keep: list[int]) -> Snapshot:
-                return self.trial([GroupChoice(g, s, choose_removed(s, k)) for g, s, k
-                                   in zip(self.graph.groups, self.scores, keep)])
-
             self._cost_models = build_cost_models(
                 self.model, self.example_input, self.graph, batch=self.config.latency_batch,
-                probe=(cut, probe_keep))
+                probe=(lambda keep: self.trial(self.choices_for(keep)), probe_keep))
         return self._cost_models
 
     def keep_counts(self, ratio: float) -> list[int]:
@@ -212,7 +208,7 @@ class StructuredPruner:
         elif c.allocation == "latency":
             ratios = latency_aware_ratios(*self.cost_models(), ratio, c.max_ratio,
                                           power=c.latency_power)
-            keep = [max(1, n - int(math.floor(n * r + 1e-9))) for n, r in zip(sizes, ratios)]
+            keep = keep_at_ratios(sizes, ratios)
         else:
             keep = uniform_keep(sizes, ratio, c.max_ratio)
         keep = [round_keep(k, n, c.round_to) for k, n in zip(keep, sizes)]
@@ -220,7 +216,10 @@ class StructuredPruner:
 
     def propose(self, ratio: float) -> list[GroupChoice]:
         """The removal the config would make at ``ratio`` (the model is not touched)."""
-        keep = self.keep_counts(ratio)
+        return self.choices_for(self.keep_counts(ratio))
+
+    def choices_for(self, keep: list[int]) -> list[GroupChoice]:
+        """Remove the lowest-scored units so that group ``g`` keeps ``keep[g]``."""
         return [
             GroupChoice(g, s, choose_removed(s, k))
             for g, s, k in zip(self.graph.groups, self.scores, keep)
