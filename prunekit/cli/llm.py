@@ -1,8 +1,15 @@
 """``prunekit llm``: one-shot prune a causal LM, report perplexity before/after, save it.
 
+Two kinds of pruning, alone or together (structured first):
+
+* unstructured / N:M zeros in the block linears (``--method``, ``--sparsity``, ``--pattern``);
+* structured removal of attention heads (KV groups), MLP neurons and whole blocks
+  (``--heads``, ``--mlp``, ``--layers``), which makes the model smaller and faster.
+
 Example:
     prunekit llm --model smollm2-135m --method wanda --sparsity 0.5 \\
         --calib austen:emma --eval austen:persuasion --out runs/wanda50
+    prunekit llm --model smollm2-135m --heads 0.34 --mlp 0.25 --layers 2 --speed --out runs/slim
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from prunekit.llm.config import METHODS
 
@@ -25,9 +33,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True,
                    help="local HF folder, a .gguf file, or 'smollm2-135m'")
     p.add_argument("--method", choices=METHODS, default="wanda")
-    p.add_argument("--sparsity", type=float, default=0.5, help="fraction removed (default 0.5)")
+    p.add_argument("--sparsity", type=float, default=None,
+                   help="fraction of block weights zeroed (default 0.5; with structured flags "
+                   "alone, no unstructured step runs)")
     p.add_argument("--pattern", default=None, help="N:M pattern such as 2:4 or 4:8")
     p.add_argument("--owl", action="store_true", help="OWL non-uniform layer sparsity")
+    p.add_argument("--heads", type=float, default=0.0,
+                   help="structured: fraction of attention units removed (KV groups with GQA, else heads)")
+    p.add_argument("--mlp", type=float, default=0.0,
+                   help="structured: fraction of MLP intermediate neurons removed")
+    p.add_argument("--layers", type=int, default=0, help="structured: number of whole blocks removed")
+    p.add_argument("--scope", choices=("layer", "global"), default="layer",
+                   help="structured: same fraction in every block (layer; reloads with plain "
+                   "from_pretrained for Llama-family models) or ranked across blocks (global)")
     p.add_argument("--calib", default=None,
                    help="calibration text: a file or austen:<novel> (default austen:emma)")
     p.add_argument("--eval", dest="eval_text", default=None,
@@ -51,30 +69,54 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _configs(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The structured and unstructured configs the flags ask for (either may be None)."""
+    from prunekit.llm.config import LLMPruneConfig
+    from prunekit.llm.structured import StructuredConfig
+
+    structured = StructuredConfig(heads=args.heads, mlp=args.mlp, layers=args.layers,
+                                  scope=args.scope)
+    wants_structured = bool(args.heads or args.mlp or args.layers)
+    wants_unstructured = not wants_structured or args.sparsity is not None or args.pattern or args.owl
+    unstructured = None
+    if wants_unstructured:
+        sparsity = 0.5 if args.sparsity is None else args.sparsity
+        unstructured = LLMPruneConfig(method=args.method, sparsity=sparsity, pattern=args.pattern,
+                                      owl=args.owl)
+    return (structured if wants_structured else None), unstructured
+
+
+def _structured_summary(plan: dict[str, Any], config: Any, seconds: float) -> dict[str, Any]:
+    return {
+        **config.to_dict(),
+        "removed_heads": sum(len(v) for v in plan["heads"].values()),
+        "removed_mlp_neurons": sum(len(v) for v in plan["mlp"].values()),
+        "removed_layers": list(plan["layers"]),
+        "seconds": seconds,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from prunekit.data.text import read_text
+    from prunekit.errors import ConfigError
     from prunekit.io import atomic_write_json
-    from prunekit.llm.calibration import calibration_windows, tokenize_text
-    from prunekit.llm.config import LLMPruneConfig
+    from prunekit.llm.calibration import calibration_windows, causal_lm_batches, tokenize_text
     from prunekit.llm.evaluate import generation_speed, perplexity
     from prunekit.llm.loading import load_model, load_tokenizer, resolve_model
     from prunekit.llm.memory import peak_rss_mb, reset_peak_rss
-    from prunekit.llm.prune import prune_llm
-    from prunekit.llm.structured.storage import save_pretrained_model
+    from prunekit.llm.prune import block_sparsity, prune_llm
+    from prunekit.llm.structured import LAYER_SHAPES_FIELD, save_pretrained_model, structured_prune
     from prunekit.metrics import count_nonzero, count_params
 
-    config = LLMPruneConfig(
-        method=args.method, sparsity=args.sparsity, pattern=args.pattern, owl=args.owl
-    )
+    structured, config = _configs(args)
     resolve_model(args.model)  # fail fast on a bad path, before reading any text
-    calib_text = read_text(args.calib or "austen:emma") if config.needs_calibration else None
+    needs_calib = structured is not None or (config is not None and config.needs_calibration)
+    calib_text = read_text(args.calib or "austen:emma") if needs_calib else None
     eval_text = read_text(args.eval_text or "austen:persuasion")
     if args.threads is not None:
         if args.threads < 1:
-            from prunekit.errors import ConfigError
-
             raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
         torch.set_num_threads(args.threads)
     device = args.device
@@ -91,8 +133,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model = load_model(args.model, device=device)
     load_seconds = time.perf_counter() - t0
-    print(f"loaded {args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params) "
-          f"in {load_seconds:.1f}s on {device}")
+    params_before = count_params(model)
+    print(f"loaded {args.model} ({params_before / 1e6:.1f}M params) in {load_seconds:.1f}s on {device}")
 
     def ppl() -> float:
         return perplexity(model, eval_ids, window=args.eval_window, stride=args.eval_stride,
@@ -109,29 +151,43 @@ def run(args: argparse.Namespace) -> int:
         print(f"perplexity before: {ppl_before:.2f}")
     peak_before_pruning = peak_rss_mb()
     can_reset = reset_peak_rss()  # so the pruning's own peak can be read
-    result = prune_llm(model, windows, config, progress=progress)
+    structured_info = None
+    if structured is not None:
+        start = time.perf_counter()
+        batches = [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
+                   for b in causal_lm_batches(windows, 4)]
+        plan = structured_prune(model, batches, structured)
+        structured_info = _structured_summary(plan, structured, time.perf_counter() - start)
+        print(f"removed {structured_info['removed_heads']} attention units, "
+              f"{structured_info['removed_mlp_neurons']} MLP neurons and "
+              f"{len(plan['layers'])} blocks {plan['layers']} in {structured_info['seconds']:.1f}s: "
+              f"{params_before / 1e6:.1f}M -> {count_params(model) / 1e6:.1f}M params")
+    result = prune_llm(model, windows, config, progress=progress) if config is not None else None
+    prune_seconds = (structured_info["seconds"] if structured_info else 0.0) + (result.seconds if result else 0.0)
     prune_peak = peak_rss_mb() if can_reset else None
     rss = max(peak_before_pruning, peak_rss_mb())
     ppl_after = ppl()
     speed_after = speed()
     print(f"perplexity after:  {ppl_after:.2f}")
-    print(f"pruned {result.measured_sparsity:.1%} of block weights with {config.method}"
-          f"{' ' + str(config.pattern) if config.pattern else ''} in {result.seconds:.1f}s; "
-          f"peak RSS {rss:.0f} MB"
-          + (f" (while pruning {prune_peak:.0f} MB)" if prune_peak else ""))
+    if config is not None:
+        print(f"pruned {result.measured_sparsity:.1%} of block weights with {config.method}"
+              f"{' ' + str(config.pattern) if config.pattern else ''} in {result.seconds:.1f}s")
+    print(f"peak RSS {rss:.0f} MB" + (f" (while pruning {prune_peak:.0f} MB)" if prune_peak else ""))
     metrics = {
         "model": str(args.model),
-        "method": config.method,
-        "pattern": str(config.pattern) if config.pattern else "unstructured",
-        "sparsity_target": config.target_sparsity,
+        "method": config.method if config else None,
+        "pattern": (str(config.pattern) if config.pattern else "unstructured") if config else None,
+        "sparsity_target": config.target_sparsity if config else 0.0,
         "ppl_before": ppl_before,
         "ppl_after": ppl_after,
-        "prune_seconds": result.seconds,
+        "prune_seconds": prune_seconds,
         "peak_rss_mb": rss,
         "prune_peak_rss_mb": prune_peak,
         "model_mb": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20,
-        "sparsity_measured": result.measured_sparsity,
-        "layer_sparsity": result.to_dict()["layer_sparsity"],
+        "sparsity_measured": result.measured_sparsity if result else block_sparsity(model),
+        "layer_sparsity": result.to_dict()["layer_sparsity"] if result else None,
+        "structured": structured_info,
+        "params_before": params_before,
         "params": count_params(model),
         "nonzero_params": count_nonzero(model),
         "generation_before": speed_before,
@@ -141,17 +197,21 @@ def run(args: argparse.Namespace) -> int:
         "eval_window": args.eval_window,
         "eval_stride": args.eval_stride,
         "eval_tokens": int(min(eval_ids.numel(), args.eval_max_tokens or eval_ids.numel())),
-        "config": config.to_dict(),
+        "config": config.to_dict() if config else None,
     }
     if args.out:
         out = Path(args.out)
         save_pretrained_model(model, out / "model", tokenizer)
         atomic_write_json(out / "metrics.json", metrics)
         print(f"wrote {out / 'metrics.json'} and {out / 'model'}")
+        if getattr(model.config, LAYER_SHAPES_FIELD, None):
+            print("per-block widths differ: reload with prunekit.llm.structured.load_pruned(folder, "
+                  "AutoModelForCausalLM)")
     if speed_before and speed_after:
+        note = "" if structured else " (unstructured zeros are not faster on dense kernels)"
         print(f"decode {speed_before['decode_tokens_per_s']:.1f} -> "
               f"{speed_after['decode_tokens_per_s']:.1f} tokens/s; prefill "
               f"{speed_before['prefill_tokens_per_s']:.0f} -> {speed_after['prefill_tokens_per_s']:.0f} "
-              "tokens/s (unstructured zeros are not faster on dense kernels)")
+              f"tokens/s{note}")
     print(json.dumps({k: v for k, v in metrics.items() if k not in ("config", "layer_sparsity")}))
     return 0

@@ -97,6 +97,8 @@ def test_cli_prunes_writes_metrics_and_a_reloadable_model(tiny_folder, tmp_path,
         (["--seqlen", "64"], "fewer than one window"),
         (["--model", "/no/such/model"], "is not a folder with config.json"),
         (["--calib", "austen:ulysses"], "unknown Austen novel"),
+        (["--heads", "1.5"], "heads must be a number in [0, 1)"),
+        (["--layers", "-1"], "layers must be"),
     ],
 )
 def test_bad_input_gives_a_one_line_error(tiny_folder, capsys, extra, needle):
@@ -108,3 +110,38 @@ def test_bad_input_gives_a_one_line_error(tiny_folder, capsys, extra, needle):
     err = capsys.readouterr().err.strip()
     assert needle in err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_cli_structured_removes_heads_neurons_and_blocks_and_reloads(tiny_folder, tmp_path):
+    extra = ["--heads", "0.5", "--mlp", "0.25", "--layers", "1", "--speed", "--out", str(tmp_path)]
+    assert _main(_args(tiny_folder, *extra)) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    s = metrics["structured"]
+    # tiny Llama: 2 blocks x 2 KV groups, 64 MLP neurons; one block removed afterwards
+    assert s["removed_heads"] == 2 and s["removed_mlp_neurons"] == 2 * 16 and len(s["removed_layers"]) == 1
+    assert metrics["method"] is None and metrics["sparsity_measured"] < 0.01  # no unstructured step
+    assert metrics["params"] < 0.75 * metrics["params_before"]
+    assert metrics["generation_after"]["decode_tokens_per_s"] > 0
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "model"))
+    assert reloaded.config.num_hidden_layers == 1 and reloaded.config.num_key_value_heads == 1
+    assert reloaded.config.intermediate_size == 48
+    assert sum(p.numel() for p in reloaded.parameters()) == metrics["params"]
+    from prunekit.llm.calibration import tokenize_text
+    from prunekit.llm.evaluate import perplexity
+
+    tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "model"))
+    ids = tokenize_text(tok, (tiny_folder / "text.txt").read_text())
+    assert perplexity(reloaded, ids, window=16, stride=8) == pytest.approx(metrics["ppl_after"], rel=1e-4)
+
+
+def test_cli_structured_then_unstructured_when_both_are_asked(tiny_folder, tmp_path):
+    extra = ["--mlp", "0.5", "--scope", "global", "--sparsity", "0.5", "--out", str(tmp_path)]
+    assert _main(_args(tiny_folder, *extra)) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["structured"]["removed_mlp_neurons"] == 64  # half of 2 x 64, ranked globally
+    assert metrics["method"] == "wanda"
+    assert metrics["sparsity_measured"] == pytest.approx(0.5, abs=0.01)
+    from prunekit.llm.structured import load_pruned
+
+    model = load_pruned(tmp_path / "model", transformers.AutoModelForCausalLM)
+    assert sum(p.numel() for p in model.parameters()) == metrics["params"]
