@@ -15,6 +15,7 @@ Families:
 from __future__ import annotations
 
 import torch
+from torch.utils._pytree import tree_leaves
 
 from prunekit.graph.atoms import NONE
 from prunekit.graph.labels import ParamRef, const_along, view_dims
@@ -56,11 +57,22 @@ UNARY = {"hardswish", "hardsigmoid", "silu", "gelu", "relu", "relu6", "elu", "se
          "hardshrink", "softshrink", "tanhshrink", "sin", "cos", "floor", "ceil", "round"}
 SAME_SHAPE = {"native_dropout", "_softmax", "_log_softmax", "softmax", "log_softmax",
               "dropout", "feature_dropout", "alpha_dropout", "cumsum", "cumprod",
-              "_masked_softmax", "sort", "topk"}
+              "_masked_softmax"}
 IGNORED = {"_local_scalar_dense", "is_nonzero", "equal", "sym_size", "sym_stride",
            "sym_numel", "sym_storage_offset", "_assert_async", "record_stream", "item",
            "set_", "resize_", "_has_compatible_shallow_copy_type", "is_same_size",
-           "nonzero", "_assert_tensor_metadata", "allclose", "isclose"}
+           "_assert_tensor_metadata", "allclose", "isclose"}
+# ops whose outputs carry no channel identity (indices, selections by score): their
+# labelled inputs are fixed - pruning would change which boxes / elements they pick
+SINKS = {"nms", "batched_nms", "ps_roi_align", "ps_roi_pool"}
+# ops that turn values into positions (indices, selections): channels along the dims
+# they search must keep their meaning, so the labels varying along those dims are fixed
+SELECTIONS = {"nonzero", "sort", "topk", "argsort", "masked_select", "unique", "_unique",
+              "_unique2", "unique_dim", "unique_consecutive", "kthvalue", "searchsorted",
+              "bucketize", "nonzero_static"}
+INDEX_REDUCTIONS = {"argmax", "argmin", "max", "min", "mode", "median", "nanmedian"}
+# region pooling: (N, C, H, W) features + boxes -> (K, C, h, w), channels kept
+ROI = {"roi_align", "roi_pool", "_roi_align"}
 FRESH = {"zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like",
          "new_zeros", "new_ones", "new_empty", "new_full", "bernoulli", "bernoulli_",
          "zero_", "fill_", "normal_", "uniform_", "randint_like", "empty_strided", "new_empty_strided"}
@@ -274,6 +286,8 @@ def reduction(ctx, func, args, kwargs, out):
     if not all(isinstance(d, int) for d in dims):
         dims = list(range(lab.dim()))
     dims = [d % max(lab.dim(), 1) for d in dims]
+    if name in INDEX_REDUCTIONS and isinstance(out, (tuple, list)) or name in ("argmax", "argmin"):
+        fix_varying(ctx, lab, dims)  # the positions it returns are channel indices
     res = const_along(lab, dims, keepdim)
     if bool(((res < 0) & True).any()) and bool((lab >= 0).any()):
         ctx.table.mark_inexact(lab)
@@ -307,6 +321,78 @@ def spatial(ctx, func, args, kwargs, out):
     if isinstance(out, (tuple, list)):
         return tuple(res if isinstance(o, torch.Tensor) and o.shape == main.shape else None
                      for o in out)
+    return res
+
+
+def fix_varying(ctx, lab: torch.Tensor, dims: list[int]) -> None:
+    """Fix the labels that vary along ``dims`` (channel identity the op searches over)."""
+    if lab.numel() == 0:
+        return
+    varying = const_along(lab, dims, keepdim=True) < 0
+    if bool(varying.any()):
+        mask = varying.expand_as(lab) & (lab >= 0)
+        ctx.table.couple(lab[mask], torch.zeros_like(lab[mask]))
+
+
+def _search_dims(name: str, args, kwargs, ndim: int) -> list[int]:
+    """The dims an index-producing op searches (all dims when it has no ``dim``)."""
+    pos = {"sort": 1, "argsort": 1, "topk": 2, "kthvalue": 2, "unique_dim": 1}.get(name)
+    dim = kwargs.get("dim", args[pos] if pos is not None and len(args) > pos else None)
+    if name in ("sort", "argsort", "topk", "kthvalue") and not isinstance(dim, int):
+        dim = -1
+    if not isinstance(dim, int) or ndim == 0:
+        return list(range(ndim))
+    return [dim % ndim]
+
+
+def selection(ctx, func, args, kwargs, out):
+    """Index-producing ops: fix what they search; values keep the other dims' labels."""
+    name = func.__name__.split(".")[0]
+    lab = _label(ctx, args[0])
+    for a in tree_leaves((args[1:], kwargs)):  # e.g. searchsorted's values, masks
+        other = _label(ctx, a) if isinstance(a, torch.Tensor) else None
+        if other is not None:
+            ctx.table.couple(other, torch.zeros_like(other))
+    if lab is None or lab.numel() == 0:
+        return None
+    dims = _search_dims(name, args, kwargs, lab.dim())
+    fix_varying(ctx, lab, dims)
+    if name in ("sort", "topk", "kthvalue") and isinstance(out, (tuple, list)):
+        values = out[0]
+        d = dims[0]
+        if values.dim() == lab.dim():
+            return (lab.narrow(d, 0, values.shape[d]).contiguous(), None)
+        return (const_along(lab, [d], keepdim=False), None)
+    return None
+
+
+def sink(ctx, func, args, kwargs, out):
+    """Fix every labelled input (their channels cannot be pruned); the output has no labels."""
+    for a in tree_leaves((args, kwargs)):
+        lab = _label(ctx, a) if isinstance(a, torch.Tensor) else None
+        if lab is not None:
+            ctx.table.couple(lab, torch.zeros_like(lab))
+    return None
+
+
+def roi(ctx, func, args, kwargs, out):
+    """Region pooling keeps the feature map's channel dim (dim 1) and its labels."""
+    lab = _label(ctx, args[0])
+    if lab is None:
+        return None
+    for a in args[1:]:
+        box = _label(ctx, a) if isinstance(a, torch.Tensor) else None
+        if box is not None:  # box coordinates computed from pruned channels: keep them
+            ctx.table.couple(box, torch.zeros_like(box))
+    main = out[0] if isinstance(out, (tuple, list)) else out
+    per = const_along(lab, [0] + list(range(2, lab.dim())), keepdim=True)
+    mixed = (per < 0) & (lab.amax(dim=[0] + list(range(2, lab.dim())), keepdim=True) >= 0)
+    if bool(mixed.any()):
+        ctx.table.couple(lab, torch.zeros_like(lab))
+        return None
+    res = per.reshape(1, -1, *([1] * (main.dim() - 2))).expand(main.shape).contiguous()
+    if isinstance(out, (tuple, list)):  # roi_pool also returns argmax indices
+        return (res,) + (None,) * (len(out) - 1)
     return res
 
 

@@ -57,7 +57,8 @@ class TraceContext:
         for n, p in model.named_parameters(remove_duplicate=False):
             self.tensor_names.setdefault(id(p), n)
         for n, b in model.named_buffers(remove_duplicate=False):
-            self.tensor_names.setdefault(id(b), n)
+            if b.is_floating_point():  # integer buffers (position ids, indices) hold no channels
+                self.tensor_names.setdefault(id(b), n)
         self._tensors_alive = [p for p in model.parameters()] + [b for b in model.buffers()]
         self.ops_seen = 0
         self.params_seen: set[str] = set()
@@ -116,6 +117,12 @@ class TraceContext:
                 self.set(o, None) if isinstance(o, torch.Tensor) else None
             return
         rule = WEIGHT_RULES.get(name)
+        if rule is not None and any(isinstance(a, torch.Tensor) and a.numel() == 0
+                                    and self.lab(a) is not None for a in tree_leaves(args)):
+            raise self.unsupported(
+                func, "it ran on an empty tensor, so which channels it reads cannot be "
+                "traced; give an example input on which this module sees data (for a "
+                "detector: an image with detections)")
         if rule is None:
             if name in rules.MULTI_STRUCTURAL:
                 rule = rules.multi_structural
@@ -130,6 +137,12 @@ class TraceContext:
                 rule = rules.reduction
             elif name in rules.SPATIAL:
                 rule = rules.spatial
+            elif name in rules.SELECTIONS:
+                rule = rules.selection
+            elif name in rules.SINKS:
+                rule = rules.sink
+            elif name in rules.ROI:
+                rule = rules.roi
             else:
                 raise self.unsupported(func, "no label rule for this op")
         try:

@@ -59,7 +59,9 @@ def rule_for(module: nn.Module) -> SurgeryRule | None:
     for klass in type(module).__mro__:
         if klass in _RULES:
             return _RULES[klass]
-    return None
+    from prunekit.surgery.transformers_rules import attention_rule_for
+
+    return attention_rule_for(module)
 
 
 def registered_types() -> list[type]:
@@ -194,6 +196,67 @@ def register_torchvision_rules() -> None:
         m.hidden_dim = m.conv_proj.weight.shape[0]
 
     register_surgery_rule(vision_transformer.VisionTransformer, SurgeryRule(sync=vit_sync))
+    register_torchvision_detection_rules()
+
+
+def _out_dims(layer: nn.Module, prefix: str) -> list[tuple[str, int]]:
+    """(tensor, dim) of a conv / linear layer's output channels."""
+    transposed = isinstance(layer, nn.modules.conv._ConvTransposeNd)
+    out = [(prefix + "weight", 1 if transposed else 0)]
+    if getattr(layer, "bias", None) is not None:
+        out.append((prefix + "bias", 0))
+    return out
+
+
+def _last_weighted(module: nn.Module, prefix: str) -> tuple[nn.Module, str] | None:
+    """The last conv / linear inside ``module`` (itself if it is one)."""
+    last = None
+    for name, sub in module.named_modules():
+        if isinstance(sub, (nn.modules.conv._ConvNd, nn.Linear)):
+            last = (sub, f"{prefix}{name}." if name else prefix)
+    return last
+
+
+def _protect_predictions(*names: str, every_child_of: str | None = None):
+    """A ``protect`` rule keeping the output channels of a detection head's prediction
+    layers (class logits, box deltas ...): post-processing reads them by position."""
+
+    def protect(m: nn.Module, prefix: str) -> list[tuple[str, int]]:
+        layers = [(getattr(m, n), f"{prefix}{n}.") for n in names if hasattr(m, n)]
+        if every_child_of is not None:
+            for i, child in enumerate(getattr(m, every_child_of)):
+                found = _last_weighted(child, f"{prefix}{every_child_of}.{i}.")
+                if found is not None:
+                    layers.append(found)
+        out = []
+        for layer, path in layers:
+            found = _last_weighted(layer, path)
+            if found is not None:
+                out += _out_dims(*found)
+        return out
+
+    return protect
+
+
+def register_torchvision_detection_rules() -> None:
+    """Protect the prediction layers of torchvision's detection / segmentation heads."""
+    try:
+        from torchvision.models.detection import faster_rcnn, fcos, keypoint_rcnn, mask_rcnn, retinanet, rpn, ssd
+    except ImportError:  # pragma: no cover - torchvision is optional
+        return
+    heads = {
+        rpn.RPNHead: _protect_predictions("cls_logits", "bbox_pred"),
+        faster_rcnn.FastRCNNPredictor: _protect_predictions("cls_score", "bbox_pred"),
+        mask_rcnn.MaskRCNNPredictor: _protect_predictions("mask_fcn_logits"),
+        keypoint_rcnn.KeypointRCNNPredictor: _protect_predictions("kps_score_lowres"),
+        retinanet.RetinaNetClassificationHead: _protect_predictions("cls_logits"),
+        retinanet.RetinaNetRegressionHead: _protect_predictions("bbox_reg"),
+        fcos.FCOSClassificationHead: _protect_predictions("cls_logits"),
+        fcos.FCOSRegressionHead: _protect_predictions("bbox_reg", "bbox_ctrness"),
+        ssd.SSDScoringHead: _protect_predictions(every_child_of="module_list"),
+    }
+    for module_type, protect in heads.items():
+        register_surgery_rule(module_type, SurgeryRule(protect=protect))
 
 
 def sync_modules(model: nn.Module, changed: set[str]) -> None:

@@ -100,3 +100,42 @@ def test_model_forward_error_is_a_model_error():
 
     with pytest.raises(ModelError):
         build_dependency_graph(nn.Linear(4, 2), torch.zeros(1, 5))
+
+
+class _Picks(nn.Module):
+    """Channels that end in an index-producing op: their positions are the result."""
+
+    def __init__(self, op):
+        super().__init__()
+        self.a = nn.Conv2d(3, 6, 1)
+        self.b = nn.Conv2d(6, 5, 1)
+        self.op = op
+
+    def forward(self, x):
+        return self.op(self.b(torch.relu(self.a(x))))
+
+
+@pytest.mark.parametrize("op", [
+    lambda y: y.argmax(dim=1).float(),
+    lambda y: y.max(dim=1).indices.float(),
+    lambda y: y.topk(2, dim=1).indices.float(),
+    lambda y: y.mean((2, 3)).sort(dim=1).indices.float(),
+    lambda y: (y > 0).nonzero().float().sum(0),
+])
+def test_channels_an_index_op_searches_are_fixed(op):
+    g = build_dependency_graph(_Picks(op), torch.randn(1, 3, 4, 4))
+    assert _members(g) == [[("a.bias", 0), ("a.weight", 0), ("b.weight", 1)]]
+
+
+def test_max_over_space_keeps_channels_prunable():
+    class SpatialMax(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 6, 1)
+            self.head = nn.Linear(6, 2)
+
+        def forward(self, x):
+            return self.head(self.a(x).flatten(2).max(dim=2).values)
+
+    g = build_dependency_graph(SpatialMax(), torch.randn(1, 3, 4, 4))
+    assert _members(g) == [[("a.bias", 0), ("a.weight", 0), ("head.weight", 1)]]
