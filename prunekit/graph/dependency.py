@@ -38,6 +38,8 @@ class DependencyGraph:
     ties: list[tuple[int, int, int]] = field(default_factory=list)
     ops: int = 0
     output_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    splits: dict[tuple[str, int], tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    view_counts: dict[str, int] = field(default_factory=dict)
 
     def group_of(self, tensor: str, dim: int) -> Group | None:
         for g in self.groups:
@@ -76,6 +78,7 @@ def _trace(model: nn.Module, example_input: Any):
         model.eval()
         ctx, out = run_traced(model, example_input)
         shapes = [tuple(t.shape) for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        views = (dict(ctx.splits), dict(ctx.view_counts))  # of the eval forward, as replayed
         names = {n for n, _ in model.named_parameters()}
         if names - ctx.params_seen:
             model.train()
@@ -85,7 +88,7 @@ def _trace(model: nn.Module, example_input: Any):
                 raise
             except Exception:  # training-mode forward not possible: keep the eval trace
                 pass
-        return ctx, shapes
+        return ctx, shapes, views
     finally:
         model.train(was_training)
         torch.random.set_rng_state(rng)
@@ -108,13 +111,14 @@ def build_dependency_graph(model: nn.Module, example_input: Any) -> DependencyGr
     """
     register_torchvision_rules()
     try:
-        ctx, out_shapes = _trace(model, example_input)
+        ctx, out_shapes, (splits, view_counts) = _trace(model, example_input)
     except RuntimeError as exc:
         raise ModelError(f"the model's forward failed on the example input: {exc}") from exc
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters(remove_duplicate=False)}
     shapes.update({n: tuple(b.shape) for n, b in model.named_buffers(remove_duplicate=False)})
     groups = build_groups(ctx.table, shapes)
-    graph = DependencyGraph(groups, shapes, ops=ctx.ops_seen, output_shapes=out_shapes)
+    graph = DependencyGraph(groups, shapes, ops=ctx.ops_seen, output_shapes=out_shapes,
+                            splits=splits, view_counts=view_counts)
     _apply_module_rules(model, graph)
     return graph
 

@@ -18,6 +18,7 @@ import torch
 from torch.utils._pytree import tree_leaves
 
 from prunekit.graph.atoms import NONE
+from prunekit.graph.guard import VIEWISH
 from prunekit.graph.labels import ParamRef, const_along, view_dims
 
 # ops whose first argument is the data and that only rearrange/select elements
@@ -30,7 +31,6 @@ SINGLE_STRUCTURAL = {
     "view_as", "diagonal", "constant_pad_nd", "_unsafe_index", "tensor_split", "rot90",
     "_reshape_alias", "as_strided", "as_strided_", "repeat_interleave", "tile", "swapaxes",
 }
-VIEWISH = {"view", "_unsafe_view", "reshape", "_reshape_alias"}
 PARAM_VIEW_OPS = {
     "t", "transpose", "permute", "unsqueeze", "squeeze", "expand", "clone", "contiguous",
     "alias", "detach", "lift_fresh", "_to_copy", "view", "_unsafe_view", "reshape",
@@ -95,6 +95,9 @@ def _split_coupling(ctx, in_shape, out_shape, out_lab):
         out_big = [d for d in range(o0, o1) if out_shape[d] > 1]
         if len(out_big) < 2:
             continue
+        if ctx.current_view is not None and bool((out_lab > 0).any()):  # checked after the cut
+            ctx.splits[ctx.current_view] = ctx.splits.get(ctx.current_view, ()) + tuple(
+                (d, out_shape[d]) for d in out_big[:-1])
         ref = out_lab
         for d in out_big[:-1]:
             ref = ref.narrow(d, 0, 1)

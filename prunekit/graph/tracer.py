@@ -21,6 +21,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 from prunekit.errors import UnsupportedOpError
 from prunekit.graph import rules, weights
 from prunekit.graph.atoms import FIXED, AtomTable
+from prunekit.graph.guard import VIEWISH, module_paths
 from prunekit.graph.labels import ParamRef
 from prunekit.graph.shapes import is_heavy, shape_only_call
 
@@ -61,6 +62,10 @@ class TraceContext:
                 self.tensor_names.setdefault(id(b), n)
         self._tensors_alive = [p for p in model.parameters()] + [b for b in model.buffers()]
         self.ops_seen = 0
+        self.view_counts: dict[str, int] = {}
+        self.current_view: tuple[str, int] | None = None
+        # (module path, k-th reshape) -> ((dim, count), ...) leading counts of channel splits
+        self.splits: dict[tuple[str, int], tuple[tuple[int, int], ...]] = {}
         self.params_seen: set[str] = set()
 
     def lab(self, t: Any):
@@ -110,6 +115,10 @@ class TraceContext:
     def on_op(self, func, args, kwargs, out) -> None:
         self.ops_seen += 1
         name = func.__name__.split(".")[0]
+        if name in VIEWISH and isinstance(out, torch.Tensor):  # numbered like guard's replay
+            path = self.path()
+            self.current_view = (path, self.view_counts.get(path, 0))
+            self.view_counts[path] = self.current_view[1] + 1
         if name in rules.IGNORED:
             return
         if name in rules.FRESH or not self.has_labels(args, kwargs):
@@ -180,18 +189,9 @@ class _Mode(TorchDispatchMode):
 def run_traced(model: nn.Module, example_input: Any) -> tuple[TraceContext, Any]:
     """Run ``model(example_input)`` under the tracer; inputs are FIXED, outputs too.
 
-    Returns the trace context (atoms, couplings) and the model output.
+    Returns the trace context (atoms, couplings, recorded splits) and the model output.
     """
     ctx = TraceContext(model)
-    def enter(module, _inputs):
-        ctx.module_stack.append(ctx.module_names.get(id(module), type(module).__name__))
-
-    def leave(_module, _inputs, _output):
-        if ctx.module_stack:
-            ctx.module_stack.pop()
-
-    pre = torch.nn.modules.module.register_module_forward_pre_hook(enter)
-    post = torch.nn.modules.module.register_module_forward_hook(leave)
     inputs = example_input if isinstance(example_input, (tuple, list)) else (example_input,)
     if isinstance(example_input, dict):
         inputs = tuple(example_input.values())
@@ -201,7 +201,8 @@ def run_traced(model: nn.Module, example_input: Any) -> tuple[TraceContext, Any]
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # fused MHA hides the head structure
     try:
-        with torch.no_grad(), _Mode(ctx):
+        with module_paths(model) as stack, torch.no_grad(), _Mode(ctx):
+            ctx.module_stack = stack
             if isinstance(example_input, dict):
                 out = model(**example_input)
             elif isinstance(example_input, (tuple, list)):
@@ -210,8 +211,6 @@ def run_traced(model: nn.Module, example_input: Any) -> tuple[TraceContext, Any]
                 out = model(example_input)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-        pre.remove()
-        post.remove()
     for o in tree_leaves(out):
         if isinstance(o, torch.Tensor):
             lab = ctx.lab(o)

@@ -80,18 +80,18 @@ def _call(model: nn.Module, example_input: Any):
     return model(example_input)
 
 
-def _output_shapes(model: nn.Module, example_input: Any) -> list[tuple[int, ...]]:
-    """Output shapes of an eval forward; the heavy ops only compute shapes."""
-    from prunekit.graph.shapes import ShapeOnly
+def _replay(model: nn.Module, example_input: Any) -> tuple[list[tuple[int, ...]], dict, dict]:
+    """Eval forward with the heavy ops shape-only: (output shapes, reshape shapes per
+    module path and order, reshape counts per module path) - see ``prunekit.graph.guard``."""
+    from prunekit.graph.guard import record_view_shapes
 
     was = model.training
     model.eval()
     try:
-        with torch.no_grad(), ShapeOnly():
-            out = _call(model, example_input)
+        views, counts, out = record_view_shapes(model, lambda: _call(model, example_input))
     finally:
         model.train(was)
-    return [tuple(t.shape) for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+    return [tuple(t.shape) for t in tree_leaves(out) if isinstance(t, torch.Tensor)], views, counts
 
 
 class StructuredPruner:
@@ -249,18 +249,34 @@ class StructuredPruner:
         """Cut as proposed and return the snapshot (call ``restore()`` to undo)."""
         return apply_keep(self.model, self.keep_indices(choices))
 
+    def _check_splits(self, views: dict, counts: dict) -> None:
+        """Raise if a reshape now groups pruned channels into a different number of
+        heads / groups (a forward reading a size no surgery rule updated)."""
+        from prunekit.graph.guard import stale_splits
+
+        problems = stale_splits(self.graph.splits, views, self.graph.view_counts, counts)
+        if problems:
+            path = problems[0].split("'")[1]
+            kind = type(self.model.get_submodule(path)).__name__ if path != "<model>" else "model"
+            raise ModelError(
+                f"{problems[0]}: its forward reshapes with a size stored before pruning, so "
+                f"the pruned model would run but compute something else; the model was "
+                f"restored. Register a SurgeryRule with a sync for {kind} that updates that "
+                f"size (prunekit.surgery.register_surgery_rule), or list '{path}' in ignored_layers")
+
     # -- the cut ----------------------------------------------------------------------
     def apply(self, choices: list[GroupChoice] | None = None) -> PruneResult:
         """Remove the chosen units; on any failure the model is left exactly as it was."""
         choices = self.choices if choices is None else choices
-        expected = self.graph.output_shapes or _output_shapes(self.model, self.example_input)
+        expected = self.graph.output_shapes or _replay(self.model, self.example_input)[0]
         keep = self.keep_indices(choices)
         shapes_before = {t: list(self.graph.tensor_shapes[t]) for t in keep}
         snap = apply_keep(self.model, keep)
         try:
-            got = _output_shapes(self.model, self.example_input)
+            got, views, counts = _replay(self.model, self.example_input)
             if got != expected:
                 raise ModelError(f"output shape changed from {expected} to {got}")
+            self._check_splits(views, counts)
         except PrunekitError:
             snap.restore()
             raise

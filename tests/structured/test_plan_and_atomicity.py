@@ -224,3 +224,42 @@ def test_taylor_without_data_is_a_config_error():
     with pytest.raises(ConfigError, match="calibration"):
         prune_channels_(torchvision.models.resnet18(num_classes=10), torch.randn(1, 3, 32, 32),
                         StructuredConfig(importance="taylor"))
+
+
+class _StaleHeadSize(torch.nn.Module):
+    """Attention that reshapes with a head size stored at construction, no surgery rule:
+    after pruning it would still run, with the channels regrouped into other heads."""
+
+    def __init__(self, dim=16, heads=4):
+        super().__init__()
+        self.size_of_head = dim // heads
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        self.out = torch.nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        q, k, v = (t.reshape(b, n, -1, self.size_of_head).transpose(1, 2) for t in (q, k, v))
+        o = torch.softmax(q @ k.transpose(-1, -2), dim=-1) @ v
+        return self.out(o.transpose(1, 2).reshape(b, n, -1))
+
+
+def test_a_forward_reading_a_stale_head_size_is_caught_and_the_model_restored():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(_StaleHeadSize(), torch.nn.Linear(16, 3)).eval()
+    x = torch.randn(2, 5, 16)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        y = model(x)
+    with pytest.raises(ModelError, match=r"module '0' reshapes a pruned dim into 2 slices.*had 4.*_StaleHeadSize"):
+        prune_channels_(model, x, StructuredConfig(ratio=0.5))
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    with torch.no_grad():
+        assert torch.equal(model(x), y)
+    # with a rule that keeps the size current, the same cut is accepted
+    from prunekit.surgery import SurgeryRule, register_surgery_rule
+
+    register_surgery_rule(_StaleHeadSize, SurgeryRule(
+        sync=lambda m: setattr(m, "size_of_head", m.out.in_features // 4)))
+    prune_channels_(model, x, StructuredConfig(ratio=0.5))
+    assert model[0].size_of_head == 2 and model(x).shape == (2, 5, 3)
