@@ -333,8 +333,15 @@ def fix_varying(ctx, lab: torch.Tensor, dims: list[int]) -> None:
         return
     varying = const_along(lab, dims, keepdim=True) < 0
     if bool(varying.any()):
-        mask = varying.expand_as(lab) & (lab >= 0)
-        ctx.table.couple(lab[mask], torch.zeros_like(lab[mask]))
+        _fix(ctx, lab[varying.expand_as(lab)])
+
+
+def _fix(ctx, lab: torch.Tensor) -> None:
+    """Couple every distinct channel atom in ``lab`` to FIXED."""
+    atoms = torch.unique(lab)
+    atoms = atoms[atoms > 0]
+    if atoms.numel():
+        ctx.table.couple(atoms, torch.zeros_like(atoms))
 
 
 def _search_dims(name: str, args, kwargs, ndim: int) -> list[int]:
@@ -355,7 +362,7 @@ def selection(ctx, func, args, kwargs, out):
     for a in tree_leaves((args[1:], kwargs)):  # e.g. searchsorted's values, masks
         other = _label(ctx, a) if isinstance(a, torch.Tensor) else None
         if other is not None:
-            ctx.table.couple(other, torch.zeros_like(other))
+            _fix(ctx, other)
     if lab is None or lab.numel() == 0:
         return None
     dims = _search_dims(name, args, kwargs, lab.dim())
@@ -374,7 +381,7 @@ def sink(ctx, func, args, kwargs, out):
     for a in tree_leaves((args, kwargs)):
         lab = _label(ctx, a) if isinstance(a, torch.Tensor) else None
         if lab is not None:
-            ctx.table.couple(lab, torch.zeros_like(lab))
+            _fix(ctx, lab)
     return None
 
 
@@ -386,12 +393,12 @@ def roi(ctx, func, args, kwargs, out):
     for a in args[1:]:
         box = _label(ctx, a) if isinstance(a, torch.Tensor) else None
         if box is not None:  # box coordinates computed from pruned channels: keep them
-            ctx.table.couple(box, torch.zeros_like(box))
+            _fix(ctx, box)
     main = out[0] if isinstance(out, (tuple, list)) else out
     per = const_along(lab, [0] + list(range(2, lab.dim())), keepdim=True)
     mixed = (per < 0) & (lab.amax(dim=[0] + list(range(2, lab.dim())), keepdim=True) >= 0)
     if bool(mixed.any()):
-        ctx.table.couple(lab, torch.zeros_like(lab))
+        _fix(ctx, lab)
         return None
     res = per.reshape(1, -1, *([1] * (main.dim() - 2))).expand(main.shape).contiguous()
     if isinstance(out, (tuple, list)):  # roi_pool also returns argmax indices
