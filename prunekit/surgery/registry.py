@@ -23,9 +23,11 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 
@@ -121,14 +123,25 @@ def _sync_mha(m: nn.MultiheadAttention) -> None:
     if m.in_proj_weight is not None:
         e = m.in_proj_weight.shape[1]
         inner = m.in_proj_weight.shape[0] // 3
+        q_weight = m.in_proj_weight[:inner]
     else:
         e = m.q_proj_weight.shape[1]
         inner = m.q_proj_weight.shape[0]
+        q_weight = m.q_proj_weight
         m.kdim, m.vdim = m.k_proj_weight.shape[1], m.v_proj_weight.shape[1]
     if m._qkv_same_embed_dim:
         m.kdim = m.vdim = e
     m.embed_dim = e
-    m.head_dim = inner // m.num_heads
+    head_dim = inner // m.num_heads
+    if head_dim != m.head_dim:
+        # attention scales q.k by 1 / sqrt(head_dim) at run time: keep the trained scale
+        # (removed dims contributed nothing) by folding sqrt(new / old) into q
+        factor = math.sqrt(head_dim / m.head_dim)
+        with torch.no_grad():
+            q_weight.mul_(factor)
+            if m.in_proj_bias is not None:
+                m.in_proj_bias[:inner].mul_(factor)
+    m.head_dim = head_dim
 
 
 def _mha_ties(m: nn.MultiheadAttention, prefix: str) -> list[Tie]:
@@ -155,6 +168,9 @@ def _linear_weight(prefix: str, name: str) -> str:
     return f"{prefix}{name}.weight"
 
 
+SWIN_HEAD_DIM = "prunekit_head_dim"
+
+
 def register_torchvision_rules() -> None:
     """Rules for torchvision modules whose forward reads shape attributes."""
     try:
@@ -163,8 +179,23 @@ def register_torchvision_rules() -> None:
         return
 
     def swin_ties(m, prefix):
+        # remember the head size the weights were trained with (see swin_sync)
+        m.__dict__.setdefault(SWIN_HEAD_DIM, m.qkv.weight.shape[1] // m.num_heads)
         w = _linear_weight(prefix, "qkv")
         return [Tie((w, 1), (w, 0), m.num_heads)]
+
+    def swin_sync(m):
+        # Swin v1 scales q by (C // num_heads) ** -0.5 at run time; fold the change of
+        # head size into q so the trained scale holds (v2's cosine attention has none)
+        old, new = m.__dict__.get(SWIN_HEAD_DIM), m.qkv.weight.shape[1] // m.num_heads
+        if old and new != old and not hasattr(m, "logit_scale"):
+            inner = m.qkv.weight.shape[0] // 3
+            with torch.no_grad():
+                m.qkv.weight[:inner].mul_(math.sqrt(new / old))
+                if m.qkv.bias is not None:
+                    m.qkv.bias[:inner].mul_(math.sqrt(new / old))
+        if old:
+            m.__dict__[SWIN_HEAD_DIM] = new
 
     def swin_protect(m, prefix):
         out = [(prefix + "relative_position_bias_table", 1)]
@@ -174,7 +205,7 @@ def register_torchvision_rules() -> None:
             out.append((prefix + "logit_scale", 0))
         return out
 
-    rule = SurgeryRule(ties=swin_ties, protect=swin_protect)
+    rule = SurgeryRule(sync=swin_sync, ties=swin_ties, protect=swin_protect)
     register_surgery_rule(swin_transformer.ShiftedWindowAttention, rule)
 
     def maxvit_sync(m):

@@ -68,3 +68,51 @@ def test_dead_units_prune_to_identical_outputs(name):
     assert stats["params_after"] < stats["params_before"]
 
 
+
+
+class _AroundAttention(torch.nn.Module):
+    """Linear -> attention -> Linear: the residual width and the head dims (tied:
+    width = heads x head_dim) can both be pruned exactly (no norm in between)."""
+
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+        self.a = torch.nn.Linear(8, 16)
+        if kind == "mha":
+            self.attn = torch.nn.MultiheadAttention(16, 4, batch_first=True)
+        else:
+            from torchvision.models.swin_transformer import ShiftedWindowAttention
+
+            self.attn = ShiftedWindowAttention(16, [2, 2], [0, 0], 4)
+        self.b = torch.nn.Linear(16, 8)
+
+    def forward(self, x):
+        h = self.a(x)
+        if self.kind == "mha":
+            return self.b(self.attn(h, h, h, need_weights=False)[0])
+        return self.b(self.attn(h))
+
+
+@pytest.mark.parametrize("kind,shape", [("mha", (2, 5, 8)), ("swin", (1, 4, 4, 8))])
+def test_pruned_head_dims_keep_the_trained_attention_scale(kind, shape):
+    from structured_helpers import kill_units
+
+    from prunekit.structured import StructuredConfig, StructuredPruner
+
+    torch.manual_seed(0)
+    model = _AroundAttention(kind).eval()
+    x = torch.randn(*shape)
+    pruner = StructuredPruner(model, x, StructuredConfig(ratio=0.5))
+    by_size = {c.size: c for c in pruner.choices}
+    residual, head_dims = by_size[16], by_size[4]
+    residual.remove = torch.tensor([1, 3, 4, 6, 9, 11, 12, 15])  # 8 of 16 kept
+    head_dims.remove = torch.tensor([0, 2])  # 2 of 4 dims in every head: 4 x 2 = 8
+    kill_units(model, pruner)
+    with torch.no_grad():
+        before = model(x)
+    pruner.apply()
+    assert model.attn.qkv.in_features == 8 if kind == "swin" else model.attn.head_dim == 2
+    with torch.no_grad():
+        after = model(x)
+    # attention now divides by sqrt(2) instead of sqrt(4); q carries the difference
+    assert torch.allclose(after, before, atol=1e-5), (after - before).abs().max()
