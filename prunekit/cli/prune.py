@@ -41,7 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Prune a model structurally (ratio or MACs/params/latency target) and "
         "write plan.json, model.safetensors and metrics.json.",
     )
-    p.add_argument("--model", required=True, help="torchvision:NAME (e.g. torchvision:resnet50)")
+    p.add_argument("--model", required=True,
+                   help="torchvision:NAME, any classification, segmentation, detection or video "
+                   "model (e.g. torchvision:resnet50, torchvision:fasterrcnn_mobilenet_v3_large_fpn)")
     p.add_argument("--ratio", type=fraction, default=0.5, help="fraction removed per group")
     p.add_argument("--importance", default="l2", choices=IMPORTANCES, help="unit importance")
     p.add_argument("--allocation", default="uniform", choices=ALLOCATIONS,
@@ -53,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep this fraction of the measured dense latency (at --batch)")
     p.add_argument("--batch", type=positive_int, default=1, help="batch of the latency target")
     p.add_argument("--input-size", type=positive_int, default=224, help="image side (default 224)")
+    p.add_argument("--frames", type=positive_int, default=16, help="clip length of video models")
     p.add_argument("--ignore", action="append", default=[], help="module name to leave alone")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads")
     p.add_argument("--latency-runs", type=positive_int, default=10,
@@ -61,21 +64,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def load_model(spec: str) -> torch.nn.Module:
-    """Build a model from ``torchvision:NAME`` (random weights; no download)."""
+TASKS = ("classification", "segmentation", "detection", "video")
+
+
+def load_model(spec: str) -> tuple[torch.nn.Module, str]:
+    """Build ``torchvision:NAME`` with random weights (no download); return it and its
+    task: classification, segmentation, detection or video."""
     source, _, name = spec.partition(":")
     if source != "torchvision" or not name:
         raise ConfigError(f"--model must look like torchvision:NAME, got {spec!r}")
-    try:
-        tv = require("torchvision", extra="vision")
-    except MissingDependencyError:
-        raise
-    names = tv.models.list_models(module=tv.models)
-    if name not in names:
-        close = [n for n in names if name.split("_")[0] in n][:6]
-        raise ConfigError(f"unknown torchvision model {name!r}" +
-                          (f"; did you mean one of {close}?" if close else ""))
-    return tv.models.get_model(name, weights=None).eval()
+    tv = require("torchvision", extra="vision")
+    modules = {"classification": tv.models, "segmentation": tv.models.segmentation,
+               "detection": tv.models.detection, "video": tv.models.video}
+    for task, module in modules.items():
+        if name in tv.models.list_models(module=module):
+            extra = {"weights_backbone": None} if task in ("segmentation", "detection") else {}
+            return tv.models.get_model(name, weights=None, **extra).eval(), task
+    names = [n for m in modules.values() for n in tv.models.list_models(module=m)]
+    close = [n for n in names if name.split("_")[0] in n][:6]
+    raise ConfigError(f"unknown torchvision model {name!r} (classification, segmentation, "
+                      "detection and video models are supported)" +
+                      (f"; did you mean one of {close}?" if close else ""))
+
+
+def example_input(task: str, size: int, frames: int) -> torch.Tensor:
+    """A batch-1 random input: images (1, 3, S, S); clips (1, 3, frames, S, S). Detectors
+    take the 4-D batch as their list of images."""
+    gen = torch.Generator().manual_seed(0)
+    if task == "video":
+        return torch.rand(1, 3, frames, size, size, generator=gen)
+    return torch.rand(1, 3, size, size, generator=gen)
 
 
 def _taylor_data(model: torch.nn.Module, x: torch.Tensor, batches: int = 4):
@@ -121,11 +139,15 @@ def run(args: argparse.Namespace) -> int:
         target_latency=args.target_latency, latency_batch=args.batch,
         latency_runs=args.latency_runs,
     )
-    model = load_model(args.model)
-    x = torch.randn(1, 3, args.input_size, args.input_size)
+    model, task = load_model(args.model)
+    x = example_input(task, args.input_size, args.frames)
     dense = copy.deepcopy(model)
     kwargs = {}
     if args.importance in ("taylor", "hessian"):
+        if task != "classification":
+            raise ConfigError(f"--importance {args.importance} needs a classifier (its proxy "
+                              f"labels are the model's own predictions); {args.model} is a "
+                              f"{task} model: use l1, l2, fpgm, bn_scale or random")
         kwargs = {"data": _taylor_data(model, x), "loss_fn": torch.nn.functional.cross_entropy}
     start = time.perf_counter()
     result = prune_channels_(model, x, config, **kwargs)
@@ -135,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
     before, after = _metrics(dense, model, x, args.latency_runs)
     metrics: dict[str, Any] = {
         "model": args.model,
-        "input": [1, 3, args.input_size, args.input_size],
+        "task": task,
+        "input": list(x.shape),
         "config": config.to_dict(),
         "ratio_used": round(result.ratio, 4),
         "threads": torch.get_num_threads(),

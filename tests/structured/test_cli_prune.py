@@ -27,3 +27,35 @@ def test_cli_prune_bad_input_is_one_line(tmp_path, capsys):
     assert main(["prune", "--model", "torchvision:nope", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "unknown torchvision model" in err
+
+
+@pytest.mark.parametrize("name,task", [("ssdlite320_mobilenet_v3_large", "detection"),
+                                       ("lraspp_mobilenet_v3_large", "segmentation")])
+def test_cli_prunes_detection_and_segmentation_models_and_they_reload(tmp_path, name, task):
+    import torch
+    import torchvision
+
+    from prunekit.structured import load_pruned
+
+    code = main(["prune", "--model", f"torchvision:{name}", "--ratio", "0.5", "--input-size", "64",
+                 "--threads", "1", "--latency-runs", "1", "--out", str(tmp_path)])
+    assert code == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["task"] == task and metrics["input"] == [1, 3, 64, 64]
+    assert metrics["after"]["params"] < 0.4 * metrics["before"]["params"]
+    fresh = torchvision.models.get_model(name, weights=None, weights_backbone=None).eval()
+    model = load_pruned(fresh, tmp_path)
+    assert sum(p.numel() for p in model.parameters()) == metrics["after"]["params"]
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 64, 64))
+    if task == "detection":
+        assert set(out[0]) == {"boxes", "scores", "labels"}
+    else:
+        assert out["out"].shape == (1, 21, 64, 64)
+
+
+def test_cli_taylor_on_a_detector_is_a_one_line_error(tmp_path, capsys):
+    assert main(["prune", "--model", "torchvision:ssdlite320_mobilenet_v3_large", "--importance",
+                 "taylor", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "needs a classifier" in err
