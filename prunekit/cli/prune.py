@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from prunekit.cli.args import fraction, positive_int
-from prunekit.errors import ConfigError, MissingDependencyError, require
+from prunekit.errors import ConfigError, require
 from prunekit.io import atomic_write_json
 from prunekit.structured.config import ALLOCATIONS, IMPORTANCES, StructuredConfig
 
