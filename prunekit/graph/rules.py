@@ -428,3 +428,16 @@ def multi_structural(ctx, func, args, kwargs, out):
         op = getattr(torch.ops.aten, name)
         return op(mat(args[0], args[0]), mat(args[1], args[1]), *args[2:])
     raise ctx.unsupported(func, "no label rule")
+
+
+def family_rule(name: str, func):
+    """The label rule of an op without weights, by its family (None: no rule)."""
+    if name in MULTI_STRUCTURAL:
+        return multi_structural
+    if name in SINGLE_STRUCTURAL:
+        return structural
+    if torch.Tag.pointwise in func.tags or name.rstrip("_") in UNARY or name in ("where", "clamp", "lerp"):
+        return pointwise
+    families = ((SAME_SHAPE, same_shape), (REDUCTIONS, reduction), (SPATIAL, spatial),
+                (SELECTIONS, selection), (SINKS, sink), (ROI, roi))
+    return next((rule for names, rule in families if name in names), None)

@@ -133,26 +133,8 @@ class TraceContext:
                 "traced; give an example input on which this module sees data (for a "
                 "detector: an image with detections)")
         if rule is None:
-            if name in rules.MULTI_STRUCTURAL:
-                rule = rules.multi_structural
-            elif name in rules.SINGLE_STRUCTURAL:
-                rule = rules.structural
-            elif (torch.Tag.pointwise in func.tags or name.rstrip("_") in rules.UNARY
-                  or name in ("where", "clamp", "lerp")):
-                rule = rules.pointwise
-            elif name in rules.SAME_SHAPE:
-                rule = rules.same_shape
-            elif name in rules.REDUCTIONS:
-                rule = rules.reduction
-            elif name in rules.SPATIAL:
-                rule = rules.spatial
-            elif name in rules.SELECTIONS:
-                rule = rules.selection
-            elif name in rules.SINKS:
-                rule = rules.sink
-            elif name in rules.ROI:
-                rule = rules.roi
-            else:
+            rule = rules.family_rule(name, func)
+            if rule is None:
                 raise self.unsupported(func, "no label rule for this op")
         try:
             result = rule(self, func, args, kwargs, out)
