@@ -235,5 +235,8 @@ def attention(ctx, func, args, kwargs, out):
     if v is None:
         return None
     col = const_along(v, [v.dim() - 2], keepdim=True)
+    if col.dim() >= 3 and col.shape[-3] not in (1, main.shape[-3]):
+        # grouped-query attention: each key/value head serves a run of query heads
+        col = col.repeat_interleave(main.shape[-3] // col.shape[-3], dim=-3)
     res = col.expand(main.shape).contiguous()
     return _tuple_like(out, res)

@@ -116,3 +116,30 @@ def test_pruned_head_dims_keep_the_trained_attention_scale(kind, shape):
         after = model(x)
     # attention now divides by sqrt(2) instead of sqrt(4); q carries the difference
     assert torch.allclose(after, before, atol=1e-5), (after - before).abs().max()
+
+
+class _GroupedQueryAttention(torch.nn.Module):
+    """4 query heads share 2 key/value heads (``enable_gqa``); head size read from the
+    weights, so pruning head dims needs no rule."""
+
+    def __init__(self, dim=16, heads=4, kv_heads=2, head=4):
+        super().__init__()
+        self.heads, self.kv_heads = heads, kv_heads
+        self.q = torch.nn.Linear(dim, heads * head)
+        self.k = torch.nn.Linear(dim, kv_heads * head)
+        self.v = torch.nn.Linear(dim, kv_heads * head)
+        self.o = torch.nn.Linear(heads * head, dim)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q = self.q(x).view(b, n, self.heads, -1).transpose(1, 2)
+        k = self.k(x).view(b, n, self.kv_heads, -1).transpose(1, 2)
+        v = self.v(x).view(b, n, self.kv_heads, -1).transpose(1, 2)
+        o = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True, scale=0.5)
+        return self.o(o.transpose(1, 2).reshape(b, n, -1))
+
+
+def test_grouped_query_attention_prunes_value_dims_exactly():
+    torch.manual_seed(0)
+    stats = check_equivalence(_GroupedQueryAttention().eval(), torch.randn(2, 5, 16))
+    assert stats["groups"] >= 1 and stats["params_after"] < stats["params_before"]
