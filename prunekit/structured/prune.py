@@ -15,7 +15,7 @@ from prunekit.structured.config import StructuredConfig
 from prunekit.structured.pruner import PruneResult, StructuredPruner
 from prunekit.structured.targets import (
     batch_of,
-    interleaved_latency,
+    latency_fraction,
     search_ratio,
     shape_only_macs,
 )
@@ -123,9 +123,7 @@ def prune_channels_(
         def measure(ratio: float) -> float:
             snap = pruner.trial(pruner.propose(ratio))
             try:
-                dense_ms, pruned_ms = interleaved_latency([dense_copy, model], x,
-                                                          runs=config.latency_runs, warmup=2)
-                return pruned_ms / dense_ms
+                return latency_fraction(dense_copy, model, x, runs=config.latency_runs, warmup=2)
             finally:
                 snap.restore()
 

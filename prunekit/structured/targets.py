@@ -54,16 +54,11 @@ def shape_only_macs(model: nn.Module, example_input: Any) -> int:
     return int(shape_only_count(model, example_input).get_total_flops() // 2)
 
 
-def interleaved_latency(
+def interleaved_times(
     models: list[nn.Module], example_input: Any, runs: int = 15, warmup: int = 3
-) -> list[float]:
-    """Median ms per model, timing the models alternately so load changes hit all alike.
-
-    Example:
-        >>> a, b = nn.Linear(64, 64), nn.Linear(64, 8)
-        >>> len(interleaved_latency([a, b], torch.zeros(2, 64), runs=3, warmup=1))
-        2
-    """
+) -> list[list[float]]:
+    """Per model, the ms of each of ``runs`` forwards, timed alternately (round ``i`` of
+    every model ran back to back, so load changes hit all alike)."""
     from prunekit.structured.pruner import _call
 
     modes = [m.training for m in models]
@@ -83,7 +78,34 @@ def interleaved_latency(
     finally:
         for m, was in zip(models, modes):
             m.train(was)
-    return [statistics.median(t) for t in times]
+    return times
+
+
+def interleaved_latency(
+    models: list[nn.Module], example_input: Any, runs: int = 15, warmup: int = 3
+) -> list[float]:
+    """Median ms per model, timing the models alternately so load changes hit all alike.
+
+    Example:
+        >>> a, b = nn.Linear(64, 64), nn.Linear(64, 8)
+        >>> len(interleaved_latency([a, b], torch.zeros(2, 64), runs=3, warmup=1))
+        2
+    """
+    return [statistics.median(t) for t in interleaved_times(models, example_input, runs, warmup)]
+
+
+def latency_fraction(dense: nn.Module, pruned: nn.Module, example_input: Any, runs: int = 15,
+                     warmup: int = 3) -> float:
+    """Median over rounds of pruned ms / dense ms, each round timing both back to back:
+    a slow drift of the machine's load cancels within a round.
+
+    Example:
+        >>> a, b = nn.Linear(64, 64), nn.Linear(64, 8)
+        >>> 0 < latency_fraction(a, b, torch.zeros(2, 64), runs=3, warmup=1)
+        True
+    """
+    d, p = interleaved_times([dense, pruned], example_input, runs, warmup)
+    return statistics.median(pi / di for pi, di in zip(p, d))
 
 
 def search_ratio(
