@@ -55,6 +55,7 @@ class TraceContext:
         self.tensor_names: dict[int, str] = {}
         self.module_stack: list[str] = []
         self.module_names = {id(m): n for n, m in model.named_modules()}
+        self.modules_by_name = dict(model.named_modules())
         for n, p in model.named_parameters(remove_duplicate=False):
             self.tensor_names.setdefault(id(p), n)
         for n, b in model.named_buffers(remove_duplicate=False):
@@ -94,6 +95,17 @@ class TraceContext:
             else:
                 raise RuntimeError(f"label shape {tuple(lab.shape)} != {tuple(t.shape)}")
         self.labels[t] = lab
+
+    def keeps_attention_scale(self) -> bool:
+        """Whether the innermost running module's rule keeps its attention scale."""
+        from prunekit.surgery.registry import rule_for
+
+        for name in reversed(self.module_stack):
+            module = self.modules_by_name.get(name)
+            rule = rule_for(module) if module is not None else None
+            if rule is not None and rule.keeps_attention_scale:
+                return True
+        return False
 
     def path(self) -> str:
         return (self.module_stack[-1] if self.module_stack else "") or "<model>"

@@ -225,6 +225,12 @@ def embedding(ctx, func, args, kwargs, out):
 
 def attention(ctx, func, args, kwargs, out):
     q, k, v = (_mat(ctx, t) for t in args[:3])
+    if kwargs.get("scale") is None and not ctx.keeps_attention_scale():
+        # the default scale 1/sqrt(head_dim) would change with pruned query/key dims
+        for lab in (q, k):
+            if lab is not None:
+                ctx.table.couple(lab, torch.zeros_like(lab))
+        q = k = None
     main = out[0] if isinstance(out, (tuple, list)) else out
     e = args[0].shape[-1]
     virt = ctx.table.virtual_atoms(e)

@@ -42,9 +42,18 @@ class Tie:
 
 @dataclass(frozen=True)
 class SurgeryRule:
+    """What a layer type needs besides generic slicing (see the module docstring).
+
+    ``keeps_attention_scale``: the module's attention either passes an explicit scale or
+    its ``sync`` compensates for the head size changing; without it, query/key head dims
+    feeding a scaled-dot-product attention with the default ``1/sqrt(head_dim)`` scale are
+    left unpruned (cutting them would change the softmax temperature the model learned).
+    """
+
     sync: Callable[[nn.Module], None] | None = None
     protect: Callable[[nn.Module, str], list[tuple[str, int]]] | None = None
     ties: Callable[[nn.Module, str], list[Tie]] | None = None
+    keeps_attention_scale: bool = False
 
 
 _RULES: dict[type, SurgeryRule] = {}
@@ -161,7 +170,8 @@ for _t, _s in (
     (nn.PReLU, _sync_prelu),
 ):
     register_surgery_rule(_t, SurgeryRule(sync=_s))
-register_surgery_rule(nn.MultiheadAttention, SurgeryRule(sync=_sync_mha, ties=_mha_ties))
+register_surgery_rule(nn.MultiheadAttention,
+                      SurgeryRule(sync=_sync_mha, ties=_mha_ties, keeps_attention_scale=True))
 
 
 def _linear_weight(prefix: str, name: str) -> str:

@@ -143,3 +143,27 @@ def test_grouped_query_attention_prunes_value_dims_exactly():
     torch.manual_seed(0)
     stats = check_equivalence(_GroupedQueryAttention().eval(), torch.randn(2, 5, 16))
     assert stats["groups"] >= 1 and stats["params_after"] < stats["params_before"]
+
+
+class _DefaultScaleAttention(_GroupedQueryAttention):
+    """Same, but SDPA's default scale 1/sqrt(head_dim): query/key dims must stay."""
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q = self.q(x).view(b, n, self.heads, -1).transpose(1, 2)
+        k = self.k(x).view(b, n, self.kv_heads, -1).transpose(1, 2)
+        v = self.v(x).view(b, n, self.kv_heads, -1).transpose(1, 2)
+        o = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        return self.o(o.transpose(1, 2).reshape(b, n, -1))
+
+
+def test_default_attention_scale_keeps_query_key_dims_and_prunes_values():
+    from prunekit.structured import StructuredConfig, prune_channels_
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 16)
+    assert check_equivalence(_DefaultScaleAttention().eval(), x)["groups"] >= 1
+    model = _DefaultScaleAttention().eval()
+    prune_channels_(model, x, StructuredConfig(ratio=0.5))
+    assert model.q.out_features == 16 and model.k.out_features == 8  # temperature kept
+    assert model.v.out_features == 4 and model.o.in_features == 8  # value dims halved
