@@ -110,3 +110,12 @@ def per_index_pairs(labels: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch
     keep = flat >= 0
     key = torch.unique((idx[keep] << 32) | flat[keep])
     return key >> 32, key & 0xFFFFFFFF
+
+
+def label_of(ctx, tensor):
+    """The channel labels of ``tensor`` in trace context ``ctx`` (parameter references
+    materialised), or None."""
+    lab = ctx.lab(tensor)
+    if isinstance(lab, ParamRef):
+        lab = lab.materialize(ctx.table)
+    return lab

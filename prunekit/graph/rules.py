@@ -15,11 +15,21 @@ Families:
 from __future__ import annotations
 
 import torch
-from torch.utils._pytree import tree_leaves
 
 from prunekit.graph.atoms import NONE
 from prunekit.graph.guard import VIEWISH
+from prunekit.graph.index_rules import (
+    INDEX_REDUCTIONS,
+    ROI,
+    SELECTIONS,
+    SINKS,
+    fix_varying,
+    roi,
+    selection,
+    sink,
+)
 from prunekit.graph.labels import ParamRef, const_along, view_dims
+from prunekit.graph.labels import label_of as _label
 
 # ops whose first argument is the data and that only rearrange/select elements
 SINGLE_STRUCTURAL = {
@@ -62,28 +72,9 @@ IGNORED = {"_local_scalar_dense", "is_nonzero", "equal", "sym_size", "sym_stride
            "sym_numel", "sym_storage_offset", "_assert_async", "record_stream", "item",
            "set_", "resize_", "_has_compatible_shallow_copy_type", "is_same_size",
            "_assert_tensor_metadata", "allclose", "isclose"}
-# ops whose outputs carry no channel identity (indices, selections by score): their
-# labelled inputs are fixed - pruning would change which boxes / elements they pick
-SINKS = {"nms", "batched_nms", "ps_roi_align", "ps_roi_pool"}
-# ops that turn values into positions (indices, selections): channels along the dims
-# they search must keep their meaning, so the labels varying along those dims are fixed
-SELECTIONS = {"nonzero", "sort", "topk", "argsort", "masked_select", "unique", "_unique",
-              "_unique2", "unique_dim", "unique_consecutive", "kthvalue", "searchsorted",
-              "bucketize", "nonzero_static"}
-INDEX_REDUCTIONS = {"argmax", "argmin", "max", "min", "mode", "median", "nanmedian"}
-# region pooling: (N, C, H, W) features + boxes -> (K, C, h, w), channels kept
-ROI = {"roi_align", "roi_pool", "_roi_align"}
 FRESH = {"zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like",
          "new_zeros", "new_ones", "new_empty", "new_full", "bernoulli", "bernoulli_",
          "zero_", "fill_", "normal_", "uniform_", "randint_like", "empty_strided", "new_empty_strided"}
-
-
-def _label(ctx, tensor):
-    """The channel labels of ``tensor`` (parameter references materialised), or None."""
-    lab = ctx.lab(tensor)
-    if isinstance(lab, ParamRef):
-        lab = lab.materialize(ctx.table)
-    return lab
 
 
 def _split_coupling(ctx, in_shape, out_shape, out_lab):
@@ -324,85 +315,6 @@ def spatial(ctx, func, args, kwargs, out):
     if isinstance(out, (tuple, list)):
         return tuple(res if isinstance(o, torch.Tensor) and o.shape == main.shape else None
                      for o in out)
-    return res
-
-
-def fix_varying(ctx, lab: torch.Tensor, dims: list[int]) -> None:
-    """Fix the labels that vary along ``dims`` (channel identity the op searches over)."""
-    if lab.numel() == 0:
-        return
-    varying = const_along(lab, dims, keepdim=True) < 0
-    if bool(varying.any()):
-        _fix(ctx, lab[varying.expand_as(lab)])
-
-
-def _fix(ctx, lab: torch.Tensor) -> None:
-    """Couple every distinct channel atom in ``lab`` to FIXED."""
-    atoms = torch.unique(lab)
-    atoms = atoms[atoms > 0]
-    if atoms.numel():
-        ctx.table.couple(atoms, torch.zeros_like(atoms))
-
-
-def _search_dims(name: str, args, kwargs, ndim: int) -> list[int]:
-    """The dims an index-producing op searches (all dims when it has no ``dim``)."""
-    pos = {"sort": 1, "argsort": 1, "topk": 2, "kthvalue": 2, "unique_dim": 1}.get(name)
-    dim = kwargs.get("dim", args[pos] if pos is not None and len(args) > pos else None)
-    if name in ("sort", "argsort", "topk", "kthvalue") and not isinstance(dim, int):
-        dim = -1
-    if not isinstance(dim, int) or ndim == 0:
-        return list(range(ndim))
-    return [dim % ndim]
-
-
-def selection(ctx, func, args, kwargs, out):
-    """Index-producing ops: fix what they search; values keep the other dims' labels."""
-    name = func.__name__.split(".")[0]
-    lab = _label(ctx, args[0])
-    for a in tree_leaves((args[1:], kwargs)):  # e.g. searchsorted's values, masks
-        other = _label(ctx, a) if isinstance(a, torch.Tensor) else None
-        if other is not None:
-            _fix(ctx, other)
-    if lab is None or lab.numel() == 0:
-        return None
-    dims = _search_dims(name, args, kwargs, lab.dim())
-    fix_varying(ctx, lab, dims)
-    if name in ("sort", "topk", "kthvalue") and isinstance(out, (tuple, list)):
-        values = out[0]
-        d = dims[0]
-        if values.dim() == lab.dim():
-            return (lab.narrow(d, 0, values.shape[d]).contiguous(), None)
-        return (const_along(lab, [d], keepdim=False), None)
-    return None
-
-
-def sink(ctx, func, args, kwargs, out):
-    """Fix every labelled input (their channels cannot be pruned); the output has no labels."""
-    for a in tree_leaves((args, kwargs)):
-        lab = _label(ctx, a) if isinstance(a, torch.Tensor) else None
-        if lab is not None:
-            _fix(ctx, lab)
-    return None
-
-
-def roi(ctx, func, args, kwargs, out):
-    """Region pooling keeps the feature map's channel dim (dim 1) and its labels."""
-    lab = _label(ctx, args[0])
-    if lab is None:
-        return None
-    for a in args[1:]:
-        box = _label(ctx, a) if isinstance(a, torch.Tensor) else None
-        if box is not None:  # box coordinates computed from pruned channels: keep them
-            _fix(ctx, box)
-    main = out[0] if isinstance(out, (tuple, list)) else out
-    per = const_along(lab, [0] + list(range(2, lab.dim())), keepdim=True)
-    mixed = (per < 0) & (lab.amax(dim=[0] + list(range(2, lab.dim())), keepdim=True) >= 0)
-    if bool(mixed.any()):
-        _fix(ctx, lab)
-        return None
-    res = per.reshape(1, -1, *([1] * (main.dim() - 2))).expand(main.shape).contiguous()
-    if isinstance(out, (tuple, list)):  # roi_pool also returns argmax indices
-        return (res,) + (None,) * (len(out) - 1)
     return res
 
 
