@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True,
                    help="torchvision:NAME, any classification, segmentation, detection or video "
-                   "model (e.g. torchvision:resnet50, torchvision:fasterrcnn_mobilenet_v3_large_fpn)")
+                   "model (e.g. torchvision:resnet50, torchvision:fasterrcnn_mobilenet_v3_large_fpn), "
+                   "or hf:FOLDER, a Hugging Face model folder (BERT-like, ViT, GPT-2 ...)")
     p.add_argument("--ratio", type=fraction, default=0.5, help="fraction removed per group")
     p.add_argument("--importance", default="l2", choices=IMPORTANCES, help="unit importance")
     p.add_argument("--allocation", default="uniform", choices=ALLOCATIONS,
@@ -57,6 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=positive_int, default=1, help="batch of the latency target")
     p.add_argument("--input-size", type=positive_int, default=224, help="image side (default 224)")
     p.add_argument("--frames", type=positive_int, default=16, help="clip length of video models")
+    p.add_argument("--seq-len", type=positive_int, default=128,
+                   help="tokens per example for hf: text models (default 128)")
     p.add_argument("--ignore", action="append", default=[], help="module name to leave alone")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads")
     p.add_argument("--latency-runs", type=positive_int, default=10,
@@ -69,11 +72,14 @@ TASKS = ("classification", "segmentation", "detection", "video")
 
 
 def load_model(spec: str) -> tuple[torch.nn.Module, str]:
-    """Build ``torchvision:NAME`` with random weights (no download); return it and its
-    task: classification, segmentation, detection or video."""
+    """Build ``torchvision:NAME`` with random weights (no download), or load ``hf:FOLDER``
+    (a Hugging Face model saved with ``save_pretrained``); return it and its task:
+    classification, segmentation, detection, video, or hf-text / hf-vision."""
     source, _, name = spec.partition(":")
+    if source == "hf" and name:
+        return _load_hf(name)
     if source != "torchvision" or not name:
-        raise ConfigError(f"--model must look like torchvision:NAME, got {spec!r}")
+        raise ConfigError(f"--model must look like torchvision:NAME or hf:FOLDER, got {spec!r}")
     tv = require("torchvision", extra="vision")
     modules = {"classification": tv.models, "segmentation": tv.models.segmentation,
                "detection": tv.models.detection, "video": tv.models.video}
@@ -88,10 +94,31 @@ def load_model(spec: str) -> tuple[torch.nn.Module, str]:
                       (f"; did you mean one of {close}?" if close else ""))
 
 
-def example_input(task: str, size: int, frames: int) -> torch.Tensor:
-    """A batch-1 random input: images (1, 3, S, S); clips (1, 3, frames, S, S). Detectors
-    take the 4-D batch as their list of images."""
+def _load_hf(folder: str) -> tuple[torch.nn.Module, str]:
+    transformers = require("transformers", extra="hf")
+    path = Path(folder)
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"--model hf:{folder}: {path} is not a folder with config.json "
+                          "(save the model with save_pretrained first)")
+    model = transformers.AutoModel.from_pretrained(str(path)).eval()
+    vision = hasattr(model.config, "image_size") and hasattr(model.config, "num_channels")
+    return model, "hf-vision" if vision else "hf-text"
+
+
+def example_input(task: str, size: int, frames: int, model: torch.nn.Module | None = None,
+                  seq_len: int = 128) -> Any:
+    """A batch-1 random input: images (1, 3, S, S); clips (1, 3, frames, S, S); for a
+    Hugging Face model ``{"pixel_values"}`` at its configured image size, or
+    ``{"input_ids", "attention_mask"}`` of ``seq_len`` random tokens. Detectors take the
+    4-D batch as their list of images."""
     gen = torch.Generator().manual_seed(0)
+    if task == "hf-vision":
+        c = model.config
+        return {"pixel_values": torch.rand(1, c.num_channels, c.image_size, c.image_size,
+                                           generator=gen)}
+    if task == "hf-text":
+        ids = torch.randint(0, model.config.vocab_size, (1, seq_len), generator=gen)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     if task == "video":
         return torch.rand(1, 3, frames, size, size, generator=gen)
     return torch.rand(1, 3, size, size, generator=gen)
@@ -141,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         latency_runs=args.latency_runs,
     )
     model, task = load_model(args.model)
-    x = example_input(task, args.input_size, args.frames)
+    x = example_input(task, args.input_size, args.frames, model, args.seq_len)
     dense = copy.deepcopy(model)
     kwargs = {}
     if args.importance in ("taylor", "hessian"):
@@ -159,7 +186,8 @@ def run(args: argparse.Namespace) -> int:
     metrics: dict[str, Any] = {
         "model": args.model,
         "task": task,
-        "input": list(x.shape),
+        "input": ({k: list(v.shape) for k, v in x.items()} if isinstance(x, dict)
+                  else list(x.shape)),
         "config": config.to_dict(),
         "ratio_used": round(result.ratio, 4),
         "threads": torch.get_num_threads(),

@@ -59,3 +59,34 @@ def test_cli_taylor_on_a_detector_is_a_one_line_error(tmp_path, capsys):
                  "taylor", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "needs a classifier" in err
+
+
+def test_cli_prunes_a_hugging_face_folder_and_it_reloads(tmp_path):
+    import torch
+
+    transformers = pytest.importorskip("transformers")
+    from prunekit.structured import load_pruned
+
+    torch.manual_seed(0)
+    folder = tmp_path / "bert"
+    transformers.BertModel(transformers.BertConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        vocab_size=100, max_position_embeddings=64)).save_pretrained(str(folder))
+    out = tmp_path / "out"
+    assert main(["prune", "--model", f"hf:{folder}", "--ratio", "0.5", "--seq-len", "16",
+                 "--threads", "1", "--latency-runs", "1", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == "hf-text"
+    assert metrics["input"] == {"input_ids": [1, 16], "attention_mask": [1, 16]}
+    assert metrics["after"]["macs"] < 0.75 * metrics["before"]["macs"]
+    model = load_pruned(transformers.AutoModel.from_pretrained(str(folder)), out)
+    assert sum(p.numel() for p in model.parameters()) == metrics["after"]["params"]
+    assert model.encoder.layer[0].intermediate.dense.out_features == 64
+    assert model(torch.randint(0, 100, (2, 9)))[0].shape == (2, 9, 64)
+
+
+def test_cli_hf_folder_without_config_is_one_line(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    assert main(["prune", "--model", f"hf:{tmp_path}", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not a folder with config.json" in err
