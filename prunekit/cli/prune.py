@@ -68,9 +68,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-TASKS = ("classification", "segmentation", "detection", "video")
-
-
 def load_model(spec: str) -> tuple[torch.nn.Module, str]:
     """Build ``torchvision:NAME`` with random weights (no download), or load ``hf:FOLDER``
     (a Hugging Face model saved with ``save_pretrained``); return it and its task:
@@ -156,7 +153,7 @@ def _metrics(dense, pruned, x1, runs) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     from prunekit.structured import prune_channels_, save_pruned
-    from prunekit.structured.targets import batch_of, interleaved_times
+    from prunekit.structured.targets import batch_of, interleaved_times, median_ratio
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -206,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
             "dense_ms": round(d_ms, 3),
             "pruned_ms": round(p_ms, 3),
             # median of per-round ratios: load drift between rounds cancels
-            "achieved_fraction": round(statistics.median(p / d for p, d in zip(p_t, d_t)), 4),
+            "achieved_fraction": round(median_ratio(p_t, d_t), 4),
         }
     atomic_write_json(out / "metrics.json", metrics)
     _print_table(args.model, before, after, seconds, metrics.get("latency_target"))

@@ -54,6 +54,19 @@ def module_paths(model: nn.Module) -> Iterator[list[str]]:
         post.remove()
 
 
+@contextlib.contextmanager
+def traced_forward(model: nn.Module) -> Iterator[list[str]]:
+    """The setting of every forward whose ops are followed (trace and replay): no grad,
+    MHA's fused fast path off (it hides the head structure), module paths tracked."""
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with module_paths(model) as stack, torch.no_grad():
+            yield stack
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
 class _ViewShapes(TorchDispatchMode):
     def __init__(self, stack: list[str]) -> None:
         super().__init__()
@@ -74,15 +87,10 @@ def record_view_shapes(model: nn.Module, call: Any) -> tuple[dict, dict, Any]:
     """Run ``call()`` shape-only; return ({(module path, k): shape of its k-th reshape},
     {module path: number of reshapes}, call's result). MHA's fused fast path is off, as
     when tracing."""
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        with module_paths(model) as stack, torch.no_grad(), ShapeOnly():
-            recorder = _ViewShapes(stack)
-            with recorder:
-                out = call()
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
+    with traced_forward(model) as stack, ShapeOnly():
+        recorder = _ViewShapes(stack)
+        with recorder:
+            out = call()
     return recorder.shapes, dict(recorder.counts), out
 
 

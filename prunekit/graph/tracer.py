@@ -21,7 +21,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 from prunekit.errors import UnsupportedOpError
 from prunekit.graph import rules, weights
 from prunekit.graph.atoms import FIXED, AtomTable
-from prunekit.graph.guard import VIEWISH, module_paths
+from prunekit.graph.guard import VIEWISH, traced_forward
 from prunekit.graph.labels import ParamRef
 from prunekit.graph.shapes import is_heavy, shape_only_call
 
@@ -54,7 +54,6 @@ class TraceContext:
         self.labels: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self.tensor_names: dict[int, str] = {}
         self.module_stack: list[str] = []
-        self.module_names = {id(m): n for n, m in model.named_modules()}
         self.modules_by_name = dict(model.named_modules())
         for n, p in model.named_parameters(remove_duplicate=False):
             self.tensor_names.setdefault(id(p), n)
@@ -97,7 +96,9 @@ class TraceContext:
         self.labels[t] = lab
 
     def keeps_attention_scale(self) -> bool:
-        """Whether the innermost running module's rule keeps its attention scale."""
+        """Whether a running module (the innermost or one enclosing it, e.g. the
+        ``nn.MultiheadAttention`` around ``F.multi_head_attention_forward``) has a rule
+        that keeps its attention scale."""
         from prunekit.surgery.registry import rule_for
 
         for name in reversed(self.module_stack):
@@ -192,19 +193,14 @@ def run_traced(model: nn.Module, example_input: Any) -> tuple[TraceContext, Any]
     for t in tree_leaves(inputs):
         if isinstance(t, torch.Tensor) and t.is_floating_point():
             ctx.set(t, torch.full(t.shape, FIXED, dtype=torch.int64))
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)  # fused MHA hides the head structure
-    try:
-        with module_paths(model) as stack, torch.no_grad(), _Mode(ctx):
-            ctx.module_stack = stack
-            if isinstance(example_input, dict):
-                out = model(**example_input)
-            elif isinstance(example_input, (tuple, list)):
-                out = model(*example_input)
-            else:
-                out = model(example_input)
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
+    with traced_forward(model) as stack, _Mode(ctx):
+        ctx.module_stack = stack
+        if isinstance(example_input, dict):
+            out = model(**example_input)
+        elif isinstance(example_input, (tuple, list)):
+            out = model(*example_input)
+        else:
+            out = model(example_input)
     for o in tree_leaves(out):
         if isinstance(o, torch.Tensor):
             lab = ctx.lab(o)

@@ -105,7 +105,17 @@ def latency_fraction(dense: nn.Module, pruned: nn.Module, example_input: Any, ru
         True
     """
     d, p = interleaved_times([dense, pruned], example_input, runs, warmup)
-    return statistics.median(pi / di for pi, di in zip(p, d))
+    return median_ratio(p, d)
+
+
+def median_ratio(pruned_ms: list[float], dense_ms: list[float]) -> float:
+    """Median of the per-round ratios ``pruned_ms[i] / dense_ms[i]``.
+
+    Example:
+        >>> median_ratio([5.0, 6.0, 4.0], [10.0, 10.0, 10.0])
+        0.5
+    """
+    return statistics.median(p / d for p, d in zip(pruned_ms, dense_ms))
 
 
 def search_ratio(

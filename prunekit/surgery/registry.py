@@ -265,10 +265,8 @@ def _protect_predictions(*names: str, every_child_of: str | None = None):
     def protect(m: nn.Module, prefix: str) -> list[tuple[str, int]]:
         layers = [(getattr(m, n), f"{prefix}{n}.") for n in names if hasattr(m, n)]
         if every_child_of is not None:
-            for i, child in enumerate(getattr(m, every_child_of)):
-                found = _last_weighted(child, f"{prefix}{every_child_of}.{i}.")
-                if found is not None:
-                    layers.append(found)
+            layers += [(child, f"{prefix}{every_child_of}.{i}.")
+                       for i, child in enumerate(getattr(m, every_child_of))]
         out = []
         for layer, path in layers:
             found = _last_weighted(layer, path)
