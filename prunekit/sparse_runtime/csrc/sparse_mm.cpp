@@ -1,0 +1,424 @@
+// prunekit sparse-times-dense kernels for Linear layers (and 1x1 convolutions).
+//
+// Storage (built by prunekit/sparse_runtime/formats.py, spec in docs/sparse-inference.md):
+//   W [N, K] is split into groups of R consecutive rows (R = 1 or 4) and chunks of 16
+//   columns. For each group, one bit per C columns (C = 1, 4 or 16) says whether the
+//   columns are kept; the kept values are packed group by group, chunk by chunk, row by
+//   row inside the chunk. group_ptr[g] is where group g's values start.
+//   Values are float32, bfloat16 or int8 (with a float32 scale per output row).
+//
+// y[b, n] = sum_k W[n, k] * x[b, k] (* scale[n]) (+ bias[n]).
+//
+// Two kernels:
+//   expand  - on that storage: for each chunk, load the packed values and expand them to their columns with
+//             the chunk's 16-bit mask (AVX-512 VBMI2 vexpand), FMA with x. Reads each weight
+//             byte once; best at batch 1-8.
+//   index   - (rows=1 only) a 16-bit column index per value instead of the bitmask, passed
+//             in place of the mask; AVX-512 gathers x.
+//             Work and bytes per non-zero: best at 80-99% sparsity.
+// Each has an AVX-512 path and a portable scalar path, picked at run time.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+// ---------------------------------------------------------------- values -> float
+template <typename V> inline float to_float(V v);
+template <> inline float to_float<float>(float v) { return v; }
+template <> inline float to_float<uint16_t>(uint16_t v) {  // bfloat16 bits
+  uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+template <> inline float to_float<int8_t>(int8_t v) { return static_cast<float>(v); }
+
+// ---------------------------------------------------------------- mask of one chunk
+struct NibbleTable {
+  uint16_t v[16];
+  constexpr NibbleTable() : v() {
+    for (int n = 0; n < 16; ++n) {
+      uint16_t m = 0;
+      for (int i = 0; i < 4; ++i)
+        if (n & (1 << i)) m |= static_cast<uint16_t>(0xF << (4 * i));
+      v[n] = m;
+    }
+  }
+};
+constexpr NibbleTable kNibble;
+
+// 16-bit element mask of chunk c; bit j = column 16c + j is stored.
+template <int C> inline uint32_t chunk_mask(const uint8_t* m, int64_t c);
+template <> inline uint32_t chunk_mask<1>(const uint8_t* m, int64_t c) {
+  uint16_t v;
+  std::memcpy(&v, m + 2 * c, 2);
+  return v;
+}
+template <> inline uint32_t chunk_mask<4>(const uint8_t* m, int64_t c) {
+  return kNibble.v[(m[c >> 1] >> ((c & 1) * 4)) & 0xF];
+}
+template <> inline uint32_t chunk_mask<16>(const uint8_t* m, int64_t c) {
+  return ((m[c >> 3] >> (c & 7)) & 1) ? 0xFFFFu : 0u;
+}
+
+struct Problem {
+  const void* values;
+  const uint8_t* mask;
+  const int64_t* group_ptr;
+  const float* scale;  // may be null
+  const float* bias;   // may be null
+  const float* x;      // [B, K]
+  float* y;            // [B, N]
+  int64_t B, K, N, mask_stride;
+};
+
+inline void store(const Problem& p, int64_t n, int64_t b, float acc) {
+  float v = p.scale ? acc * p.scale[n] : acc;
+  if (p.bias) v += p.bias[n];
+  p.y[b * p.N + n] = v;
+}
+
+// ---------------------------------------------------------------- portable kernels
+template <typename V, int R, int C>
+void expand_scalar(const Problem& p, int64_t g) {
+  const V* vals = static_cast<const V*>(p.values) + p.group_ptr[g];
+  const uint8_t* mask = p.mask + g * p.mask_stride;
+  const int64_t chunks = (p.K + 15) / 16;
+  for (int64_t b = 0; b < p.B; ++b) {
+    const float* x = p.x + b * p.K;
+    float acc[R] = {};
+    const V* v = vals;
+    for (int64_t c = 0; c < chunks; ++c) {
+      uint32_t m = chunk_mask<C>(mask, c);
+      const int cnt = __builtin_popcount(m);
+      int i = 0;
+      while (m) {
+        const int j = __builtin_ctz(m);
+        m &= m - 1;
+        const float xv = x[16 * c + j];
+        for (int r = 0; r < R; ++r) acc[r] += to_float<V>(v[r * cnt + i]) * xv;
+        ++i;
+      }
+      v += R * cnt;
+    }
+    for (int r = 0; r < R; ++r) store(p, g * R + r, b, acc[r]);
+  }
+}
+
+// ---------------------------------------------------------------- AVX-512 kernels
+#define PK_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx512vbmi2,bmi,bmi2,popcnt")))
+
+template <typename V> PK_AVX512 inline __m512 expand16(const V* p, __mmask16 m);
+template <> PK_AVX512 inline __m512 expand16<float>(const float* p, __mmask16 m) {
+  __m512 raw = _mm512_loadu_ps(p);
+  asm("" : "+v"(raw));  // keep the register form of vexpandps: the memory form is slower on Intel cores
+  return _mm512_maskz_expand_ps(m, raw);
+}
+template <> PK_AVX512 inline __m512 expand16<uint16_t>(const uint16_t* p, __mmask16 m) {
+  __m256i e = _mm256_maskz_expand_epi16(m, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(e), 16));
+}
+template <> PK_AVX512 inline __m512 expand16<int8_t>(const int8_t* p, __mmask16 m) {
+  __m128i e = _mm_maskz_expand_epi8(m, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(e));
+}
+// A full chunk (C == 16 and the chunk kept): no expand needed.
+template <typename V> PK_AVX512 inline __m512 load16(const V* p) { return expand16<V>(p, 0xFFFF); }
+template <> PK_AVX512 inline __m512 load16<float>(const float* p) { return _mm512_loadu_ps(p); }
+
+// One chunk of one group: expand the R rows' values and FMA them with BT rows of x.
+template <typename V, int R, int C, int BT>
+PK_AVX512 inline void expand_step(const Problem& p, const uint8_t* mask, const float* x, int64_t c, const V*& v,
+                                  __m512 (&acc)[R][BT]) {
+  const uint32_t m = chunk_mask<C>(mask, c);
+  if (C == 16 && m == 0) return;
+  const __mmask16 km = static_cast<__mmask16>(m);
+  __m512 xv[BT];
+  for (int b = 0; b < BT; ++b) xv[b] = _mm512_maskz_loadu_ps(km, x + b * p.K + 16 * c);
+  const int cnt = (C == 16) ? 16 : _mm_popcnt_u32(m);
+  for (int r = 0; r < R; ++r) {
+    const __m512 w = (C == 16) ? load16<V>(v + r * cnt) : expand16<V>(v + r * cnt, km);
+    for (int b = 0; b < BT; ++b) acc[r][b] = _mm512_fmadd_ps(w, xv[b], acc[r][b]);
+  }
+  v += R * cnt;
+}
+
+// One group of R rows times a tile of BT batch rows, U independent accumulator sets so
+// that the FMA latency does not serialise a batch-1 row.
+template <typename V, int R, int C, int BT>
+PK_AVX512 void expand_tile(const Problem& p, int64_t g, int64_t b0) {
+  constexpr int U = (R * BT >= 4) ? 1 : 4 / (R * BT);
+  const V* v = static_cast<const V*>(p.values) + p.group_ptr[g];
+  const uint8_t* mask = p.mask + g * p.mask_stride;
+  const int64_t chunks = (p.K + 15) / 16;
+  const float* x = p.x + b0 * p.K;
+  __m512 acc[U][R][BT];
+  for (int u = 0; u < U; ++u)
+    for (int r = 0; r < R; ++r)
+      for (int b = 0; b < BT; ++b) acc[u][r][b] = _mm512_setzero_ps();
+  int64_t c = 0;
+  for (; c + U <= chunks; c += U)
+    for (int u = 0; u < U; ++u) expand_step<V, R, C, BT>(p, mask, x, c + u, v, acc[u]);
+  for (; c < chunks; ++c) expand_step<V, R, C, BT>(p, mask, x, c, v, acc[0]);
+  for (int r = 0; r < R; ++r)
+    for (int b = 0; b < BT; ++b) {
+      __m512 s = acc[0][r][b];
+      for (int u = 1; u < U; ++u) s = _mm512_add_ps(s, acc[u][r][b]);
+      store(p, g * R + r, b0 + b, _mm512_reduce_add_ps(s));
+    }
+}
+
+// Batch 1, one row, bit-per-column mask: four chunks per step with one 64-bit mask read,
+// offsets from prefix popcounts (one pointer update per step), four accumulators.
+template <typename V>
+PK_AVX512 float expand_row1(const V* v, const uint8_t* mask, const float* x, int64_t K) {
+  const int64_t chunks = (K + 15) / 16;
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+  int64_t c = 0;
+  for (; c + 4 <= chunks && 16 * (c + 4) <= K; c += 4) {
+    uint64_t w;
+    std::memcpy(&w, mask + 2 * c, 8);
+    // mask registers straight from memory (a load, not a port-5 move from a GPR)
+    __mmask16* mk = reinterpret_cast<__mmask16*>(const_cast<uint8_t*>(mask + 2 * c));
+    const __mmask16 k0 = _load_mask16(mk), k1 = _load_mask16(mk + 1), k2 = _load_mask16(mk + 2),
+                    k3 = _load_mask16(mk + 3);
+    const int o1 = _mm_popcnt_u32(static_cast<uint32_t>(w & 0xFFFF));
+    const int o2 = _mm_popcnt_u32(static_cast<uint32_t>(w));
+    const int o3 = static_cast<int>(_mm_popcnt_u64(w & 0xFFFFFFFFFFFFull));
+    const float* xc = x + 16 * c;
+    // software prefetch ahead of the (data-dependent) value stream: two lines per step
+    _mm_prefetch(reinterpret_cast<const char*>(v) + 2048, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(v) + 2048 + 64, _MM_HINT_T0);
+    a0 = _mm512_fmadd_ps(expand16<V>(v, k0), _mm512_loadu_ps(xc), a0);
+    a1 = _mm512_fmadd_ps(expand16<V>(v + o1, k1), _mm512_loadu_ps(xc + 16), a1);
+    a2 = _mm512_fmadd_ps(expand16<V>(v + o2, k2), _mm512_loadu_ps(xc + 32), a2);
+    a3 = _mm512_fmadd_ps(expand16<V>(v + o3, k3), _mm512_loadu_ps(xc + 48), a3);
+    v += _mm_popcnt_u64(w);
+  }
+  for (; c < chunks; ++c) {
+    const uint32_t m = chunk_mask<1>(mask, c);
+    const __mmask16 km = static_cast<__mmask16>(m);
+    a0 = _mm512_fmadd_ps(expand16<V>(v, km), _mm512_maskz_loadu_ps(km, x + 16 * c), a0);
+    v += _mm_popcnt_u32(m);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
+template <typename V, int R, int C>
+PK_AVX512 void expand_avx512(const Problem& p, int64_t g) {
+  constexpr int BTMAX = (R == 1) ? 8 : 4;
+  if (R == 1 && C == 1 && p.B == 1) {
+    const V* v = static_cast<const V*>(p.values) + p.group_ptr[g];
+    store(p, g, 0, expand_row1<V>(v, p.mask + g * p.mask_stride, p.x, p.K));
+    return;
+  }
+  int64_t b = 0;
+  for (; b + BTMAX <= p.B; b += BTMAX) expand_tile<V, R, C, BTMAX>(p, g, b);
+  if (p.B - b >= 4 && BTMAX > 4) { expand_tile<V, R, C, 4>(p, g, b); b += 4; }
+  if (p.B - b >= 2) { expand_tile<V, R, C, 2>(p, g, b); b += 2; }
+  if (p.B - b >= 1) { expand_tile<V, R, C, 1>(p, g, b); b += 1; }
+}
+
+// ---------------------------------------------------------------- column-index kernels
+// values packed row by row; index[i] = column of values[i] (uint16); row_ptr[n] = row start.
+template <typename V> PK_AVX512 inline __m512 cvt16(const V* p, __mmask16 k);
+template <> PK_AVX512 inline __m512 cvt16<float>(const float* p, __mmask16 k) { return _mm512_maskz_loadu_ps(k, p); }
+template <> PK_AVX512 inline __m512 cvt16<uint16_t>(const uint16_t* p, __mmask16 k) {
+  __m256i r = _mm256_maskz_loadu_epi16(k, p);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(r), 16));
+}
+template <> PK_AVX512 inline __m512 cvt16<int8_t>(const int8_t* p, __mmask16 k) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(k, p)));
+}
+
+template <typename V>
+PK_AVX512 void gather_row(const Problem& p, int64_t n) {
+  const V* vals = static_cast<const V*>(p.values);
+  const uint16_t* idx = reinterpret_cast<const uint16_t*>(p.mask);
+  const int64_t begin = p.group_ptr[n], end = p.group_ptr[n + 1];
+  for (int64_t b = 0; b < p.B; ++b) {
+    const float* x = p.x + b * p.K;
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int64_t i = begin;
+    for (; i + 32 <= end; i += 32) {
+      const __m512i j0 = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx + i)));
+      const __m512i j1 = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx + i + 16)));
+      a0 = _mm512_fmadd_ps(cvt16<V>(vals + i, 0xFFFF), _mm512_i32gather_ps(j0, x, 4), a0);
+      a1 = _mm512_fmadd_ps(cvt16<V>(vals + i + 16, 0xFFFF), _mm512_i32gather_ps(j1, x, 4), a1);
+    }
+    for (; i < end; i += 16) {
+      const __mmask16 k = static_cast<__mmask16>((end - i) >= 16 ? 0xFFFF : ((1u << (end - i)) - 1u));
+      const __m512i j = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, idx + i));
+      a0 = _mm512_fmadd_ps(cvt16<V>(vals + i, k), _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, j, x, 4), a0);
+    }
+    store(p, n, b, _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)));
+  }
+}
+
+template <typename V>
+void gather_row_scalar(const Problem& p, int64_t n) {
+  const V* vals = static_cast<const V*>(p.values);
+  const uint16_t* idx = reinterpret_cast<const uint16_t*>(p.mask);
+  for (int64_t b = 0; b < p.B; ++b) {
+    const float* x = p.x + b * p.K;
+    float acc = 0.f;
+    for (int64_t i = p.group_ptr[n]; i < p.group_ptr[n + 1]; ++i) acc += to_float<V>(vals[i]) * x[idx[i]];
+    store(p, n, b, acc);
+  }
+}
+
+bool has_avx512() {
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+                         __builtin_cpu_supports("avx512vbmi2") && __builtin_cpu_supports("bmi2");
+  return ok;
+}
+
+using GroupFn = void (*)(const Problem&, int64_t);
+
+template <typename V, int R, int C>
+GroupFn pick(bool simd) {
+  return simd ? expand_avx512<V, R, C> : expand_scalar<V, R, C>;
+}
+
+template <typename V>
+GroupFn pick_rc(int64_t R, int64_t C, bool simd) {
+  if (R == 1 && C == 1) return pick<V, 1, 1>(simd);
+  if (R == 1 && C == 4) return pick<V, 1, 4>(simd);
+  if (R == 1 && C == 16) return pick<V, 1, 16>(simd);
+  if (R == 4 && C == 1) return pick<V, 4, 1>(simd);
+  if (R == 4 && C == 4) return pick<V, 4, 4>(simd);
+  if (R == 4 && C == 16) return pick<V, 4, 16>(simd);
+  TORCH_CHECK(false, "prunekit sparse_mm: unsupported block rows x cols ", R, "x", C,
+              " (rows 1 or 4, cols 1, 4 or 16)");
+}
+
+// simd: 1 = AVX-512 where the CPU has it, 0 = portable loops only.
+at::Tensor sparse_mm(const at::Tensor& x, const at::Tensor& values, const at::Tensor& mask,
+                     const at::Tensor& group_ptr, const c10::optional<at::Tensor>& scale,
+                     const c10::optional<at::Tensor>& bias, int64_t out_features, int64_t rows_per_group,
+                     int64_t cols_per_bit, int64_t simd) {
+  TORCH_CHECK(x.device().is_cpu(), "prunekit sparse_mm: x must be on the CPU");
+  TORCH_CHECK(mask.scalar_type() == at::kByte && mask.dim() == 2, "prunekit sparse_mm: mask must be uint8 [groups, bytes]");
+  TORCH_CHECK(group_ptr.scalar_type() == at::kLong, "prunekit sparse_mm: group_ptr must be int64");
+  const int64_t K = x.size(-1);
+  const int64_t N = out_features;
+  const int64_t R = rows_per_group;
+  TORCH_CHECK(N % R == 0 && mask.size(0) == N / R && group_ptr.numel() == N / R + 1,
+              "prunekit sparse_mm: mask / group_ptr do not match out_features");
+  const auto in_dtype = x.scalar_type();
+  at::Tensor x2 = x.reshape({-1, K}).to(at::kFloat).contiguous();
+  const int64_t B = x2.size(0);
+    at::Tensor y = at::empty({B, N}, x2.options());
+  at::Tensor sc, bi;
+  if (scale.has_value() && scale->defined()) sc = scale->to(at::kFloat).contiguous();
+  if (bias.has_value() && bias->defined()) bi = bias->to(at::kFloat).contiguous();
+  at::Tensor vals = values.contiguous(), msk = mask.contiguous(), gp = group_ptr.contiguous();
+  Problem p{vals.data_ptr(), msk.data_ptr<uint8_t>(), gp.data_ptr<int64_t>(),
+            sc.defined() ? sc.data_ptr<float>() : nullptr, bi.defined() ? bi.data_ptr<float>() : nullptr,
+            x2.data_ptr<float>(), y.data_ptr<float>(), B, K, N, msk.size(1)};
+  const bool use_simd = simd != 0 && has_avx512();
+  GroupFn fn;
+  switch (vals.scalar_type()) {
+    case at::kFloat: fn = pick_rc<float>(R, cols_per_bit, use_simd); break;
+    case at::kBFloat16: fn = pick_rc<uint16_t>(R, cols_per_bit, use_simd); break;
+    case at::kChar: fn = pick_rc<int8_t>(R, cols_per_bit, use_simd); break;
+    default: TORCH_CHECK(false, "prunekit sparse_mm: values must be float32, bfloat16 or int8");
+  }
+  const int64_t groups = N / R;
+  if (B > 0) {
+    const int64_t grain = std::max<int64_t>(1, 16 / R);
+    at::parallel_for(0, groups, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t g = begin; g < end; ++g) fn(p, g);
+    });
+  }
+  auto sizes = x.sizes().vec();
+  sizes.back() = N;
+  return y.reshape(sizes).to(in_dtype);
+}
+
+at::Tensor sparse_mm_index(const at::Tensor& x, const at::Tensor& values, const at::Tensor& index,
+                           const at::Tensor& row_ptr, const c10::optional<at::Tensor>& scale,
+                           const c10::optional<at::Tensor>& bias, int64_t out_features, int64_t simd) {
+  TORCH_CHECK(x.device().is_cpu(), "prunekit sparse_mm_index: x must be on the CPU");
+  TORCH_CHECK(index.scalar_type() == at::kShort, "prunekit sparse_mm_index: index must be int16 (uint16 bits)");
+  TORCH_CHECK(row_ptr.scalar_type() == at::kLong && row_ptr.numel() == out_features + 1,
+              "prunekit sparse_mm_index: row_ptr must be int64 [out_features + 1]");
+  const int64_t K = x.size(-1), N = out_features;
+  const auto in_dtype = x.scalar_type();
+  at::Tensor x2 = x.reshape({-1, K}).to(at::kFloat).contiguous();
+  const int64_t B = x2.size(0);
+  at::Tensor y = at::empty({B, N}, x2.options());
+  at::Tensor sc, bi;
+  if (scale.has_value() && scale->defined()) sc = scale->to(at::kFloat).contiguous();
+  if (bias.has_value() && bias->defined()) bi = bias->to(at::kFloat).contiguous();
+  at::Tensor vals = values.contiguous(), idx = index.contiguous(), rp = row_ptr.contiguous();
+  Problem p{vals.data_ptr(), reinterpret_cast<const uint8_t*>(idx.data_ptr()), rp.data_ptr<int64_t>(),
+            sc.defined() ? sc.data_ptr<float>() : nullptr, bi.defined() ? bi.data_ptr<float>() : nullptr,
+            x2.data_ptr<float>(), y.data_ptr<float>(), B, K, N, 0};
+  const bool use_simd = simd != 0 && has_avx512();
+  GroupFn fn;
+  switch (vals.scalar_type()) {
+    case at::kFloat: fn = use_simd ? gather_row<float> : gather_row_scalar<float>; break;
+    case at::kBFloat16: fn = use_simd ? gather_row<uint16_t> : gather_row_scalar<uint16_t>; break;
+    case at::kChar: fn = use_simd ? gather_row<int8_t> : gather_row_scalar<int8_t>; break;
+    default: TORCH_CHECK(false, "prunekit sparse_mm_index: values must be float32, bfloat16 or int8");
+  }
+  if (B > 0) {
+    at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t n = begin; n < end; ++n) fn(p, n);
+    });
+  }
+  auto sizes = x.sizes().vec();
+  sizes.back() = N;
+  return y.reshape(sizes).to(in_dtype);
+}
+
+at::Tensor sparse_mm_index_meta(const at::Tensor& x, const at::Tensor& values, const at::Tensor& index,
+                                const at::Tensor& row_ptr, const c10::optional<at::Tensor>& scale,
+                                const c10::optional<at::Tensor>& bias, int64_t out_features, int64_t simd) {
+  auto sizes = x.sizes().vec();
+  sizes.back() = out_features;
+  return at::empty(sizes, x.options());
+}
+
+at::Tensor sparse_mm_meta(const at::Tensor& x, const at::Tensor& values, const at::Tensor& mask,
+                          const at::Tensor& group_ptr, const c10::optional<at::Tensor>& scale,
+                          const c10::optional<at::Tensor>& bias, int64_t out_features, int64_t rows_per_group,
+                          int64_t cols_per_bit, int64_t simd) {
+  auto sizes = x.sizes().vec();
+  sizes.back() = out_features;
+  return at::empty(sizes, x.options());
+}
+
+bool simd_available() { return has_avx512(); }
+
+}  // namespace
+
+TORCH_LIBRARY(prunekit_sparse, m) {
+  m.def(
+      "sparse_mm(Tensor x, Tensor values, Tensor mask, Tensor group_ptr, Tensor? scale, Tensor? bias, "
+      "int out_features, int rows_per_group, int cols_per_bit, int simd) -> Tensor");
+  m.def(
+      "sparse_mm_index(Tensor x, Tensor values, Tensor index, Tensor row_ptr, Tensor? scale, Tensor? bias, "
+      "int out_features, int simd) -> Tensor");
+  m.def("simd_available() -> bool", &simd_available);
+}
+
+TORCH_LIBRARY_IMPL(prunekit_sparse, CPU, m) {
+  m.impl("sparse_mm", &sparse_mm);
+  m.impl("sparse_mm_index", &sparse_mm_index);
+}
+TORCH_LIBRARY_IMPL(prunekit_sparse, Meta, m) {
+  m.impl("sparse_mm", &sparse_mm_meta);
+  m.impl("sparse_mm_index", &sparse_mm_index_meta);
+}

@@ -1,0 +1,58 @@
+"""The sparse-times-dense op: the compiled kernel when it loads, a PyTorch reference otherwise.
+
+``sparse_mm`` computes ``x @ W.T (* scale) (+ bias)`` for a :class:`PackedWeight` ``W``.
+The compiled op is ``torch.ops.prunekit_sparse.sparse_mm`` (registered with
+``torch.library`` in C++, CPU and Meta kernels, so ``torch.compile`` and tracing see
+one opaque op).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from prunekit.sparse_runtime.build import kernel_status
+from prunekit.sparse_runtime.formats import PackedWeight, unpack
+
+
+def reference_mm(x: torch.Tensor, packed: PackedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Portable result: unpack to dense and multiply (what the kernels must match).
+
+    Example:
+        >>> from prunekit.sparse_runtime.formats import pack, SparseFormat
+        >>> w = torch.tensor([[0., 2.], [3., 0.]])
+        >>> reference_mm(torch.ones(1, 2), pack(w, SparseFormat())).tolist()
+        [[2.0, 3.0]]
+    """
+    return F.linear(x.float(), unpack(packed), None if bias is None else bias.float()).to(x.dtype)
+
+
+def sparse_mm(
+    x: torch.Tensor,
+    packed: PackedWeight,
+    bias: torch.Tensor | None = None,
+    *,
+    simd: bool = True,
+) -> torch.Tensor:
+    """``x @ W.T + bias`` with ``W`` packed; ``x`` is ``[..., in_features]``.
+
+    Args:
+        simd: ``False`` forces the portable C++ loops (tests compare both).
+
+    Example:
+        >>> from prunekit.sparse_runtime.formats import pack, SparseFormat
+        >>> w = torch.tensor([[0., 2.], [3., 0.]])
+        >>> sparse_mm(torch.ones(1, 2), pack(w, SparseFormat())).tolist()
+        [[2.0, 3.0]]
+    """
+    if not kernel_status().compiled:
+        return reference_mm(x, packed, bias)
+    fmt = packed.format
+    if fmt.index == "index16":
+        return torch.ops.prunekit_sparse.sparse_mm_index(
+            x, packed.values, packed.index, packed.group_ptr, packed.scale, bias, packed.shape[0], int(simd)
+        )
+    return torch.ops.prunekit_sparse.sparse_mm(
+        x, packed.values, packed.index, packed.group_ptr, packed.scale, bias,
+        packed.shape[0], fmt.rows, fmt.cols, int(simd),
+    )
