@@ -57,6 +57,7 @@ from prunekit.quant import QuantizeConfig, quantize_, to_int8_inference
 from prunekit.recipes import load_recipe, run_recipe
 from prunekit.schedules import Gradual, Iterative, OneShot, SchedulePruner
 from prunekit.sensitivity import allocate_sparsities, plot_sensitivity, sensitivity_curves
+from prunekit.sparse_runtime import SparseInferenceConfig, load_sparse, save_sparse, sparse_inference_
 from prunekit.structured import StructuredConfig, StructuredPruner, load_pruned, prune_channels_, save_pruned
 from prunekit.surgery import SurgeryRule, register_surgery_rule
 
@@ -129,4 +130,8 @@ __all__ = [
     "load_pruned",
     "SurgeryRule",
     "register_surgery_rule",
+    "SparseInferenceConfig",
+    "sparse_inference_",
+    "save_sparse",
+    "load_sparse",
 ]

@@ -69,12 +69,12 @@ def kernel_status() -> KernelStatus:
 
 
 def _compile_and_load() -> None:
-    from torch.utils import cpp_extension
-
-    quiet = logging.getLogger("torch.utils.cpp_extension")
+    quiet = logging.getLogger("torch.utils.cpp_extension")  # its import warns about CUDA_HOME on CPU machines
     previous = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
+        from torch.utils import cpp_extension
+
         with contextlib.redirect_stdout(io.StringIO()):
             cpp_extension.load(
                 name="prunekit_sparse_kernels",
