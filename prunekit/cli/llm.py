@@ -10,6 +10,7 @@ Example:
     prunekit llm --model smollm2-135m --method wanda --sparsity 0.5 \\
         --calib austen:emma --eval austen:persuasion --out runs/wanda50
     prunekit llm --model smollm2-135m --heads 0.34 --mlp 0.25 --layers 2 --speed --out runs/slim
+    prunekit llm --model smollm2-135m --method wanda --sparsity 0.7 --sparse-runtime --out runs/fast70
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="evaluate on the first N tokens only (default: all)")
     p.add_argument("--speed", action="store_true",
                    help="also measure generation speed (prefill and decode tokens/s) before and after")
+    p.add_argument("--sparse-runtime", action="store_true",
+                   help="after pruning, convert sparse linears to prunekit's sparse kernels where that is "
+                   "faster (timed per layer at decode shape), and measure dense vs sparse-runtime decode/prefill "
+                   "tokens/s, weight memory and peak RSS in this run (metrics.json 'speed')")
+    p.add_argument("--sparse-dtype", choices=("float32", "bfloat16", "int8"), default="float32",
+                   help="value dtype of the sparse-runtime weights (float32 is exact)")
     p.add_argument("--skip-ppl-before", action="store_true", help="do not evaluate the dense model")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when present)")
     p.add_argument("--threads", type=int, default=None,
@@ -168,11 +175,14 @@ def run(args: argparse.Namespace) -> int:
     rss = max(peak_before_pruning, peak_rss_mb())
     ppl_after = ppl()
     speed_after = speed()
+    if args.out:  # the Hugging Face folder holds the pruned model as plain (dense-shaped) weights
+        save_pretrained_model(model, Path(args.out) / "model", tokenizer)
     print(f"perplexity after:  {ppl_after:.2f}")
     if config is not None:
         print(f"pruned {result.measured_sparsity:.1%} of block weights with {config.method}"
               f"{' ' + str(config.pattern) if config.pattern else ''} in {result.seconds:.1f}s")
     print(f"peak RSS {rss:.0f} MB" + (f" (while pruning {prune_peak:.0f} MB)" if prune_peak else ""))
+    sparse_runtime = _sparse_runtime_stage(model, eval_ids, args, ppl, device) if args.sparse_runtime else None
     metrics = {
         "model": str(args.model),
         "method": config.method if config else None,
@@ -199,11 +209,18 @@ def run(args: argparse.Namespace) -> int:
         "eval_tokens": int(min(eval_ids.numel(), args.eval_max_tokens or eval_ids.numel())),
         "config": config.to_dict() if config else None,
     }
+    if sparse_runtime is not None:
+        metrics["speed"] = sparse_runtime.pop("speed")
+        metrics["sparse_runtime"] = sparse_runtime
     if args.out:
         out = Path(args.out)
-        save_pretrained_model(model, out / "model", tokenizer)
         atomic_write_json(out / "metrics.json", metrics)
         print(f"wrote {out / 'metrics.json'} and {out / 'model'}")
+        if sparse_runtime is not None:
+            from prunekit.sparse_runtime import save_sparse
+
+            save_sparse(model, out / "sparse_runtime.safetensors")
+            print(f"wrote {out / 'sparse_runtime.safetensors'} (load with prunekit.load_sparse(model, path))")
         if getattr(model.config, LAYER_SHAPES_FIELD, None):
             print("per-block widths differ: reload with prunekit.llm.structured.load_pruned(folder, "
                   "AutoModelForCausalLM)")
@@ -213,5 +230,53 @@ def run(args: argparse.Namespace) -> int:
               f"{speed_after['decode_tokens_per_s']:.1f} tokens/s; prefill "
               f"{speed_before['prefill_tokens_per_s']:.0f} -> {speed_after['prefill_tokens_per_s']:.0f} "
               f"tokens/s{note}")
-    print(json.dumps({k: v for k, v in metrics.items() if k not in ("config", "layer_sparsity")}))
+    hidden = ("config", "layer_sparsity", "sparse_runtime")
+    print(json.dumps({k: v for k, v in metrics.items() if k not in hidden}))
     return 0
+
+
+def _sparse_runtime_stage(model: Any, eval_ids: Any, args: argparse.Namespace, ppl: Any, device: str) -> dict:
+    """Measure dense, convert with ``sparse_inference_`` at decode shape, measure again, same run."""
+    import gc
+
+    from prunekit.llm.evaluate import speed_and_memory
+    from prunekit.sparse_runtime import SparseInferenceConfig, sparse_inference_
+
+    prompt = eval_ids[:128]
+    dense = speed_and_memory(model, prompt)
+    one_token = {"input_ids": prompt[:1].reshape(1, 1).to(device), "use_cache": False}
+    config = SparseInferenceConfig(value_dtype=args.sparse_dtype, print_table=not args.no_progress)
+    report = sparse_inference_(model, one_token, config)
+    gc.collect()
+    _release_freed_memory()
+    sparse = speed_and_memory(model, prompt)
+    ppl_sparse = ppl()
+    print(f"sparse runtime: {report.converted}/{len(report.layers)} layers packed; decode "
+          f"{dense['decode_tokens_per_s']:.1f} -> {sparse['decode_tokens_per_s']:.1f} tokens/s, prefill "
+          f"{dense['prefill_tokens_per_s']:.0f} -> {sparse['prefill_tokens_per_s']:.0f} tokens/s, weights "
+          f"{dense['weights_mb']:.0f} -> {sparse['weights_mb']:.0f} MB; perplexity {ppl_sparse:.2f}")
+    summary = report.to_dict()
+    return {
+        "speed": {"dense": dense, "sparse_runtime": sparse},
+        "ppl": ppl_sparse,
+        "value_dtype": args.sparse_dtype,
+        "converted": summary["converted"],
+        "eligible": summary["eligible"],
+        "threads": summary["threads"],
+        "kernels": summary["kernels"],
+        "formats": {r["format"]: sum(1 for x in summary["layers"] if x["format"] == r["format"])
+                    for r in summary["layers"]},
+    }
+
+
+def _release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc), so RSS shows the dense weights are gone."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name:
+        try:
+            ctypes.CDLL(name).malloc_trim(0)
+        except (OSError, AttributeError):
+            pass

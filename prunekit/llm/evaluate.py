@@ -139,3 +139,32 @@ def generation_speed(
         prompt_tokens=int(x.shape[1]),
         new_tokens=new_tokens,
     )
+
+
+def speed_and_memory(model: nn.Module, prompt_ids: torch.Tensor, *, new_tokens: int = 32, runs: int = 3) -> dict:
+    """Decode and prefill tokens/s, resident weight memory and the peak RSS while generating.
+
+    Returns ``{"decode_tokens_per_s", "prefill_tokens_per_s", "weights_mb", "peak_rss_mb"}``;
+    the peak is read after resetting the kernel's mark where Linux allows it (else it is
+    the process's peak so far).
+
+    Example:
+        >>> from transformers import GPT2Config, GPT2LMHeadModel
+        >>> m = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50))
+        >>> sorted(speed_and_memory(m, torch.arange(8), new_tokens=4, runs=1))
+        ['decode_tokens_per_s', 'peak_rss_mb', 'prefill_tokens_per_s', 'weights_mb']
+    """
+    import gc
+
+    from prunekit.llm.memory import peak_rss_mb, reset_peak_rss
+    from prunekit.metrics.size import resident_bytes
+
+    gc.collect()
+    reset_peak_rss()
+    speed = generation_speed(model, prompt_ids, new_tokens=new_tokens, runs=runs)
+    return {
+        "decode_tokens_per_s": speed.decode_tokens_per_s,
+        "prefill_tokens_per_s": speed.prefill_tokens_per_s,
+        "weights_mb": resident_bytes(model) / 2**20,
+        "peak_rss_mb": peak_rss_mb(),
+    }

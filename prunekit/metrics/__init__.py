@@ -4,7 +4,7 @@ from prunekit.metrics.accuracy import evaluate
 from prunekit.metrics.latency import LatencyResult, measure_latency
 from prunekit.metrics.macs import count_macs, count_sparse_macs
 from prunekit.metrics.params import count_nonzero, count_params
-from prunekit.metrics.size import SizeResult, size_bytes, size_on_disk
+from prunekit.metrics.size import SizeResult, resident_bytes, size_bytes, size_on_disk
 from prunekit.metrics.summary import model_metrics
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "count_macs",
     "count_sparse_macs",
     "size_bytes",
+    "resident_bytes",
     "size_on_disk",
     "SizeResult",
     "measure_latency",

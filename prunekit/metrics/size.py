@@ -38,3 +38,24 @@ def size_on_disk(model: nn.Module) -> SizeResult:
 def size_bytes(model: nn.Module) -> int:
     """Bytes of the model's effective state saved as dense safetensors."""
     return len(state_dict_bytes(effective_state_dict(model)))
+
+
+def resident_bytes(model: nn.Module) -> int:
+    """Bytes of memory the model's tensors hold: parameters and buffers, each storage once.
+
+    This is what a loaded model keeps resident (tied weights counted once; a packed
+    sparse layer counts its values, index and offsets).
+
+    Example:
+        >>> resident_bytes(nn.Linear(4, 2))
+        40
+    """
+    seen: set[int] = set()
+    total = 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        storage = t.untyped_storage()
+        if storage.data_ptr() in seen or t.device.type == "meta":
+            continue
+        seen.add(storage.data_ptr())
+        total += storage.nbytes()
+    return total
