@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prunekit.config.base import ConfigBase, check_fraction, check_positive_int
+from prunekit.config.base import ConfigBase, check_choice, check_fraction, check_positive_int
 from prunekit.errors import ConfigError
 from prunekit.sparse_runtime.formats import KINDS, VALUE_DTYPES
 
@@ -23,6 +23,10 @@ class SparseInferenceConfig(ConfigBase):
         min_speedup: a sparse format replaces the dense layer only if it is at least this
             much faster (median over rounds); otherwise the layer stays dense.
         rounds: timing rounds (dense and each format interleaved in every round).
+        cache: ``"cold"`` times every call with the layer's weights evicted from the CPU
+            caches (how layers run inside a model too big to stay cached: LLM decoding),
+            ``"warm"`` with them cached (small models run again and again), ``"auto"``:
+            cold when the eligible weights together exceed the L2 cache.
         exclude: module names (or name prefixes) never converted, e.g. ``("lm_head",)``.
         print_table: print the per-layer report as a table when done.
 
@@ -37,6 +41,7 @@ class SparseInferenceConfig(ConfigBase):
     min_sparsity: float = 0.25
     min_speedup: float = 1.03
     rounds: int = 7
+    cache: str = "auto"
     exclude: tuple[str, ...] = ()
     print_table: bool = True
 
@@ -54,3 +59,4 @@ class SparseInferenceConfig(ConfigBase):
         if not isinstance(self.min_speedup, (int, float)) or self.min_speedup < 1.0:
             raise ConfigError(f"min_speedup must be a number >= 1.0, got {self.min_speedup!r}")
         check_positive_int("rounds", self.rounds)
+        check_choice("cache", self.cache, ("auto", "cold", "warm"))

@@ -27,17 +27,25 @@ def reference_mm(x: torch.Tensor, packed: PackedWeight, bias: torch.Tensor | Non
     return F.linear(x.float(), unpack(packed), None if bias is None else bias.float()).to(x.dtype)
 
 
+#: from this many input rows on, the kernels rebuild the dense weight and call the BLAS GEMM
+DENSE_FROM = 32
+
+
 def sparse_mm(
     x: torch.Tensor,
     packed: PackedWeight,
     bias: torch.Tensor | None = None,
     *,
     simd: bool = True,
+    dense_from: int = DENSE_FROM,
 ) -> torch.Tensor:
     """``x @ W.T + bias`` with ``W`` packed; ``x`` is ``[..., in_features]``.
 
     Args:
         simd: ``False`` forces the portable C++ loops (tests compare both).
+        dense_from: with at least this many rows in ``x`` (a prefill, a big batch) the
+            product is compute-bound: the dense weight is rebuilt for the call and the BLAS
+            GEMM runs, so large batches are not slower than dense. 0 disables it.
 
     Example:
         >>> from prunekit.sparse_runtime.formats import pack, SparseFormat
@@ -50,9 +58,10 @@ def sparse_mm(
     fmt = packed.format
     if fmt.index == "index16":
         return torch.ops.prunekit_sparse.sparse_mm_index(
-            x, packed.values, packed.index, packed.group_ptr, packed.scale, bias, packed.shape[0], int(simd)
+            x, packed.values, packed.index, packed.group_ptr, packed.scale, bias, packed.shape[0], int(simd),
+            dense_from,
         )
     return torch.ops.prunekit_sparse.sparse_mm(
         x, packed.values, packed.index, packed.group_ptr, packed.scale, bias,
-        packed.shape[0], fmt.rows, fmt.cols, int(simd),
+        packed.shape[0], fmt.rows, fmt.cols, int(simd), dense_from,
     )

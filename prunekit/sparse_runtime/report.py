@@ -36,6 +36,7 @@ class SparseInferenceReport:
     layers: list[LayerChoice]
     threads: int
     kernels: str
+    cache: str = "warm"
 
     @property
     def converted(self) -> int:
@@ -59,6 +60,7 @@ class SparseInferenceReport:
         return {
             "threads": self.threads,
             "kernels": self.kernels,
+            "cache": self.cache,
             "converted": self.converted,
             "eligible": len(self.layers),
             "dense_us": self.dense_us,
@@ -71,7 +73,7 @@ class SparseInferenceReport:
         from rich.table import Table
 
         t = Table(title=f"sparse inference: {self.converted}/{len(self.layers)} layers converted, "
-                  f"{self.threads} thread(s), kernels: {self.kernels}")
+                  f"{self.threads} thread(s), kernels: {self.kernels}, weights timed {self.cache}")
         for col in ("layer", "shape", "batch", "sparsity", "format", "dense µs", "sparse µs", "speedup", "bytes"):
             t.add_column(col, justify="left" if col in ("layer", "format") else "right")
         for r in self.layers[:max_rows]:

@@ -116,6 +116,6 @@ def test_op_traces_with_fake_tensors():
     p = pack(_sparse(8, 32, 0.5), SparseFormat())
     with FakeTensorMode(allow_non_fake_inputs=True):
         y = torch.ops.prunekit_sparse.sparse_mm(
-            torch.empty(5, 32), p.values, p.index, p.group_ptr, None, None, 8, 1, 1, 1
+            torch.empty(5, 32), p.values, p.index, p.group_ptr, None, None, 8, 1, 1, 1, 32
         )
     assert tuple(y.shape) == (5, 8)

@@ -276,6 +276,66 @@ void gather_row_scalar(const Problem& p, int64_t n) {
   }
 }
 
+// ---------------------------------------------------------------- unpack (large batches)
+// Rebuild rows g*R .. g*R+R-1 of the dense float32 weight (scale applied), K columns each.
+template <typename V, int R, int C>
+void unpack_scalar(const Problem& p, int64_t g, float* dense) {
+  const V* v = static_cast<const V*>(p.values) + p.group_ptr[g];
+  const uint8_t* mask = p.mask + g * p.mask_stride;
+  const int64_t chunks = (p.K + 15) / 16;
+  for (int r = 0; r < R; ++r) std::fill(dense + (g * R + r) * p.K, dense + (g * R + r + 1) * p.K, 0.f);
+  for (int64_t c = 0; c < chunks; ++c) {
+    uint32_t m = chunk_mask<C>(mask, c);
+    const int cnt = __builtin_popcount(m);
+    int i = 0;
+    while (m) {
+      const int j = __builtin_ctz(m);
+      m &= m - 1;
+      if (16 * c + j < p.K)
+        for (int r = 0; r < R; ++r) {
+          const int64_t n = g * R + r;
+          dense[n * p.K + 16 * c + j] = to_float<V>(v[r * cnt + i]) * (p.scale ? p.scale[n] : 1.f);
+        }
+      ++i;
+    }
+    v += R * cnt;
+  }
+}
+
+template <typename V, int R, int C>
+PK_AVX512 void unpack_avx512(const Problem& p, int64_t g, float* dense) {
+  const V* v = static_cast<const V*>(p.values) + p.group_ptr[g];
+  const uint8_t* mask = p.mask + g * p.mask_stride;
+  const int64_t chunks = (p.K + 15) / 16;
+  for (int64_t c = 0; c < chunks; ++c) {
+    const uint32_t m = chunk_mask<C>(mask, c);
+    const __mmask16 km = static_cast<__mmask16>(m);
+    const int64_t left = p.K - 16 * c;
+    const __mmask16 inside = static_cast<__mmask16>(left >= 16 ? 0xFFFF : ((1u << left) - 1u));
+    const int cnt = (C == 16) ? (m ? 16 : 0) : _mm_popcnt_u32(m);
+    for (int r = 0; r < R; ++r) {
+      const int64_t n = g * R + r;
+      __m512 w = m ? ((C == 16) ? load16<V>(v + r * cnt) : expand16<V>(v + r * cnt, km)) : _mm512_setzero_ps();
+      if (p.scale) w = _mm512_mul_ps(w, _mm512_set1_ps(p.scale[n]));
+      _mm512_mask_storeu_ps(dense + n * p.K + 16 * c, inside, w);
+    }
+    v += R * cnt;
+  }
+}
+
+// The dense weight rebuilt for a large batch lives in one reused buffer per calling thread
+// (the size of the largest layer seen): a fresh allocation per call would page-fault
+// megabytes every time. It is scratch, like a BLAS workspace; it holds no model state.
+at::Tensor scratch_weight(int64_t N, int64_t K) {
+  thread_local std::vector<float> buffer;
+  if (static_cast<int64_t>(buffer.size()) < N * K) {
+    buffer.clear();
+    buffer.shrink_to_fit();
+    buffer.resize(static_cast<size_t>(N * K));
+  }
+  return at::from_blob(buffer.data(), {N, K}, at::TensorOptions().dtype(at::kFloat));
+}
+
 bool has_avx512() {
   static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
                          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
@@ -288,6 +348,23 @@ using GroupFn = void (*)(const Problem&, int64_t);
 template <typename V, int R, int C>
 GroupFn pick(bool simd) {
   return simd ? expand_avx512<V, R, C> : expand_scalar<V, R, C>;
+}
+
+using UnpackFn = void (*)(const Problem&, int64_t, float*);
+
+template <typename V, int R, int C>
+UnpackFn pick_unpack(bool simd) {
+  return simd ? unpack_avx512<V, R, C> : unpack_scalar<V, R, C>;
+}
+
+template <typename V>
+UnpackFn pick_unpack_rc(int64_t R, int64_t C, bool simd) {
+  if (R == 1 && C == 1) return pick_unpack<V, 1, 1>(simd);
+  if (R == 1 && C == 4) return pick_unpack<V, 1, 4>(simd);
+  if (R == 1 && C == 16) return pick_unpack<V, 1, 16>(simd);
+  if (R == 4 && C == 1) return pick_unpack<V, 4, 1>(simd);
+  if (R == 4 && C == 4) return pick_unpack<V, 4, 4>(simd);
+  return pick_unpack<V, 4, 16>(simd);
 }
 
 template <typename V>
@@ -306,7 +383,7 @@ GroupFn pick_rc(int64_t R, int64_t C, bool simd) {
 at::Tensor sparse_mm(const at::Tensor& x, const at::Tensor& values, const at::Tensor& mask,
                      const at::Tensor& group_ptr, const c10::optional<at::Tensor>& scale,
                      const c10::optional<at::Tensor>& bias, int64_t out_features, int64_t rows_per_group,
-                     int64_t cols_per_bit, int64_t simd) {
+                     int64_t cols_per_bit, int64_t simd, int64_t dense_from) {
   TORCH_CHECK(x.device().is_cpu(), "prunekit sparse_mm: x must be on the CPU");
   TORCH_CHECK(mask.scalar_type() == at::kByte && mask.dim() == 2, "prunekit sparse_mm: mask must be uint8 [groups, bytes]");
   TORCH_CHECK(group_ptr.scalar_type() == at::kLong, "prunekit sparse_mm: group_ptr must be int64");
@@ -327,6 +404,27 @@ at::Tensor sparse_mm(const at::Tensor& x, const at::Tensor& values, const at::Te
             sc.defined() ? sc.data_ptr<float>() : nullptr, bi.defined() ? bi.data_ptr<float>() : nullptr,
             x2.data_ptr<float>(), y.data_ptr<float>(), B, K, N, msk.size(1)};
   const bool use_simd = simd != 0 && has_avx512();
+  const int64_t groups = N / R;
+  if (dense_from > 0 && B >= dense_from) {
+    // Large batches are compute-bound: rebuild the dense weight once (cheap next to the
+    // product) and let the BLAS GEMM do the work, so prefill is never slower than dense.
+    UnpackFn un;
+    switch (vals.scalar_type()) {
+      case at::kFloat: un = pick_unpack_rc<float>(R, cols_per_bit, use_simd); break;
+      case at::kBFloat16: un = pick_unpack_rc<uint16_t>(R, cols_per_bit, use_simd); break;
+      case at::kChar: un = pick_unpack_rc<int8_t>(R, cols_per_bit, use_simd); break;
+      default: TORCH_CHECK(false, "prunekit sparse_mm: values must be float32, bfloat16 or int8");
+    }
+    at::Tensor dense = scratch_weight(N, K);
+    float* d = dense.data_ptr<float>();
+    at::parallel_for(0, groups, std::max<int64_t>(1, 64 / R), [&](int64_t begin, int64_t end) {
+      for (int64_t g = begin; g < end; ++g) un(p, g, d);
+    });
+    at::Tensor out = bi.defined() ? at::addmm(bi, x2, dense.t()) : at::mm(x2, dense.t());
+    auto sizes = x.sizes().vec();
+    sizes.back() = N;
+    return out.reshape(sizes).to(in_dtype);
+  }
   GroupFn fn;
   switch (vals.scalar_type()) {
     case at::kFloat: fn = pick_rc<float>(R, cols_per_bit, use_simd); break;
@@ -334,7 +432,6 @@ at::Tensor sparse_mm(const at::Tensor& x, const at::Tensor& values, const at::Te
     case at::kChar: fn = pick_rc<int8_t>(R, cols_per_bit, use_simd); break;
     default: TORCH_CHECK(false, "prunekit sparse_mm: values must be float32, bfloat16 or int8");
   }
-  const int64_t groups = N / R;
   if (B > 0) {
     const int64_t grain = std::max<int64_t>(1, 16 / R);
     at::parallel_for(0, groups, grain, [&](int64_t begin, int64_t end) {
@@ -348,7 +445,8 @@ at::Tensor sparse_mm(const at::Tensor& x, const at::Tensor& values, const at::Te
 
 at::Tensor sparse_mm_index(const at::Tensor& x, const at::Tensor& values, const at::Tensor& index,
                            const at::Tensor& row_ptr, const c10::optional<at::Tensor>& scale,
-                           const c10::optional<at::Tensor>& bias, int64_t out_features, int64_t simd) {
+                           const c10::optional<at::Tensor>& bias, int64_t out_features, int64_t simd,
+                           int64_t dense_from) {
   TORCH_CHECK(x.device().is_cpu(), "prunekit sparse_mm_index: x must be on the CPU");
   TORCH_CHECK(index.scalar_type() == at::kShort, "prunekit sparse_mm_index: index must be int16 (uint16 bits)");
   TORCH_CHECK(row_ptr.scalar_type() == at::kLong && row_ptr.numel() == out_features + 1,
@@ -366,6 +464,25 @@ at::Tensor sparse_mm_index(const at::Tensor& x, const at::Tensor& values, const 
             sc.defined() ? sc.data_ptr<float>() : nullptr, bi.defined() ? bi.data_ptr<float>() : nullptr,
             x2.data_ptr<float>(), y.data_ptr<float>(), B, K, N, 0};
   const bool use_simd = simd != 0 && has_avx512();
+  if (dense_from > 0 && B >= dense_from) {  // large batch: scatter into a dense weight, then GEMM
+    at::Tensor dense = scratch_weight(N, K);
+    dense.zero_();
+    float* d = dense.data_ptr<float>();
+    const uint16_t* ix = reinterpret_cast<const uint16_t*>(idx.data_ptr());
+    const int64_t* r = rp.data_ptr<int64_t>();
+    at::Tensor vf = vals.to(at::kFloat);
+    const float* vv = vf.data_ptr<float>();
+    at::parallel_for(0, N, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t n = begin; n < end; ++n) {
+        const float s = p.scale ? p.scale[n] : 1.f;
+        for (int64_t i = r[n]; i < r[n + 1]; ++i) d[n * K + ix[i]] = vv[i] * s;
+      }
+    });
+    at::Tensor out = bi.defined() ? at::addmm(bi, x2, dense.t()) : at::mm(x2, dense.t());
+    auto sizes = x.sizes().vec();
+    sizes.back() = N;
+    return out.reshape(sizes).to(in_dtype);
+  }
   GroupFn fn;
   switch (vals.scalar_type()) {
     case at::kFloat: fn = use_simd ? gather_row<float> : gather_row_scalar<float>; break;
@@ -385,7 +502,8 @@ at::Tensor sparse_mm_index(const at::Tensor& x, const at::Tensor& values, const 
 
 at::Tensor sparse_mm_index_meta(const at::Tensor& x, const at::Tensor& values, const at::Tensor& index,
                                 const at::Tensor& row_ptr, const c10::optional<at::Tensor>& scale,
-                                const c10::optional<at::Tensor>& bias, int64_t out_features, int64_t simd) {
+                                const c10::optional<at::Tensor>& bias, int64_t out_features, int64_t simd,
+                                int64_t dense_from) {
   auto sizes = x.sizes().vec();
   sizes.back() = out_features;
   return at::empty(sizes, x.options());
@@ -394,7 +512,7 @@ at::Tensor sparse_mm_index_meta(const at::Tensor& x, const at::Tensor& values, c
 at::Tensor sparse_mm_meta(const at::Tensor& x, const at::Tensor& values, const at::Tensor& mask,
                           const at::Tensor& group_ptr, const c10::optional<at::Tensor>& scale,
                           const c10::optional<at::Tensor>& bias, int64_t out_features, int64_t rows_per_group,
-                          int64_t cols_per_bit, int64_t simd) {
+                          int64_t cols_per_bit, int64_t simd, int64_t dense_from) {
   auto sizes = x.sizes().vec();
   sizes.back() = out_features;
   return at::empty(sizes, x.options());
@@ -402,16 +520,26 @@ at::Tensor sparse_mm_meta(const at::Tensor& x, const at::Tensor& values, const a
 
 bool simd_available() { return has_avx512(); }
 
+// Evict a tensor's bytes from every cache level, so the next read comes from memory, as a
+// layer's weights do in a real forward through a model larger than the caches.
+void flush_cache(const at::Tensor& t) {
+  const char* p = static_cast<const char*>(t.data_ptr());
+  const int64_t n = t.numel() * t.element_size();
+  for (int64_t i = 0; i < n; i += 64) _mm_clflush(p + i);
+  _mm_mfence();
+}
+
 }  // namespace
 
 TORCH_LIBRARY(prunekit_sparse, m) {
   m.def(
       "sparse_mm(Tensor x, Tensor values, Tensor mask, Tensor group_ptr, Tensor? scale, Tensor? bias, "
-      "int out_features, int rows_per_group, int cols_per_bit, int simd) -> Tensor");
+      "int out_features, int rows_per_group, int cols_per_bit, int simd, int dense_from) -> Tensor");
   m.def(
       "sparse_mm_index(Tensor x, Tensor values, Tensor index, Tensor row_ptr, Tensor? scale, Tensor? bias, "
-      "int out_features, int simd) -> Tensor");
+      "int out_features, int simd, int dense_from) -> Tensor");
   m.def("simd_available() -> bool", &simd_available);
+  m.def("flush_cache(Tensor t) -> ()", &flush_cache);
 }
 
 TORCH_LIBRARY_IMPL(prunekit_sparse, CPU, m) {
