@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from prunekit.sparse_runtime.formats import PackedWeight
-from prunekit.sparse_runtime.ops import sparse_mm
+from prunekit.sparse_runtime.ops import DENSE_FROM, compiled_ops, sparse_mm
 
 
 class SparseLinear(nn.Module):
@@ -36,6 +36,7 @@ class SparseLinear(nn.Module):
         self.format = packed.format
         self.nnz = packed.nnz
         self.conv1x1 = conv1x1
+        self.dense_from = DENSE_FROM  # input rows from which the BLAS GEMM runs on the rebuilt weight
         self.register_buffer("values", packed.values)
         self.register_buffer("index", packed.index)
         self.register_buffer("group_ptr", packed.group_ptr)
@@ -52,10 +53,19 @@ class SparseLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv1x1:
             n, _, h, w = x.shape
-            flat = x.permute(0, 2, 3, 1).reshape(-1, self.in_features)
-            y = sparse_mm(flat, self.packed, self.bias)
+            y = self._mm(x.permute(0, 2, 3, 1).reshape(-1, self.in_features))
             return y.reshape(n, h, w, self.out_features).permute(0, 3, 1, 2)
-        return sparse_mm(x, self.packed, self.bias)
+        return self._mm(x)
+
+    def _mm(self, x: torch.Tensor) -> torch.Tensor:
+        ops = compiled_ops()
+        if ops is None:  # no compiler here: the portable reference (correct, not fast)
+            return sparse_mm(x, self.packed, self.bias)
+        if self.format.index == "index16":  # called straight: this sits on every decode step
+            return ops[1](x, self.values, self.index, self.group_ptr, self.scale, self.bias,
+                          self.out_features, 1, self.dense_from)
+        return ops[0](x, self.values, self.index, self.group_ptr, self.scale, self.bias,
+                      self.out_features, self.format.rows, self.format.cols, 1, self.dense_from)
 
     def extra_repr(self) -> str:
         density = self.nnz / max(1, self.in_features * self.out_features)

@@ -8,11 +8,22 @@ one opaque op).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
 
 from prunekit.sparse_runtime.build import kernel_status
 from prunekit.sparse_runtime.formats import PackedWeight, unpack
+
+
+@lru_cache(maxsize=1)
+def compiled_ops() -> tuple | None:
+    """``(sparse_mm, sparse_mm_index)`` op overloads once the kernels are loaded, else None."""
+    if not kernel_status().compiled:
+        return None
+    ops = torch.ops.prunekit_sparse
+    return ops.sparse_mm.default, ops.sparse_mm_index.default
 
 
 def reference_mm(x: torch.Tensor, packed: PackedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -53,15 +64,16 @@ def sparse_mm(
         >>> sparse_mm(torch.ones(1, 2), pack(w, SparseFormat())).tolist()
         [[2.0, 3.0]]
     """
-    if not kernel_status().compiled:
+    ops = compiled_ops()
+    if ops is None:
         return reference_mm(x, packed, bias)
     fmt = packed.format
     if fmt.index == "index16":
-        return torch.ops.prunekit_sparse.sparse_mm_index(
+        return ops[1](
             x, packed.values, packed.index, packed.group_ptr, packed.scale, bias, packed.shape[0], int(simd),
             dense_from,
         )
-    return torch.ops.prunekit_sparse.sparse_mm(
+    return ops[0](
         x, packed.values, packed.index, packed.group_ptr, packed.scale, bias,
         packed.shape[0], fmt.rows, fmt.cols, int(simd), dense_from,
     )

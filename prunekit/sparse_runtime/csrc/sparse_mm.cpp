@@ -213,6 +213,55 @@ PK_AVX512 float expand_row1(const V* v, const uint8_t* mask, const float* x, int
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
+// Two rows far apart at once (two independent value streams in flight: more memory
+// parallelism when the weights come from DRAM), batch 1, bit-per-column mask.
+template <typename V>
+PK_AVX512 void expand_row1_pair(const V* va, const uint8_t* ma, const V* vb, const uint8_t* mb, const float* x,
+                                int64_t K, float* out_a, float* out_b) {
+  const int64_t chunks = (K + 15) / 16;
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
+  int64_t c = 0;
+  for (; c + 2 <= chunks && 16 * (c + 2) <= K; c += 2) {
+    uint32_t wa, wb;
+    std::memcpy(&wa, ma + 2 * c, 4);
+    std::memcpy(&wb, mb + 2 * c, 4);
+    __mmask16* pa = reinterpret_cast<__mmask16*>(const_cast<uint8_t*>(ma + 2 * c));
+    __mmask16* pb = reinterpret_cast<__mmask16*>(const_cast<uint8_t*>(mb + 2 * c));
+    const __mmask16 ka0 = _load_mask16(pa), ka1 = _load_mask16(pa + 1);
+    const __mmask16 kb0 = _load_mask16(pb), kb1 = _load_mask16(pb + 1);
+    const int oa = _mm_popcnt_u32(wa & 0xFFFF), ob = _mm_popcnt_u32(wb & 0xFFFF);
+    _mm_prefetch(reinterpret_cast<const char*>(va) + 2048, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(vb) + 2048, _MM_HINT_T0);
+    const __m512 x0 = _mm512_loadu_ps(x + 16 * c), x1 = _mm512_loadu_ps(x + 16 * c + 16);
+    a0 = _mm512_fmadd_ps(expand16<V>(va, ka0), x0, a0);
+    b0 = _mm512_fmadd_ps(expand16<V>(vb, kb0), x0, b0);
+    a1 = _mm512_fmadd_ps(expand16<V>(va + oa, ka1), x1, a1);
+    b1 = _mm512_fmadd_ps(expand16<V>(vb + ob, kb1), x1, b1);
+    va += _mm_popcnt_u32(wa);
+    vb += _mm_popcnt_u32(wb);
+  }
+  for (; c < chunks; ++c) {
+    const __mmask16 ka = static_cast<__mmask16>(chunk_mask<1>(ma, c)), kb = static_cast<__mmask16>(chunk_mask<1>(mb, c));
+    const __m512 xa = _mm512_maskz_loadu_ps(ka, x + 16 * c), xb = _mm512_maskz_loadu_ps(kb, x + 16 * c);
+    a0 = _mm512_fmadd_ps(expand16<V>(va, ka), xa, a0);
+    b0 = _mm512_fmadd_ps(expand16<V>(vb, kb), xb, b0);
+    va += _mm_popcnt_u32(ka);
+    vb += _mm_popcnt_u32(kb);
+  }
+  *out_a = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+  *out_b = _mm512_reduce_add_ps(_mm512_add_ps(b0, b1));
+}
+
+template <typename V>
+PK_AVX512 void pair_rows(const Problem& p, int64_t g, int64_t half) {
+  const V* base = static_cast<const V*>(p.values);
+  float ya, yb;
+  expand_row1_pair<V>(base + p.group_ptr[g], p.mask + g * p.mask_stride, base + p.group_ptr[g + half],
+                      p.mask + (g + half) * p.mask_stride, p.x, p.K, &ya, &yb);
+  store(p, g, 0, ya);
+  store(p, g + half, 0, yb);
+}
+
 template <typename V, int R, int C>
 PK_AVX512 void expand_avx512(const Problem& p, int64_t g) {
   constexpr int BTMAX = (R == 1) ? 8 : 4;
@@ -432,7 +481,19 @@ at::Tensor sparse_mm(const at::Tensor& x, const at::Tensor& values, const at::Te
     case at::kChar: fn = pick_rc<int8_t>(R, cols_per_bit, use_simd); break;
     default: TORCH_CHECK(false, "prunekit sparse_mm: values must be float32, bfloat16 or int8");
   }
-  if (B > 0) {
+  if (B == 1 && R == 1 && cols_per_bit == 1 && use_simd && groups >= 2) {
+    const int64_t half = groups / 2;
+    void (*pair)(const Problem&, int64_t, int64_t) = nullptr;
+    switch (vals.scalar_type()) {
+      case at::kFloat: pair = pair_rows<float>; break;
+      case at::kBFloat16: pair = pair_rows<uint16_t>; break;
+      default: pair = pair_rows<int8_t>; break;
+    }
+    at::parallel_for(0, half, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t g = begin; g < end; ++g) pair(p, g, half);
+    });
+    if (groups % 2) fn(p, groups - 1);
+  } else if (B > 0) {
     const int64_t grain = std::max<int64_t>(1, 16 / R);
     at::parallel_for(0, groups, grain, [&](int64_t begin, int64_t end) {
       for (int64_t g = begin; g < end; ++g) fn(p, g);
