@@ -73,7 +73,7 @@ def _bytes_of(t: torch.Tensor) -> bytes:
     return t.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
-def _dtype(name: str) -> torch.dtype:
+def dtype_from_name(name: str) -> torch.dtype:
     dtype = getattr(torch, name, None)
     if not isinstance(dtype, torch.dtype):
         raise ModelError(f"compact file names an unknown dtype {name!r}")
@@ -173,15 +173,15 @@ def encode_compact(
     return state_dict_bytes(tensors, meta)
 
 
-def _part(tensors: dict[str, torch.Tensor], name: str, part: str, codec: str) -> bytes:
+def read_part(tensors: dict[str, torch.Tensor], name: str, part: str, codec: str) -> bytes:
     key = f"{name}/{part}"
     if key not in tensors:
         raise ModelError(f"compact file is missing the part '{key}'")
     return decompress(_bytes_of(tensors[key]), codec)
 
 
-def _decode_entry(entry: dict, tensors: dict[str, torch.Tensor]) -> tuple[torch.Tensor, LayerQuant | None]:
-    name, shape, dtype = entry["name"], tuple(entry["shape"]), _dtype(entry["dtype"])
+def decode_entry(entry: dict, tensors: dict[str, torch.Tensor]) -> tuple[torch.Tensor, LayerQuant | None]:
+    name, shape, dtype = entry["name"], tuple(entry["shape"]), dtype_from_name(entry["dtype"])
     if entry["form"] == "plain":
         return tensors[name], None
     codec = entry["codec"]
@@ -190,15 +190,15 @@ def _decode_entry(entry: dict, tensors: dict[str, torch.Tensor]) -> tuple[torch.
     lq = None
     if kind in ("int8", "codebook"):
         param_name = "scale" if kind == "int8" else "codebook"
-        params = torch.frombuffer(bytearray(_part(tensors, name, param_name, codec)), dtype=torch.float32).clone()
+        params = torch.frombuffer(bytearray(read_part(tensors, name, param_name, codec)), dtype=torch.float32).clone()
         lq = LayerQuant(kind, int(entry["bits"]), params, int(entry.get("axis", 0)))
-    values = _part(tensors, name, "values", codec)
+    values = read_part(tensors, name, "values", codec)
     if entry["form"] == "dense":
         if kind == "raw":
             return torch.frombuffer(bytearray(values), dtype=dtype).clone().reshape(shape), None
         q = torch.frombuffer(bytearray(values), dtype=torch.int8).clone().reshape(shape)
         return lq.dequantize(q).to(dtype), lq
-    positions = _part(tensors, name, "positions", codec)
+    positions = read_part(tensors, name, "positions", codec)
     nnz = int(entry["nnz"])
     if entry["positions"] == "bitmask":
         index = torch.from_numpy(np.flatnonzero(bitmask_decode(positions, numel)))
@@ -239,7 +239,7 @@ def decode_compact(data: bytes) -> tuple[dict[str, torch.Tensor], QuantRecord, d
     state: dict[str, torch.Tensor] = {}
     record: QuantRecord = {}
     for entry in json.loads(meta["layout"]):
-        value, lq = _decode_entry(entry, tensors)
+        value, lq = decode_entry(entry, tensors)
         state[entry["name"]] = value
         if lq is not None:
             record[entry["name"].removesuffix(".weight")] = lq

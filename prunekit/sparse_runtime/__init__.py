@@ -6,10 +6,12 @@
   with ``torch.library``; a PyTorch reference where no compiler exists);
 - ``module``: ``SparseLinear``; ``convert``: ``sparse_inference_`` times dense against each
   format per layer and keeps the fastest; ``cuda``: 2:4 semi-structured on GPUs;
-- ``io``: ``save_sparse`` / ``load_sparse`` (safetensors); ``report``: the per-layer table.
+- ``io``: ``save_sparse`` / ``load_sparse`` (safetensors); ``compact``: ``load_compact_sparse``
+  packs a ``save_compact`` file's sparse weights directly; ``report``: the per-layer table.
 """
 
 from prunekit.sparse_runtime.build import KernelStatus, kernel_status
+from prunekit.sparse_runtime.compact import load_compact_sparse
 from prunekit.sparse_runtime.config import SparseInferenceConfig
 from prunekit.sparse_runtime.convert import sparse_inference_
 from prunekit.sparse_runtime.formats import PackedWeight, SparseFormat, pack, unpack
@@ -28,6 +30,7 @@ __all__ = [
     "pack",
     "unpack",
     "load_sparse",
+    "load_compact_sparse",
     "save_sparse",
     "SparseLinear",
     "reference_mm",

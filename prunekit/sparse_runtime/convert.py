@@ -104,7 +104,7 @@ def _capture_inputs(model: nn.Module, names: list[str], example_input: Any) -> d
                 captured[_name] = args[0].detach().clone()
         handles.append(modules[name].register_forward_pre_hook(hook))
     try:
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: packed buffers built from these must stay normal tensors
             _call(model, example_input)
     finally:
         for h in handles:
@@ -189,7 +189,7 @@ def sparse_inference_(
     total = sum(eligible_weight(model.get_submodule(n))[0].numel() * 4 for n in names)  # type: ignore[index]
     cold = cfg.cache == "cold" or (cfg.cache == "auto" and total > l2_cache_bytes())
     choices: dict[str, tuple[SparseLinear | None, LayerChoice]] = {}
-    with _threads(cfg.threads), torch.inference_mode():
+    with _threads(cfg.threads), torch.no_grad():
         inputs = _capture_inputs(model, names, example_input)
         for name in names:
             module = model.get_submodule(name)

@@ -35,6 +35,7 @@ import torch
 
 from prunekit.config.base import ConfigBase
 from prunekit.errors import ConfigError
+from prunekit.quant.int8 import quantize_symmetric
 
 KINDS = ("unstructured", "nm", "block")
 INDEXES = ("bitmask", "index16")
@@ -182,11 +183,10 @@ def pack(weight: torch.Tensor, fmt: SparseFormat) -> PackedWeight:
     group_ptr = torch.zeros(groups + 1, dtype=torch.int64)
     group_ptr[1:] = torch.cumsum(counts, 0)
     scale = None
-    if fmt.dtype == "int8":
-        row_max = w.abs().amax(dim=1).clamp_min(1e-12)
-        scale = (row_max / 127.0).float()
-        row_of = torch.arange(n).reshape(groups, 1, rows, 1).expand(groups, chunks, rows, CHUNK)[keep]
-        values = torch.round(values / scale[row_of]).clamp(-127, 127).to(torch.int8)
+    if fmt.dtype == "int8":  # the same per-row symmetric int8 as prunekit.quant (zeros stay zero)
+        codes, scale = quantize_symmetric(w, 8, axis=0)
+        padded_codes, _, _ = _padded(codes, rows)
+        values = padded_codes.reshape(groups, rows, chunks, CHUNK).permute(0, 2, 1, 3)[keep]
     elif fmt.dtype == "bfloat16":
         values = values.to(torch.bfloat16)
     values = torch.cat([values, torch.zeros(PAD, dtype=values.dtype)])
