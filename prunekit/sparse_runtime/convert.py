@@ -31,6 +31,8 @@ from prunekit.sparse_runtime.timing import time_candidates
 
 #: the column-index format is tried from this sparsity up (below it the bitmask always wins)
 INDEX16_FROM = 0.6
+#: from this many input rows a layer's product is compute-bound (weights are timed warm)
+COMPUTE_BOUND_ROWS = 16
 
 
 def eligible_weight(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, bool] | None:
@@ -224,7 +226,10 @@ def sparse_inference_(
             fns.update({label: (lambda p=p, x=flat, b=bias: sparse_mm(x, p, b)) for label, p in packed.items()})
             reads = {label: [p.values, p.index, p.group_ptr] for label, p in packed.items()}
             reads["dense"] = [w]
-            times = time_candidates(fns, rounds=cfg.rounds, cold=reads if cold else None)
+            # a few input rows stream the weights (memory-bound: cache state decides); from
+            # COMPUTE_BOUND_ROWS rows on the product is compute-bound and timed as it runs
+            cold_here = cold and row.batch < COMPUTE_BOUND_ROWS
+            times = time_candidates(fns, rounds=cfg.rounds, cold=reads if cold_here else None)
             row.dense_us = times.pop("dense")
             row.candidates_us = dict(times)
             best = min(times, key=times.get) if times else None
