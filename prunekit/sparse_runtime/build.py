@@ -79,7 +79,7 @@ def _compile_and_load() -> None:
             cpp_extension.load(
                 name="prunekit_sparse_kernels",
                 sources=[str(SOURCE)],
-                extra_cflags=["-O3", "-fopenmp"],
+                extra_cflags=["-O3", "-fopenmp", "-mtune=native"],
                 extra_ldflags=["-fopenmp"],
                 is_python_module=False,
                 verbose=False,

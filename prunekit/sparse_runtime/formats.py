@@ -115,6 +115,8 @@ class PackedWeight:
 def _padded(weight: torch.Tensor, rows: int) -> tuple[torch.Tensor, int, int]:
     n, k = weight.shape
     chunks = -(-k // CHUNK)
+    if k == chunks * CHUNK:
+        return weight, n // rows, chunks
     out = torch.zeros(n, chunks * CHUNK, dtype=weight.dtype)
     out[:, :k] = weight
     return out, n // rows, chunks

@@ -289,6 +289,18 @@ template <> PK_AVX512 inline __m512 cvt16<int8_t>(const int8_t* p, __mmask16 k) 
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(k, p)));
 }
 
+// A gather merges into its destination register; start each from a zeroed one so that
+// back-to-back gathers do not wait for each other (a false dependency otherwise).
+PK_AVX512 inline __m512 gather16(const float* x, __m512i j) {
+  __m512 dst;
+  __mmask16 k = 0xFFFF;  // the gather clears its mask as it completes
+  asm volatile("vpxord %0, %0, %0\n\tvgatherdps (%2,%3,4), %0%{%1%}"
+               : "=&v"(dst), "+Yk"(k)
+               : "r"(x), "v"(j)
+               : "memory");
+  return dst;
+}
+
 template <typename V>
 PK_AVX512 void gather_row(const Problem& p, int64_t n) {
   const V* vals = static_cast<const V*>(p.values);
@@ -296,14 +308,22 @@ PK_AVX512 void gather_row(const Problem& p, int64_t n) {
   const int64_t begin = p.group_ptr[n], end = p.group_ptr[n + 1];
   for (int64_t b = 0; b < p.B; ++b) {
     const float* x = p.x + b * p.K;
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
     int64_t i = begin;
-    for (; i + 32 <= end; i += 32) {
+    for (; i + 64 <= end; i += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(vals + i) + 1024, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(idx + i) + 512, _MM_HINT_T0);
       const __m512i j0 = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx + i)));
       const __m512i j1 = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx + i + 16)));
-      a0 = _mm512_fmadd_ps(cvt16<V>(vals + i, 0xFFFF), _mm512_i32gather_ps(j0, x, 4), a0);
-      a1 = _mm512_fmadd_ps(cvt16<V>(vals + i + 16, 0xFFFF), _mm512_i32gather_ps(j1, x, 4), a1);
+      const __m512i j2 = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx + i + 32)));
+      const __m512i j3 = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx + i + 48)));
+      a0 = _mm512_fmadd_ps(cvt16<V>(vals + i, 0xFFFF), gather16(x, j0), a0);
+      a1 = _mm512_fmadd_ps(cvt16<V>(vals + i + 16, 0xFFFF), gather16(x, j1), a1);
+      a2 = _mm512_fmadd_ps(cvt16<V>(vals + i + 32, 0xFFFF), gather16(x, j2), a2);
+      a3 = _mm512_fmadd_ps(cvt16<V>(vals + i + 48, 0xFFFF), gather16(x, j3), a3);
     }
+    a0 = _mm512_add_ps(a0, a2);
+    a1 = _mm512_add_ps(a1, a3);
     for (; i < end; i += 16) {
       const __mmask16 k = static_cast<__mmask16>((end - i) >= 16 ? 0xFFFF : ((1u << (end - i)) - 1u));
       const __m512i j = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, idx + i));
@@ -453,13 +473,17 @@ BatchedFn pick_batched_rc(int64_t R, int64_t C) {
 }
 
 // Large batches: the batched kernels pay off when at most a fifth of the weights are stored
-// (measured: 2-3x the dense GEMM at 90% from 16 rows on, 0.5-0.9x at 50%); denser weights
+// (measured: 2-3.5x the dense GEMM at 90%, 0.5-0.9x at 50%); denser weights
 // from dense_from rows on are rebuilt dense for the BLAS GEMM instead.
 constexpr double kBatchedMaxDensity = 0.2;
-constexpr int64_t kBatchedFrom = 16;
+// The column-index format pays from 4 rows (one broadcast + one load per weight beats a
+// gather per row); the bitmask walk, branchy per 16 columns, from 16 (expand wins below).
+constexpr int64_t kBatchedFromIndex = 4;
+constexpr int64_t kBatchedFromBitmask = 16;
 
-inline bool use_batched(bool simd, int64_t dense_from, int64_t B, int64_t stored, int64_t N, int64_t K) {
-  return simd && dense_from > 0 && B >= std::min(kBatchedFrom, dense_from) &&
+inline bool use_batched(bool simd, int64_t dense_from, int64_t B, int64_t stored, int64_t N, int64_t K,
+                        int64_t from) {
+  return simd && dense_from > 0 && B >= std::min(from, dense_from) &&
          static_cast<double>(stored) <= kBatchedMaxDensity * static_cast<double>(N * K);
 }
 
@@ -603,7 +627,7 @@ at::Tensor sparse_mm(const at::Tensor& x, const at::Tensor& values, const at::Te
             x2.data_ptr<float>(), y.data_ptr<float>(), B, K, N, msk.size(1)};
   const bool use_simd = simd != 0 && has_avx512();
   const int64_t groups = N / R;
-  if (use_batched(use_simd, dense_from, B, gp.data_ptr<int64_t>()[groups], N, K)) {
+  if (use_batched(use_simd, dense_from, B, gp.data_ptr<int64_t>()[groups], N, K, kBatchedFromBitmask)) {
     BatchedFn bf;
     switch (vals.scalar_type()) {
       case at::kFloat: bf = pick_batched_rc<float>(R, cols_per_bit); break;
@@ -686,7 +710,7 @@ at::Tensor sparse_mm_index(const at::Tensor& x, const at::Tensor& values, const 
             sc.defined() ? sc.data_ptr<float>() : nullptr, bi.defined() ? bi.data_ptr<float>() : nullptr,
             x2.data_ptr<float>(), y.data_ptr<float>(), B, K, N, 0};
   const bool use_simd = simd != 0 && has_avx512();
-  if (use_batched(use_simd, dense_from, B, rp.data_ptr<int64_t>()[N], N, K)) {
+  if (use_batched(use_simd, dense_from, B, rp.data_ptr<int64_t>()[N], N, K, kBatchedFromIndex)) {
     BatchedFn bf;
     switch (vals.scalar_type()) {
       case at::kFloat: bf = batched_index_row<float>; break;
