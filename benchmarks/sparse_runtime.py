@@ -211,10 +211,12 @@ def main() -> None:
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     result: dict = {"threads": threads}
+    one: list[dict] = []
     if "a" in args.parts:
         rows = [r for t in threads for r in part_a(t, args.rounds)]
         result["layers"] = rows
         one = [r for r in rows if r["threads"] == 1 and r["dtype"] == "float32"]
+    if one:
         pick = lambda shape, batch: {r["pattern"]: r["prunekit_best"] for r in one  # noqa: E731
                                      if r["shape"] == shape and r["batch"] == batch}
         result["done_when_layers"] = {

@@ -324,12 +324,13 @@ PK_AVX512 void gather_row(const Problem& p, int64_t n) {
     }
     a0 = _mm512_add_ps(a0, a2);
     a1 = _mm512_add_ps(a1, a3);
-    for (; i < end; i += 16) {
-      const __mmask16 k = static_cast<__mmask16>((end - i) >= 16 ? 0xFFFF : ((1u << (end - i)) - 1u));
-      const __m512i j = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, idx + i));
-      a0 = _mm512_fmadd_ps(cvt16<V>(vals + i, k), _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, j, x, 4), a0);
+    for (; i + 16 <= end; i += 16) {
+      const __m512i j = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx + i)));
+      a0 = _mm512_fmadd_ps(cvt16<V>(vals + i, 0xFFFF), gather16(x, j), a0);
     }
-    store(p, n, b, _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)));
+    float tail = 0.f;  // the last few: scalar loads beat a whole gather
+    for (; i < end; ++i) tail += to_float<V>(vals[i]) * x[idx[i]];
+    store(p, n, b, _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) + tail);
   }
 }
 
