@@ -66,7 +66,24 @@ def register_surgery_rule(module_type: type, rule: SurgeryRule) -> None:
     _RULES[module_type] = rule
 
 
+_BUILTINS_LOADED: list[bool] = []
+
+
+def _register_builtin(module_type: type, rule: SurgeryRule) -> None:
+    """A built-in rule, unless the user registered one for this type already."""
+    _RULES.setdefault(module_type, rule)
+
+
 def rule_for(module: nn.Module) -> SurgeryRule | None:
+    """The surgery rule of ``module``'s type (or a base type), else a Hugging Face attention lookalike rule.
+
+    The built-in torchvision rules are registered on the first lookup, so pruning, plan
+    replay (``load_pruned`` in a fresh process) and anything else see the same rules
+    whatever ran before.
+    """
+    if not _BUILTINS_LOADED:
+        _BUILTINS_LOADED.append(True)
+        register_torchvision_rules()
     for klass in type(module).__mro__:
         if klass in _RULES:
             return _RULES[klass]
@@ -216,7 +233,7 @@ def register_torchvision_rules() -> None:
         return out
 
     rule = SurgeryRule(sync=swin_sync, ties=swin_ties, protect=swin_protect)
-    register_surgery_rule(swin_transformer.ShiftedWindowAttention, rule)
+    _register_builtin(swin_transformer.ShiftedWindowAttention, rule)
 
     def maxvit_sync(m):
         m.head_dim = m.to_qkv.weight.shape[0] // 3 // m.n_heads
@@ -228,7 +245,7 @@ def register_torchvision_rules() -> None:
     def maxvit_protect(m, prefix):
         return [(prefix + "relative_position_bias_table", 1)]
 
-    register_surgery_rule(
+    _register_builtin(
         maxvit.RelativePositionalMultiHeadAttention,
         SurgeryRule(sync=maxvit_sync, ties=maxvit_ties, protect=maxvit_protect),
     )
@@ -236,7 +253,7 @@ def register_torchvision_rules() -> None:
     def vit_sync(m):
         m.hidden_dim = m.conv_proj.weight.shape[0]
 
-    register_surgery_rule(vision_transformer.VisionTransformer, SurgeryRule(sync=vit_sync))
+    _register_builtin(vision_transformer.VisionTransformer, SurgeryRule(sync=vit_sync))
     register_torchvision_detection_rules()
 
 
@@ -295,7 +312,7 @@ def register_torchvision_detection_rules() -> None:
         ssd.SSDScoringHead: _protect_predictions(every_child_of="module_list"),
     }
     for module_type, protect in heads.items():
-        register_surgery_rule(module_type, SurgeryRule(protect=protect))
+        _register_builtin(module_type, SurgeryRule(protect=protect))
 
 
 def sync_modules(model: nn.Module, changed: set[str]) -> None:
