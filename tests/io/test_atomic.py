@@ -31,3 +31,16 @@ def test_safetensors_round_trip_with_tied_tensors(tmp_path):
     path = save_tensors({"a": w, "b": w, "c": torch.arange(4)}, tmp_path / "t.safetensors")
     out = load_tensors(path)
     assert torch.equal(out["a"], w) and torch.equal(out["b"], w) and out["c"].tolist() == [0, 1, 2, 3]
+
+
+def test_written_files_honour_the_umask(tmp_path):
+    import os
+
+    previous = os.umask(0o027)
+    try:
+        p = atomic_write_json(tmp_path / "m.json", {"x": 1})
+        q = save_tensors({"w": torch.zeros(2)}, tmp_path / "w.safetensors")
+    finally:
+        os.umask(previous)
+    assert oct(p.stat().st_mode & 0o777) == oct(0o640)
+    assert oct(q.stat().st_mode & 0o777) == oct(0o640)
