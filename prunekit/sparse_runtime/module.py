@@ -37,6 +37,8 @@ class SparseLinear(nn.Module):
         self.nnz = packed.nnz
         self.conv1x1 = conv1x1
         self.dense_from = DENSE_FROM  # input rows from which the BLAS GEMM runs on the rebuilt weight
+        # decided once here, not in forward: torch.compile then sees plain op calls
+        self.compiled = compiled_ops() is not None
         self.register_buffer("values", packed.values)
         self.register_buffer("index", packed.index)
         self.register_buffer("group_ptr", packed.group_ptr)
@@ -58,14 +60,14 @@ class SparseLinear(nn.Module):
         return self._mm(x)
 
     def _mm(self, x: torch.Tensor) -> torch.Tensor:
-        ops = compiled_ops()
-        if ops is None:  # no compiler here: the portable reference (correct, not fast)
+        if not self.compiled:  # no compiler here: the portable reference (correct, not fast)
             return sparse_mm(x, self.packed, self.bias)
-        if self.format.index == "index16":  # called straight: this sits on every decode step
-            return ops[1](x, self.values, self.index, self.group_ptr, self.scale, self.bias,
-                          self.out_features, 1, self.dense_from)
-        return ops[0](x, self.values, self.index, self.group_ptr, self.scale, self.bias,
-                      self.out_features, self.format.rows, self.format.cols, 1, self.dense_from)
+        ops = torch.ops.prunekit_sparse  # called straight: this sits on every decode step
+        if self.format.index == "index16":
+            return ops.sparse_mm_index.default(x, self.values, self.index, self.group_ptr, self.scale, self.bias,
+                                               self.out_features, 1, self.dense_from)
+        return ops.sparse_mm.default(x, self.values, self.index, self.group_ptr, self.scale, self.bias,
+                                     self.out_features, self.format.rows, self.format.cols, 1, self.dense_from)
 
     def extra_repr(self) -> str:
         density = self.nnz / max(1, self.in_features * self.out_features)

@@ -110,6 +110,15 @@ def test_export_sees_the_custom_op():
     assert "prunekit_sparse.sparse_mm" in graph
 
 
+def test_torch_compile_traces_the_converted_model():
+    net = _mlp(0.95)
+    x = torch.randn(2, 512)
+    sparse_inference_(net, x, QUIET)
+    expected = net(x)
+    compiled = torch.compile(net, backend="aot_eager", fullgraph=True)  # Dynamo + fake tensors, no graph break
+    assert torch.allclose(compiled(x), expected, atol=1e-5)
+
+
 FRESH = r"""
 import sys, torch
 from torch import nn
