@@ -29,13 +29,15 @@ class KernelStatus:
 
     Attributes:
         compiled: the C++ op ``torch.ops.prunekit_sparse.sparse_mm`` is registered.
-        simd: the CPU has the AVX-512 instructions the vector paths use.
+        simd: the vector paths run here (AVX-512 with VBMI2, or AVX2 + FMA).
         reason: why the kernels are not used (empty when they are).
+        isa: ``"avx512"``, ``"avx2"``, ``"portable"`` (plain C++ loops) or ``"none"``.
     """
 
     compiled: bool
     simd: bool
     reason: str = ""
+    isa: str = "none"
 
 
 def _already_registered() -> bool:
@@ -64,8 +66,9 @@ def kernel_status() -> KernelStatus:
             _compile_and_load()
         except Exception as exc:  # compiler errors are reported, never raised: the fallback runs
             return KernelStatus(False, False, f"kernel build failed: {str(exc).strip().splitlines()[-1][:300]}")
-    simd = bool(torch.ops.prunekit_sparse.simd_available())
-    return KernelStatus(True, simd, "" if simd else "CPU lacks AVX-512 VBMI2: portable C++ loops")
+    isa = {2: "avx512", 1: "avx2"}.get(int(torch.ops.prunekit_sparse.simd_level()), "portable")
+    reason = "" if isa != "portable" else "CPU lacks AVX-512 VBMI2 and AVX2: portable C++ loops"
+    return KernelStatus(True, isa != "portable", reason, isa)
 
 
 def _compile_and_load() -> None:

@@ -254,7 +254,7 @@ def sparse_inference_(
         [row for _, row in choices.values()],
         threads=cfg.threads or torch.get_num_threads(),
         cache="cold" if cold else "warm",
-        kernels="avx512" if status.simd else ("portable" if status.compiled else f"none ({status.reason})"),
+        kernels=status.isa if status.compiled else f"none ({status.reason})",
     )
     if cfg.print_table:
         report.print()

@@ -47,13 +47,14 @@ def sparse_mm(
     packed: PackedWeight,
     bias: torch.Tensor | None = None,
     *,
-    simd: bool = True,
+    simd: bool | str = True,
     dense_from: int = DENSE_FROM,
 ) -> torch.Tensor:
     """``x @ W.T + bias`` with ``W`` packed; ``x`` is ``[..., in_features]``.
 
     Args:
-        simd: ``False`` forces the portable C++ loops (tests compare both).
+        simd: ``True`` the best vector path of this CPU, ``"avx2"`` at most AVX2, ``False``
+            the portable C++ loops (tests compare all three).
         dense_from: with at least this many rows in ``x`` (a prefill, a big batch) the
             product is compute-bound: the dense weight is rebuilt for the call and the BLAS
             GEMM runs, so large batches are not slower than dense. 0 disables it.
@@ -68,12 +69,13 @@ def sparse_mm(
     if ops is None:
         return reference_mm(x, packed, bias)
     fmt = packed.format
+    level = {True: 1, False: 0, "avx2": 2}[simd]
     if fmt.index == "index16":
         return ops[1](
-            x, packed.values, packed.index, packed.group_ptr, packed.scale, bias, packed.shape[0], int(simd),
+            x, packed.values, packed.index, packed.group_ptr, packed.scale, bias, packed.shape[0], level,
             dense_from,
         )
     return ops[0](
         x, packed.values, packed.index, packed.group_ptr, packed.scale, bias,
-        packed.shape[0], fmt.rows, fmt.cols, int(simd), dense_from,
+        packed.shape[0], fmt.rows, fmt.cols, level, dense_from,
     )

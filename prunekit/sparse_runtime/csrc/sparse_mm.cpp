@@ -16,7 +16,7 @@
 //   index   - (rows=1 only) a 16-bit column index per value instead of the bitmask, passed
 //             in place of the mask; AVX-512 gathers x.
 //             Work and bytes per non-zero: best at 80-99% sparsity.
-// Each has an AVX-512 path and a portable scalar path, picked at run time.
+// Each has an AVX-512 path, an AVX2 path and a portable scalar path, picked at run time.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -559,6 +559,110 @@ at::Tensor scratch_weight(int64_t N, int64_t K) {
   return at::from_blob(buffer.data(), {N, K}, at::TensorOptions().dtype(at::kFloat));
 }
 
+// ---------------------------------------------------------------- AVX2 kernels
+// No expand instruction: 8 columns at a time, a lookup table maps the 8-bit mask to a
+// permutation of the packed values (lanes whose bit is clear get index -1 and are zeroed).
+#define PK_AVX2 __attribute__((target("avx2,fma,bmi,bmi2,popcnt")))
+
+struct Avx2Lut {
+  alignas(32) int32_t perm[256][8];
+  constexpr Avx2Lut() : perm() {
+    for (int m = 0; m < 256; ++m) {
+      int k = 0;
+      for (int lane = 0; lane < 8; ++lane) perm[m][lane] = ((m >> lane) & 1) ? k++ : -1;
+    }
+  }
+};
+constexpr Avx2Lut kAvx2Lut;
+
+template <typename V> PK_AVX2 inline __m256 load8(const V* p);
+template <> PK_AVX2 inline __m256 load8<float>(const float* p) { return _mm256_loadu_ps(p); }
+template <> PK_AVX2 inline __m256 load8<uint16_t>(const uint16_t* p) {
+  const __m128i r = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(r), 16));
+}
+template <> PK_AVX2 inline __m256 load8<int8_t>(const int8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
+template <typename V>
+PK_AVX2 inline __m256 expand8(const V* p, uint32_t m8) {
+  const __m256i idx = _mm256_load_si256(reinterpret_cast<const __m256i*>(kAvx2Lut.perm[m8]));
+  const __m256 r = _mm256_permutevar8x32_ps(load8<V>(p), idx);
+  return _mm256_blendv_ps(r, _mm256_setzero_ps(), _mm256_castsi256_ps(idx));
+}
+
+PK_AVX2 inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// x lanes 16c .. 16c+15 that lie inside K (the last chunk may be partial)
+PK_AVX2 inline void load_x16(const float* x, int64_t left, __m256& lo, __m256& hi) {
+  if (left >= 16) {
+    lo = _mm256_loadu_ps(x);
+    hi = _mm256_loadu_ps(x + 8);
+    return;
+  }
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  lo = _mm256_maskload_ps(x, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(left)), lane));
+  hi = _mm256_maskload_ps(x + 8, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(left) - 8), lane));
+}
+
+template <typename V, int R, int C>
+PK_AVX2 void expand_avx2(const Problem& p, int64_t g) {
+  const uint8_t* mask = p.mask + g * p.mask_stride;
+  const int64_t chunks = (p.K + 15) / 16;
+  for (int64_t b = 0; b < p.B; ++b) {
+    const float* x = p.x + b * p.K;
+    const V* v = static_cast<const V*>(p.values) + p.group_ptr[g];
+    __m256 acc[R][2];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < chunks; ++c) {
+      const uint32_t m = chunk_mask<C>(mask, c);
+      if (!m) continue;
+      const int cnt = _mm_popcnt_u32(m), lo_cnt = _mm_popcnt_u32(m & 0xFF);
+      __m256 xlo, xhi;
+      load_x16(x + 16 * c, p.K - 16 * c, xlo, xhi);
+      for (int r = 0; r < R; ++r) {
+        acc[r][0] = _mm256_fmadd_ps(expand8<V>(v + r * cnt, m & 0xFF), xlo, acc[r][0]);
+        acc[r][1] = _mm256_fmadd_ps(expand8<V>(v + r * cnt + lo_cnt, m >> 8), xhi, acc[r][1]);
+      }
+      v += R * cnt;
+    }
+    for (int r = 0; r < R; ++r) store(p, g * R + r, b, hsum8(_mm256_add_ps(acc[r][0], acc[r][1])));
+  }
+}
+
+template <typename V>
+PK_AVX2 void gather_row_avx2(const Problem& p, int64_t n) {
+  const V* vals = static_cast<const V*>(p.values);
+  const uint16_t* idx = reinterpret_cast<const uint16_t*>(p.mask);
+  const int64_t begin = p.group_ptr[n], end = p.group_ptr[n + 1];
+  for (int64_t b = 0; b < p.B; ++b) {
+    const float* x = p.x + b * p.K;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int64_t i = begin;
+    for (; i + 16 <= end; i += 16) {
+      const __m256i j0 = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(idx + i)));
+      const __m256i j1 = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(idx + i + 8)));
+      a0 = _mm256_fmadd_ps(load8<V>(vals + i), _mm256_i32gather_ps(x, j0, 4), a0);
+      a1 = _mm256_fmadd_ps(load8<V>(vals + i + 8), _mm256_i32gather_ps(x, j1, 4), a1);
+    }
+    float tail = 0.f;
+    for (; i < end; ++i) tail += to_float<V>(vals[i]) * x[idx[i]];
+    store(p, n, b, hsum8(_mm256_add_ps(a0, a1)) + tail);
+  }
+}
+
+bool has_avx2() {
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                         __builtin_cpu_supports("bmi2");
+  return ok;
+}
+
 bool has_avx512() {
   static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
                          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
@@ -566,11 +670,19 @@ bool has_avx512() {
   return ok;
 }
 
+// simd argument of the ops: 1 = the best this CPU has, 2 = at most AVX2, 0 = portable loops
+int isa_level(int64_t simd) {
+  if (simd == 0) return 0;
+  if (simd == 1 && has_avx512()) return 2;
+  return has_avx2() ? 1 : 0;
+}
+
 using GroupFn = void (*)(const Problem&, int64_t);
 
+// level: 2 = AVX-512, 1 = AVX2, 0 = portable
 template <typename V, int R, int C>
-GroupFn pick(bool simd) {
-  return simd ? expand_avx512<V, R, C> : expand_scalar<V, R, C>;
+GroupFn pick(int level) {
+  return level == 2 ? expand_avx512<V, R, C> : level == 1 ? expand_avx2<V, R, C> : expand_scalar<V, R, C>;
 }
 
 using UnpackFn = void (*)(const Problem&, int64_t, float*);
@@ -591,7 +703,7 @@ UnpackFn pick_unpack_rc(int64_t R, int64_t C, bool simd) {
 }
 
 template <typename V>
-GroupFn pick_rc(int64_t R, int64_t C, bool simd) {
+GroupFn pick_rc(int64_t R, int64_t C, int simd) {
   if (R == 1 && C == 1) return pick<V, 1, 1>(simd);
   if (R == 1 && C == 4) return pick<V, 1, 4>(simd);
   if (R == 1 && C == 16) return pick<V, 1, 16>(simd);
@@ -602,7 +714,7 @@ GroupFn pick_rc(int64_t R, int64_t C, bool simd) {
               " (rows 1 or 4, cols 1, 4 or 16)");
 }
 
-// simd: 1 = AVX-512 where the CPU has it, 0 = portable loops only.
+// simd: 1 = the best vector path this CPU has (AVX-512, else AVX2), 2 = at most AVX2, 0 = portable.
 at::Tensor sparse_mm(const at::Tensor& x, const at::Tensor& values, const at::Tensor& mask,
                      const at::Tensor& group_ptr, const c10::optional<at::Tensor>& scale,
                      const c10::optional<at::Tensor>& bias, int64_t out_features, int64_t rows_per_group,
@@ -626,7 +738,8 @@ at::Tensor sparse_mm(const at::Tensor& x, const at::Tensor& values, const at::Te
   Problem p{vals.data_ptr(), msk.data_ptr<uint8_t>(), gp.data_ptr<int64_t>(),
             sc.defined() ? sc.data_ptr<float>() : nullptr, bi.defined() ? bi.data_ptr<float>() : nullptr,
             x2.data_ptr<float>(), y.data_ptr<float>(), B, K, N, msk.size(1)};
-  const bool use_simd = simd != 0 && has_avx512();
+  const int level = isa_level(simd);
+  const bool use_simd = level == 2;
   const int64_t groups = N / R;
   if (use_batched(use_simd, dense_from, B, gp.data_ptr<int64_t>()[groups], N, K, kBatchedFromBitmask)) {
     BatchedFn bf;
@@ -662,9 +775,9 @@ at::Tensor sparse_mm(const at::Tensor& x, const at::Tensor& values, const at::Te
   }
   GroupFn fn;
   switch (vals.scalar_type()) {
-    case at::kFloat: fn = pick_rc<float>(R, cols_per_bit, use_simd); break;
-    case at::kBFloat16: fn = pick_rc<uint16_t>(R, cols_per_bit, use_simd); break;
-    case at::kChar: fn = pick_rc<int8_t>(R, cols_per_bit, use_simd); break;
+    case at::kFloat: fn = pick_rc<float>(R, cols_per_bit, level); break;
+    case at::kBFloat16: fn = pick_rc<uint16_t>(R, cols_per_bit, level); break;
+    case at::kChar: fn = pick_rc<int8_t>(R, cols_per_bit, level); break;
     default: TORCH_CHECK(false, "prunekit sparse_mm: values must be float32, bfloat16 or int8");
   }
   if (B == 1 && R == 1 && cols_per_bit == 1 && use_simd && groups >= 2) {
@@ -710,7 +823,8 @@ at::Tensor sparse_mm_index(const at::Tensor& x, const at::Tensor& values, const 
   Problem p{vals.data_ptr(), reinterpret_cast<const uint8_t*>(idx.data_ptr()), rp.data_ptr<int64_t>(),
             sc.defined() ? sc.data_ptr<float>() : nullptr, bi.defined() ? bi.data_ptr<float>() : nullptr,
             x2.data_ptr<float>(), y.data_ptr<float>(), B, K, N, 0};
-  const bool use_simd = simd != 0 && has_avx512();
+  const int level = isa_level(simd);
+  const bool use_simd = level == 2;
   if (use_batched(use_simd, dense_from, B, rp.data_ptr<int64_t>()[N], N, K, kBatchedFromIndex)) {
     BatchedFn bf;
     switch (vals.scalar_type()) {
@@ -743,9 +857,11 @@ at::Tensor sparse_mm_index(const at::Tensor& x, const at::Tensor& values, const 
   }
   GroupFn fn;
   switch (vals.scalar_type()) {
-    case at::kFloat: fn = use_simd ? gather_row<float> : gather_row_scalar<float>; break;
-    case at::kBFloat16: fn = use_simd ? gather_row<uint16_t> : gather_row_scalar<uint16_t>; break;
-    case at::kChar: fn = use_simd ? gather_row<int8_t> : gather_row_scalar<int8_t>; break;
+    case at::kFloat: fn = level == 2 ? gather_row<float> : level == 1 ? gather_row_avx2<float> : gather_row_scalar<float>; break;
+    case at::kBFloat16:
+      fn = level == 2 ? gather_row<uint16_t> : level == 1 ? gather_row_avx2<uint16_t> : gather_row_scalar<uint16_t>;
+      break;
+    case at::kChar: fn = level == 2 ? gather_row<int8_t> : level == 1 ? gather_row_avx2<int8_t> : gather_row_scalar<int8_t>; break;
     default: TORCH_CHECK(false, "prunekit sparse_mm_index: values must be float32, bfloat16 or int8");
   }
   if (B > 0) {
@@ -776,7 +892,7 @@ at::Tensor sparse_mm_meta(const at::Tensor& x, const at::Tensor& values, const a
   return at::empty(sizes, x.options());
 }
 
-bool simd_available() { return has_avx512(); }
+int64_t simd_level() { return isa_level(1); }
 
 // Evict a tensor's bytes from every cache level, so the next read comes from memory, as a
 // layer's weights do in a real forward through a model larger than the caches.
@@ -796,7 +912,7 @@ TORCH_LIBRARY(prunekit_sparse, m) {
   m.def(
       "sparse_mm_index(Tensor x, Tensor values, Tensor index, Tensor row_ptr, Tensor? scale, Tensor? bias, "
       "int out_features, int simd, int dense_from) -> Tensor");
-  m.def("simd_available() -> bool", &simd_available);
+  m.def("simd_level() -> int", &simd_level);
   m.def("flush_cache(Tensor t) -> ()", &flush_cache);
 }
 
