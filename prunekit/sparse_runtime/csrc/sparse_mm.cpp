@@ -714,182 +714,158 @@ GroupFn pick_rc(int64_t R, int64_t C, int simd) {
               " (rows 1 or 4, cols 1, 4 or 16)");
 }
 
+// The value type of the packed weight, as a tag for the templates: f(float{}) etc.
+template <typename F>
+auto by_value_type(at::ScalarType t, F&& f) {
+  switch (t) {
+    case at::kFloat: return f(float{});
+    case at::kBFloat16: return f(uint16_t{});
+    case at::kChar: return f(int8_t{});
+    default: TORCH_CHECK(false, "prunekit sparse ops: values must be float32, bfloat16 or int8, got ", t);
+  }
+}
+
+// Index rows of the column-index format, scattered into the dense weight (scale applied).
+template <typename V>
+void unpack_index_row(const Problem& p, int64_t n, float* dense) {
+  const V* vals = static_cast<const V*>(p.values);
+  const uint16_t* idx = reinterpret_cast<const uint16_t*>(p.mask);
+  std::fill(dense + n * p.K, dense + (n + 1) * p.K, 0.f);
+  const float s = p.scale ? p.scale[n] : 1.f;
+  for (int64_t i = p.group_ptr[n]; i < p.group_ptr[n + 1]; ++i) dense[n * p.K + idx[i]] = to_float<V>(vals[i]) * s;
+}
+
+// Everything one call needs: float32 x as [B, K], y [B, N], the packed parts, the Problem.
+struct Call {
+  at::Tensor x2, y, vals, index, ptr, scale, bias;
+  Problem p;
+  int level;
+  c10::ScalarType in_dtype;
+  std::vector<int64_t> out_sizes;
+};
+
+Call prepare(const at::Tensor& x, const at::Tensor& values, const at::Tensor& index, const at::Tensor& ptr,
+             const c10::optional<at::Tensor>& scale, const c10::optional<at::Tensor>& bias, int64_t N,
+             int64_t mask_stride, int64_t simd) {
+  TORCH_CHECK(x.device().is_cpu(), "prunekit sparse ops: x must be on the CPU");
+  TORCH_CHECK(ptr.scalar_type() == at::kLong, "prunekit sparse ops: group_ptr / row_ptr must be int64");
+  Call c;
+  const int64_t K = x.size(-1);
+  c.in_dtype = x.scalar_type();
+  c.out_sizes = x.sizes().vec();
+  c.out_sizes.back() = N;
+  c.x2 = x.reshape({-1, K}).to(at::kFloat).contiguous();
+  const int64_t B = c.x2.size(0);
+  c.y = at::empty({B, N}, c.x2.options());
+  if (scale.has_value() && scale->defined()) c.scale = scale->to(at::kFloat).contiguous();
+  if (bias.has_value() && bias->defined()) c.bias = bias->to(at::kFloat).contiguous();
+  c.vals = values.contiguous();
+  c.index = index.contiguous();
+  c.ptr = ptr.contiguous();
+  c.p = Problem{c.vals.data_ptr(), static_cast<const uint8_t*>(c.index.data_ptr()), c.ptr.data_ptr<int64_t>(),
+                c.scale.defined() ? c.scale.data_ptr<float>() : nullptr,
+                c.bias.defined() ? c.bias.data_ptr<float>() : nullptr, c.x2.data_ptr<float>(), c.y.data_ptr<float>(),
+                B, K, N, mask_stride};
+  c.level = isa_level(simd);
+  return c;
+}
+
+at::Tensor finish(const Call& c, const at::Tensor& out) { return out.reshape(c.out_sizes).to(c.in_dtype); }
+
+// Compute-bound and not very sparse: rebuild the dense weight once (cheap next to the
+// product) into the scratch buffer and let the BLAS GEMM do the work.
+at::Tensor rebuild_and_gemm(Call& c, int64_t units, int64_t grain, UnpackFn un) {
+  at::Tensor dense = scratch_weight(c.p.N, c.p.K);
+  float* d = dense.data_ptr<float>();
+  at::parallel_for(0, units, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t u = begin; u < end; ++u) un(c.p, u, d);
+  });
+  return finish(c, c.bias.defined() ? at::addmm(c.bias, c.x2, dense.t()) : at::mm(c.x2, dense.t()));
+}
+
+at::Tensor run_rows(Call& c, int64_t units, int64_t grain, GroupFn fn) {
+  if (c.p.B > 0) {
+    at::parallel_for(0, units, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t u = begin; u < end; ++u) fn(c.p, u);
+    });
+  }
+  return finish(c, c.y);
+}
+
 // simd: 1 = the best vector path this CPU has (AVX-512, else AVX2), 2 = at most AVX2, 0 = portable.
 at::Tensor sparse_mm(const at::Tensor& x, const at::Tensor& values, const at::Tensor& mask,
                      const at::Tensor& group_ptr, const c10::optional<at::Tensor>& scale,
                      const c10::optional<at::Tensor>& bias, int64_t out_features, int64_t rows_per_group,
                      int64_t cols_per_bit, int64_t simd, int64_t dense_from) {
-  TORCH_CHECK(x.device().is_cpu(), "prunekit sparse_mm: x must be on the CPU");
   TORCH_CHECK(mask.scalar_type() == at::kByte && mask.dim() == 2, "prunekit sparse_mm: mask must be uint8 [groups, bytes]");
-  TORCH_CHECK(group_ptr.scalar_type() == at::kLong, "prunekit sparse_mm: group_ptr must be int64");
-  const int64_t K = x.size(-1);
-  const int64_t N = out_features;
-  const int64_t R = rows_per_group;
+  const int64_t N = out_features, R = rows_per_group, C = cols_per_bit;
   TORCH_CHECK(N % R == 0 && mask.size(0) == N / R && group_ptr.numel() == N / R + 1,
               "prunekit sparse_mm: mask / group_ptr do not match out_features");
-  const auto in_dtype = x.scalar_type();
-  at::Tensor x2 = x.reshape({-1, K}).to(at::kFloat).contiguous();
-  const int64_t B = x2.size(0);
-    at::Tensor y = at::empty({B, N}, x2.options());
-  at::Tensor sc, bi;
-  if (scale.has_value() && scale->defined()) sc = scale->to(at::kFloat).contiguous();
-  if (bias.has_value() && bias->defined()) bi = bias->to(at::kFloat).contiguous();
-  at::Tensor vals = values.contiguous(), msk = mask.contiguous(), gp = group_ptr.contiguous();
-  Problem p{vals.data_ptr(), msk.data_ptr<uint8_t>(), gp.data_ptr<int64_t>(),
-            sc.defined() ? sc.data_ptr<float>() : nullptr, bi.defined() ? bi.data_ptr<float>() : nullptr,
-            x2.data_ptr<float>(), y.data_ptr<float>(), B, K, N, msk.size(1)};
-  const int level = isa_level(simd);
-  const bool use_simd = level == 2;
-  const int64_t groups = N / R;
-  if (use_batched(use_simd, dense_from, B, gp.data_ptr<int64_t>()[groups], N, K, kBatchedFromBitmask)) {
-    BatchedFn bf;
-    switch (vals.scalar_type()) {
-      case at::kFloat: bf = pick_batched_rc<float>(R, cols_per_bit); break;
-      case at::kBFloat16: bf = pick_batched_rc<uint16_t>(R, cols_per_bit); break;
-      case at::kChar: bf = pick_batched_rc<int8_t>(R, cols_per_bit); break;
-      default: TORCH_CHECK(false, "prunekit sparse_mm: values must be float32, bfloat16 or int8");
-    }
-    auto sizes = x.sizes().vec();
-    sizes.back() = N;
-    return run_batched(p, x2, groups, bf).reshape(sizes).to(in_dtype);
+  Call c = prepare(x, values, mask, group_ptr, scale, bias, N, mask.size(1), simd);
+  const int64_t groups = N / R, B = c.p.B;
+  const auto type = c.vals.scalar_type();
+  if (use_batched(c.level == 2, dense_from, B, c.p.group_ptr[groups], N, c.p.K, kBatchedFromBitmask)) {
+    BatchedFn bf = by_value_type(type, [&](auto tag) { return pick_batched_rc<decltype(tag)>(R, C); });
+    return finish(c, run_batched(c.p, c.x2, groups, bf));
   }
   if (dense_from > 0 && B >= dense_from) {
-    // Compute-bound and not very sparse: rebuild the dense weight once (cheap next to
-    // the product) and let the BLAS GEMM do the work, so prefill is not much slower.
-    UnpackFn un;
-    switch (vals.scalar_type()) {
-      case at::kFloat: un = pick_unpack_rc<float>(R, cols_per_bit, use_simd); break;
-      case at::kBFloat16: un = pick_unpack_rc<uint16_t>(R, cols_per_bit, use_simd); break;
-      case at::kChar: un = pick_unpack_rc<int8_t>(R, cols_per_bit, use_simd); break;
-      default: TORCH_CHECK(false, "prunekit sparse_mm: values must be float32, bfloat16 or int8");
-    }
-    at::Tensor dense = scratch_weight(N, K);
-    float* d = dense.data_ptr<float>();
-    at::parallel_for(0, groups, std::max<int64_t>(1, 64 / R), [&](int64_t begin, int64_t end) {
-      for (int64_t g = begin; g < end; ++g) un(p, g, d);
-    });
-    at::Tensor out = bi.defined() ? at::addmm(bi, x2, dense.t()) : at::mm(x2, dense.t());
-    auto sizes = x.sizes().vec();
-    sizes.back() = N;
-    return out.reshape(sizes).to(in_dtype);
+    UnpackFn un = by_value_type(type, [&](auto tag) { return pick_unpack_rc<decltype(tag)>(R, C, c.level == 2); });
+    return rebuild_and_gemm(c, groups, std::max<int64_t>(1, 64 / R), un);
   }
-  GroupFn fn;
-  switch (vals.scalar_type()) {
-    case at::kFloat: fn = pick_rc<float>(R, cols_per_bit, level); break;
-    case at::kBFloat16: fn = pick_rc<uint16_t>(R, cols_per_bit, level); break;
-    case at::kChar: fn = pick_rc<int8_t>(R, cols_per_bit, level); break;
-    default: TORCH_CHECK(false, "prunekit sparse_mm: values must be float32, bfloat16 or int8");
-  }
-  if (B == 1 && R == 1 && cols_per_bit == 1 && use_simd && groups >= 2) {
+  GroupFn fn = by_value_type(type, [&](auto tag) { return pick_rc<decltype(tag)>(R, C, c.level); });
+  if (B == 1 && R == 1 && C == 1 && c.level == 2 && groups >= 2) {
     const int64_t half = groups / 2;
-    void (*pair)(const Problem&, int64_t, int64_t) = nullptr;
-    switch (vals.scalar_type()) {
-      case at::kFloat: pair = pair_rows<float>; break;
-      case at::kBFloat16: pair = pair_rows<uint16_t>; break;
-      default: pair = pair_rows<int8_t>; break;
-    }
+    auto pair = by_value_type(type, [&](auto tag) { return &pair_rows<decltype(tag)>; });
     at::parallel_for(0, half, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t g = begin; g < end; ++g) pair(p, g, half);
+      for (int64_t g = begin; g < end; ++g) pair(c.p, g, half);
     });
-    if (groups % 2) fn(p, groups - 1);
-  } else if (B > 0) {
-    const int64_t grain = std::max<int64_t>(1, 16 / R);
-    at::parallel_for(0, groups, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t g = begin; g < end; ++g) fn(p, g);
-    });
+    if (groups % 2) fn(c.p, groups - 1);
+    return finish(c, c.y);
   }
-  auto sizes = x.sizes().vec();
-  sizes.back() = N;
-  return y.reshape(sizes).to(in_dtype);
+  return run_rows(c, groups, std::max<int64_t>(1, 16 / R), fn);
 }
 
 at::Tensor sparse_mm_index(const at::Tensor& x, const at::Tensor& values, const at::Tensor& index,
                            const at::Tensor& row_ptr, const c10::optional<at::Tensor>& scale,
                            const c10::optional<at::Tensor>& bias, int64_t out_features, int64_t simd,
                            int64_t dense_from) {
-  TORCH_CHECK(x.device().is_cpu(), "prunekit sparse_mm_index: x must be on the CPU");
   TORCH_CHECK(index.scalar_type() == at::kShort, "prunekit sparse_mm_index: index must be int16 (uint16 bits)");
-  TORCH_CHECK(row_ptr.scalar_type() == at::kLong && row_ptr.numel() == out_features + 1,
-              "prunekit sparse_mm_index: row_ptr must be int64 [out_features + 1]");
-  const int64_t K = x.size(-1), N = out_features;
-  const auto in_dtype = x.scalar_type();
-  at::Tensor x2 = x.reshape({-1, K}).to(at::kFloat).contiguous();
-  const int64_t B = x2.size(0);
-  at::Tensor y = at::empty({B, N}, x2.options());
-  at::Tensor sc, bi;
-  if (scale.has_value() && scale->defined()) sc = scale->to(at::kFloat).contiguous();
-  if (bias.has_value() && bias->defined()) bi = bias->to(at::kFloat).contiguous();
-  at::Tensor vals = values.contiguous(), idx = index.contiguous(), rp = row_ptr.contiguous();
-  Problem p{vals.data_ptr(), reinterpret_cast<const uint8_t*>(idx.data_ptr()), rp.data_ptr<int64_t>(),
-            sc.defined() ? sc.data_ptr<float>() : nullptr, bi.defined() ? bi.data_ptr<float>() : nullptr,
-            x2.data_ptr<float>(), y.data_ptr<float>(), B, K, N, 0};
-  const int level = isa_level(simd);
-  const bool use_simd = level == 2;
-  if (use_batched(use_simd, dense_from, B, rp.data_ptr<int64_t>()[N], N, K, kBatchedFromIndex)) {
-    BatchedFn bf;
-    switch (vals.scalar_type()) {
-      case at::kFloat: bf = batched_index_row<float>; break;
-      case at::kBFloat16: bf = batched_index_row<uint16_t>; break;
-      default: bf = batched_index_row<int8_t>; break;
-    }
-    auto sizes = x.sizes().vec();
-    sizes.back() = N;
-    return run_batched(p, x2, N, bf).reshape(sizes).to(in_dtype);
+  TORCH_CHECK(row_ptr.numel() == out_features + 1, "prunekit sparse_mm_index: row_ptr must be [out_features + 1]");
+  const int64_t N = out_features;
+  Call c = prepare(x, values, index, row_ptr, scale, bias, N, 0, simd);
+  const auto type = c.vals.scalar_type();
+  if (use_batched(c.level == 2, dense_from, c.p.B, c.p.group_ptr[N], N, c.p.K, kBatchedFromIndex)) {
+    BatchedFn bf = by_value_type(type, [&](auto tag) { return &batched_index_row<decltype(tag)>; });
+    return finish(c, run_batched(c.p, c.x2, N, bf));
   }
-  if (dense_from > 0 && B >= dense_from) {  // portable: scatter into a dense weight, then GEMM
-    at::Tensor dense = scratch_weight(N, K);
-    dense.zero_();
-    float* d = dense.data_ptr<float>();
-    const uint16_t* ix = reinterpret_cast<const uint16_t*>(idx.data_ptr());
-    const int64_t* r = rp.data_ptr<int64_t>();
-    at::Tensor vf = vals.to(at::kFloat);
-    const float* vv = vf.data_ptr<float>();
-    at::parallel_for(0, N, 64, [&](int64_t begin, int64_t end) {
-      for (int64_t n = begin; n < end; ++n) {
-        const float s = p.scale ? p.scale[n] : 1.f;
-        for (int64_t i = r[n]; i < r[n + 1]; ++i) d[n * K + ix[i]] = vv[i] * s;
-      }
-    });
-    at::Tensor out = bi.defined() ? at::addmm(bi, x2, dense.t()) : at::mm(x2, dense.t());
-    auto sizes = x.sizes().vec();
-    sizes.back() = N;
-    return out.reshape(sizes).to(in_dtype);
+  if (dense_from > 0 && c.p.B >= dense_from) {
+    UnpackFn un = by_value_type(type, [&](auto tag) { return &unpack_index_row<decltype(tag)>; });
+    return rebuild_and_gemm(c, N, 64, un);
   }
-  GroupFn fn;
-  switch (vals.scalar_type()) {
-    case at::kFloat: fn = level == 2 ? gather_row<float> : level == 1 ? gather_row_avx2<float> : gather_row_scalar<float>; break;
-    case at::kBFloat16:
-      fn = level == 2 ? gather_row<uint16_t> : level == 1 ? gather_row_avx2<uint16_t> : gather_row_scalar<uint16_t>;
-      break;
-    case at::kChar: fn = level == 2 ? gather_row<int8_t> : level == 1 ? gather_row_avx2<int8_t> : gather_row_scalar<int8_t>; break;
-    default: TORCH_CHECK(false, "prunekit sparse_mm_index: values must be float32, bfloat16 or int8");
-  }
-  if (B > 0) {
-    at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t n = begin; n < end; ++n) fn(p, n);
-    });
-  }
-  auto sizes = x.sizes().vec();
-  sizes.back() = N;
-  return y.reshape(sizes).to(in_dtype);
+  GroupFn fn = by_value_type(type, [&](auto tag) -> GroupFn {
+    using V = decltype(tag);
+    return c.level == 2 ? gather_row<V> : c.level == 1 ? gather_row_avx2<V> : gather_row_scalar<V>;
+  });
+  return run_rows(c, N, 16, fn);
 }
 
-at::Tensor sparse_mm_index_meta(const at::Tensor& x, const at::Tensor& values, const at::Tensor& index,
-                                const at::Tensor& row_ptr, const c10::optional<at::Tensor>& scale,
-                                const c10::optional<at::Tensor>& bias, int64_t out_features, int64_t simd,
-                                int64_t dense_from) {
+// Meta kernels (shapes only, for tracing and torch.compile): y is x with out_features last.
+at::Tensor meta_like(const at::Tensor& x, int64_t out_features) {
   auto sizes = x.sizes().vec();
   sizes.back() = out_features;
   return at::empty(sizes, x.options());
 }
 
-at::Tensor sparse_mm_meta(const at::Tensor& x, const at::Tensor& values, const at::Tensor& mask,
-                          const at::Tensor& group_ptr, const c10::optional<at::Tensor>& scale,
-                          const c10::optional<at::Tensor>& bias, int64_t out_features, int64_t rows_per_group,
-                          int64_t cols_per_bit, int64_t simd, int64_t dense_from) {
-  auto sizes = x.sizes().vec();
-  sizes.back() = out_features;
-  return at::empty(sizes, x.options());
+at::Tensor sparse_mm_meta(const at::Tensor& x, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                          const c10::optional<at::Tensor>&, const c10::optional<at::Tensor>&, int64_t out_features,
+                          int64_t, int64_t, int64_t, int64_t) {
+  return meta_like(x, out_features);
+}
+
+at::Tensor sparse_mm_index_meta(const at::Tensor& x, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                const c10::optional<at::Tensor>&, const c10::optional<at::Tensor>&,
+                                int64_t out_features, int64_t, int64_t) {
+  return meta_like(x, out_features);
 }
 
 int64_t simd_level() { return isa_level(1); }
