@@ -50,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--calib", default=None,
                    help="calibration text: a file or austen:<novel> (default austen:emma)")
     p.add_argument("--eval", dest="eval_text", default=None,
-                   help="evaluation text: a file or austen:<novel> (default austen:persuasion)")
+                   help="evaluation text: a file or austen:<novel> (default austen:persuasion); 'none' "
+                   "skips perplexity (e.g. a model with random weights)")
     p.add_argument("--nsamples", type=int, default=64, help="calibration windows (default 64)")
     p.add_argument("--seqlen", type=int, default=512, help="tokens per calibration window")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration windows")
@@ -121,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     resolve_model(args.model)  # fail fast on a bad path, before reading any text
     needs_calib = structured is not None or (config is not None and config.needs_calibration)
     calib_text = read_text(args.calib or "austen:emma") if needs_calib else None
-    eval_text = read_text(args.eval_text or "austen:persuasion")
+    evaluate = args.eval_text != "none"
+    eval_text = read_text(args.eval_text or "austen:persuasion") if evaluate else None
     if args.threads is not None:
         if args.threads < 1:
             raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
@@ -136,14 +138,23 @@ def run(args: argparse.Namespace) -> int:
     if calib_text is not None:
         windows = calibration_windows(tokenize_text(tokenizer, calib_text), args.nsamples,
                                       args.seqlen, args.seed)
-    eval_ids = tokenize_text(tokenizer, eval_text)
+    # the prompt of the speed measurements: the evaluation text, else the calibration text,
+    # else fixed random tokens
+    if eval_text is not None:
+        eval_ids = tokenize_text(tokenizer, eval_text)
+    elif windows is not None:
+        eval_ids = windows.reshape(-1)
+    else:
+        eval_ids = torch.randint(0, len(tokenizer), (256,), generator=torch.Generator().manual_seed(args.seed))
     t0 = time.perf_counter()
     model = load_model(args.model, device=device)
     load_seconds = time.perf_counter() - t0
     params_before = count_params(model)
     print(f"loaded {args.model} ({params_before / 1e6:.1f}M params) in {load_seconds:.1f}s on {device}")
 
-    def ppl() -> float:
+    def ppl() -> float | None:
+        if not evaluate:
+            return None
         return perplexity(model, eval_ids, window=args.eval_window, stride=args.eval_stride,
                           max_tokens=args.eval_max_tokens, progress=progress)
 
@@ -177,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
     speed_after = speed()
     if args.out:  # the Hugging Face folder holds the pruned model as plain (dense-shaped) weights
         save_pretrained_model(model, Path(args.out) / "model", tokenizer)
-    print(f"perplexity after:  {ppl_after:.2f}")
+    if ppl_after is not None:
+        print(f"perplexity after:  {ppl_after:.2f}")
     if config is not None:
         print(f"pruned {result.measured_sparsity:.1%} of block weights with {config.method}"
               f"{' ' + str(config.pattern) if config.pattern else ''} in {result.seconds:.1f}s")
@@ -206,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
         "seqlen": args.seqlen,
         "eval_window": args.eval_window,
         "eval_stride": args.eval_stride,
-        "eval_tokens": int(min(eval_ids.numel(), args.eval_max_tokens or eval_ids.numel())),
+        "eval_tokens": int(min(eval_ids.numel(), args.eval_max_tokens or eval_ids.numel())) if evaluate else 0,
         "config": config.to_dict() if config else None,
     }
     if sparse_runtime is not None:
@@ -254,7 +266,8 @@ def _sparse_runtime_stage(model: Any, eval_ids: Any, args: argparse.Namespace, p
     print(f"sparse runtime: {report.converted}/{len(report.layers)} layers packed; decode "
           f"{dense['decode_tokens_per_s']:.1f} -> {sparse['decode_tokens_per_s']:.1f} tokens/s, prefill "
           f"{dense['prefill_tokens_per_s']:.0f} -> {sparse['prefill_tokens_per_s']:.0f} tokens/s, weights "
-          f"{dense['weights_mb']:.0f} -> {sparse['weights_mb']:.0f} MB; perplexity {ppl_sparse:.2f}")
+          f"{dense['weights_mb']:.0f} -> {sparse['weights_mb']:.0f} MB"
+          + (f"; perplexity {ppl_sparse:.2f}" if ppl_sparse is not None else ""))
     summary = report.to_dict()
     return {
         "speed": {"dense": dense, "sparse_runtime": sparse},

@@ -191,3 +191,15 @@ def test_cli_sparse_runtime_measures_both_and_reloads_in_a_fresh_process(wider_f
                           str(tmp_path / "sparse_runtime.safetensors")], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert float(out.stdout.strip().splitlines()[-1]) < 1e-4
+
+
+def test_cli_eval_none_skips_perplexity(tiny_folder, tmp_path):
+    extra = ["--method", "magnitude", "--eval", "none", "--speed", "--out", str(tmp_path)]
+    args = [a for a in _args(tiny_folder, *extra)]
+    i = args.index("--eval")  # _args passes an --eval file first; the later 'none' wins
+    assert args[i + 1] != "none" and "none" in args
+    assert _main(args) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["ppl_before"] is None and metrics["ppl_after"] is None and metrics["eval_tokens"] == 0
+    assert metrics["sparsity_measured"] == pytest.approx(0.5, abs=0.01)
+    assert metrics["generation_after"]["decode_tokens_per_s"] > 0
