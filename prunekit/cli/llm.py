@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from prunekit.llm.calibration import calibration_windows, causal_lm_batches, tokenize_text
     from prunekit.llm.evaluate import generation_speed, perplexity
     from prunekit.llm.loading import load_model, load_tokenizer, resolve_model
-    from prunekit.llm.memory import peak_rss_mb, reset_peak_rss
+    from prunekit.llm.memory import StagePeaks
     from prunekit.llm.prune import block_sparsity, prune_llm
     from prunekit.llm.structured import LAYER_SHAPES_FIELD, save_pretrained_model, structured_prune
     from prunekit.metrics import count_nonzero, count_params
@@ -147,7 +147,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         eval_ids = torch.randint(0, len(tokenizer), (256,), generator=torch.Generator().manual_seed(args.seed))
     t0 = time.perf_counter()
-    model = load_model(args.model, device=device)
+    peaks = StagePeaks()
+    with peaks.stage("load"):
+        model = load_model(args.model, device=device)
     load_seconds = time.perf_counter() - t0
     params_before = count_params(model)
     print(f"loaded {args.model} ({params_before / 1e6:.1f}M params) in {load_seconds:.1f}s on {device}")
@@ -164,27 +166,28 @@ def run(args: argparse.Namespace) -> int:
         return generation_speed(model, eval_ids[:128], new_tokens=32, runs=2).to_dict()
 
     speed_before = speed()
-    ppl_before = None if args.skip_ppl_before else ppl()
+    with peaks.stage("eval_before"):
+        ppl_before = None if args.skip_ppl_before else ppl()
     if ppl_before is not None:
         print(f"perplexity before: {ppl_before:.2f}")
-    peak_before_pruning = peak_rss_mb()
-    can_reset = reset_peak_rss()  # so the pruning's own peak can be read
     structured_info = None
-    if structured is not None:
-        start = time.perf_counter()
-        batches = [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
-                   for b in causal_lm_batches(windows, 4)]
-        plan = structured_prune(model, batches, structured)
-        structured_info = _structured_summary(plan, structured, time.perf_counter() - start)
-        print(f"removed {structured_info['removed_heads']} attention units, "
-              f"{structured_info['removed_mlp_neurons']} MLP neurons and "
-              f"{len(plan['layers'])} blocks {plan['layers']} in {structured_info['seconds']:.1f}s: "
-              f"{params_before / 1e6:.1f}M -> {count_params(model) / 1e6:.1f}M params")
-    result = prune_llm(model, windows, config, progress=progress) if config is not None else None
+    with peaks.stage("prune"):
+        if structured is not None:
+            start = time.perf_counter()
+            batches = [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
+                       for b in causal_lm_batches(windows, 4)]
+            plan = structured_prune(model, batches, structured)
+            structured_info = _structured_summary(plan, structured, time.perf_counter() - start)
+            print(f"removed {structured_info['removed_heads']} attention units, "
+                  f"{structured_info['removed_mlp_neurons']} MLP neurons and "
+                  f"{len(plan['layers'])} blocks {plan['layers']} in {structured_info['seconds']:.1f}s: "
+                  f"{params_before / 1e6:.1f}M -> {count_params(model) / 1e6:.1f}M params")
+        result = prune_llm(model, windows, config, progress=progress) if config is not None else None
     prune_seconds = (structured_info["seconds"] if structured_info else 0.0) + (result.seconds if result else 0.0)
-    prune_peak = peak_rss_mb() if can_reset else None
-    rss = max(peak_before_pruning, peak_rss_mb())
-    ppl_after = ppl()
+    prune_peak = peaks.by_stage["prune"]["peak_rss_mb"]
+    rss = peaks.max_rss_mb()
+    with peaks.stage("eval_after"):
+        ppl_after = ppl()
     speed_after = speed()
     if args.out:  # the Hugging Face folder holds the pruned model as plain (dense-shaped) weights
         save_pretrained_model(model, Path(args.out) / "model", tokenizer)
@@ -205,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
         "prune_seconds": prune_seconds,
         "peak_rss_mb": rss,
         "prune_peak_rss_mb": prune_peak,
+        "memory_by_stage": peaks.by_stage,
         "model_mb": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20,
         "sparsity_measured": result.measured_sparsity if result else block_sparsity(model),
         "layer_sparsity": result.to_dict()["layer_sparsity"] if result else None,

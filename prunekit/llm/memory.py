@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -25,3 +27,39 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+class StagePeaks:
+    """Peak memory per named stage of a run: ``with peaks.stage("prune"): ...``.
+
+    Each stage resets the kernel's peak-RSS mark first (where Linux allows; elsewhere the
+    reading is the process peak so far, an upper bound) and, on a GPU, torch's peak
+    allocated memory.
+
+    Example:
+        >>> peaks = StagePeaks()
+        >>> with peaks.stage("work"):
+        ...     _ = bytearray(1 << 20)
+        >>> peaks.by_stage["work"]["peak_rss_mb"] > 0
+        True
+    """
+
+    def __init__(self) -> None:
+        self.by_stage: dict[str, dict[str, float | None]] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        import torch
+
+        reset_peak_rss()
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            yield
+        finally:
+            gpu = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
+            self.by_stage[name] = {"peak_rss_mb": peak_rss_mb(), "peak_gpu_mb": gpu}
+
+    def max_rss_mb(self) -> float:
+        return max((v["peak_rss_mb"] or 0.0 for v in self.by_stage.values()), default=peak_rss_mb())

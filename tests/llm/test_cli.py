@@ -122,6 +122,10 @@ def test_cli_structured_removes_heads_neurons_and_blocks_and_reloads(tiny_folder
     assert metrics["method"] is None and metrics["sparsity_measured"] < 0.01  # no unstructured step
     assert metrics["params"] < 0.75 * metrics["params_before"]
     assert metrics["generation_after"]["decode_tokens_per_s"] > 0
+    stages = metrics["memory_by_stage"]
+    assert set(stages) == {"load", "eval_before", "prune", "eval_after"}
+    assert all(v["peak_rss_mb"] > 0 for v in stages.values())
+    assert metrics["peak_rss_mb"] == max(v["peak_rss_mb"] for v in stages.values())
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "model"))
     assert reloaded.config.num_hidden_layers == 1 and reloaded.config.num_key_value_heads == 1
     assert reloaded.config.intermediate_size == 48
@@ -203,3 +207,7 @@ def test_cli_eval_none_skips_perplexity(tiny_folder, tmp_path):
     assert metrics["ppl_before"] is None and metrics["ppl_after"] is None and metrics["eval_tokens"] == 0
     assert metrics["sparsity_measured"] == pytest.approx(0.5, abs=0.01)
     assert metrics["generation_after"]["decode_tokens_per_s"] > 0
+    stages = metrics["memory_by_stage"]
+    assert set(stages) == {"load", "eval_before", "prune", "eval_after"}
+    assert all(v["peak_rss_mb"] > 0 for v in stages.values())
+    assert metrics["peak_rss_mb"] == max(v["peak_rss_mb"] for v in stages.values())
