@@ -15,8 +15,8 @@
 
 Each part at one thread and two threads. The last line printed is JSON.
 
-Run:  PYTHONPATH=. python benchmarks/sparse_runtime.py              (about 25 min on 2 cores)
-      PYTHONPATH=. python benchmarks/sparse_runtime.py --parts a    (layers only, a few minutes)
+Run:  PYTHONPATH=. python benchmarks/sparse_runtime.py              (about 17 min on 2 cores)
+      PYTHONPATH=. python benchmarks/sparse_runtime.py --parts a --threads 1   (layers, one thread: 2 min)
 """
 
 from __future__ import annotations
