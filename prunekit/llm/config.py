@@ -10,6 +10,7 @@ from prunekit.errors import ConfigError
 from prunekit.patterns.nm import NM
 
 METHODS: tuple[str, ...] = ("magnitude", "wanda", "sparsegpt")
+RECONSTRUCT: tuple[str, ...] = ("none", "layer")
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,9 @@ class LLMPruneConfig(ConfigBase):
         owl_lambda: OWL's spread: per-layer sparsity within ``sparsity +- owl_lambda``.
         blocksize: SparseGPT lazy-update block width. percdamp: SparseGPT dampening.
         batch_size: calibration windows per forward.
+        reconstruct: ``"none"`` or ``"layer"``: after the mask is chosen, re-fit each layer's
+            kept weights to the dense layer's outputs on the calibration inputs (ADMM least
+            squares with the mask fixed; works after any method or pattern).
 
     Example:
         >>> LLMPruneConfig(method="sparsegpt", pattern="2:4").pattern
@@ -40,9 +44,11 @@ class LLMPruneConfig(ConfigBase):
     blocksize: int = 128
     percdamp: float = 0.01
     batch_size: int = 8
+    reconstruct: str = "none"
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
+        check_choice("reconstruct", self.reconstruct, RECONSTRUCT)
         check_fraction("sparsity", self.sparsity)
         pattern: Any = self.pattern
         if isinstance(pattern, str):
@@ -72,4 +78,4 @@ class LLMPruneConfig(ConfigBase):
     @property
     def needs_calibration(self) -> bool:
         """Whether activations are needed (everything but plain magnitude)."""
-        return self.method != "magnitude" or self.owl
+        return self.method != "magnitude" or self.owl or self.reconstruct != "none"

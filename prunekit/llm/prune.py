@@ -18,6 +18,7 @@ from prunekit.llm.calibration import causal_lm_batches
 from prunekit.llm.config import LLMPruneConfig
 from prunekit.llm.hooks import collect_input_stats
 from prunekit.llm.methods import magnitude_keep_mask, sparsegpt_prune, wanda_keep_mask
+from prunekit.llm.methods.reconstruct import reconstruct_masked
 from prunekit.llm.methods.wanda import wanda_scores
 from prunekit.llm.owl import outlier_ratio, owl_sparsities
 from prunekit.llm.progress import layer_progress
@@ -66,15 +67,17 @@ def _batches(calibration: Any, config: LLMPruneConfig) -> list[dict[str, Any]]:
 def _prune_linear(lin: nn.Module, stats: Any, sparsity: float, config: LLMPruneConfig) -> None:
     w = weight_2d(lin)
     if config.method == "magnitude":
-        set_weight_2d(lin, w * magnitude_keep_mask(w, sparsity, config.pattern))
+        new_w = w * magnitude_keep_mask(w, sparsity, config.pattern)
     elif config.method == "wanda":
-        set_weight_2d(lin, w * wanda_keep_mask(w, stats.sq_norm, sparsity, config.pattern))
+        new_w = w * wanda_keep_mask(w, stats.sq_norm, sparsity, config.pattern)
     else:
         new_w, _ = sparsegpt_prune(
             w, stats.hessian(), sparsity, config.pattern,
             blocksize=config.blocksize, percdamp=config.percdamp,
         )
-        set_weight_2d(lin, new_w)
+    if config.reconstruct == "layer":
+        new_w = reconstruct_masked(w, new_w != 0, stats.gram, percdamp=config.percdamp)
+    set_weight_2d(lin, new_w)
 
 
 def owl_block_ratios(model: nn.Module, batches: list[dict[str, Any]], threshold: float,
@@ -136,13 +139,13 @@ def prune_llm(
         result.layer_sparsity = sparsities
         label = f"{config.method} {config.pattern or config.sparsity}"
         with layer_progress(label, len(blocks), enabled=progress) as advance:
-            if config.method == "magnitude":
+            if config.method == "magnitude" and config.reconstruct == "none":
                 for i, block in enumerate(blocks):
                     for lin in find_linears(block).values():
                         _prune_linear(lin, None, sparsities[i], config)
                     advance()
             else:
-                gram = config.method == "sparsegpt"
+                gram = config.method == "sparsegpt" or config.reconstruct != "none"
                 for i, block, run in sequential_blocks(model, batches):
                     linears = find_linears(block)
                     with collect_input_stats(linears, gram=gram) as stats:

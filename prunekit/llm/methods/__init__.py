@@ -2,6 +2,7 @@
 
 from prunekit.llm.config import METHODS
 from prunekit.llm.methods.magnitude import magnitude_keep_mask
+from prunekit.llm.methods.reconstruct import reconstruct_masked
 from prunekit.llm.methods.select import row_keep_mask, tensor_keep_mask
 from prunekit.llm.methods.sparsegpt import sparsegpt_prune
 from prunekit.llm.methods.wanda import wanda_keep_mask, wanda_scores
@@ -12,6 +13,7 @@ __all__ = [
     "wanda_keep_mask",
     "wanda_scores",
     "sparsegpt_prune",
+    "reconstruct_masked",
     "row_keep_mask",
     "tensor_keep_mask",
 ]
