@@ -67,7 +67,7 @@ UNARY = {"hardswish", "hardsigmoid", "silu", "gelu", "relu", "relu6", "elu", "se
          "hardshrink", "softshrink", "tanhshrink", "sin", "cos", "floor", "ceil", "round"}
 SAME_SHAPE = {"native_dropout", "_softmax", "_log_softmax", "softmax", "log_softmax",
               "dropout", "feature_dropout", "alpha_dropout", "cumsum", "cumprod",
-              "_masked_softmax"}
+              "_masked_softmax", "_safe_softmax", "logcumsumexp"}
 IGNORED = {"_local_scalar_dense", "is_nonzero", "equal", "sym_size", "sym_stride",
            "sym_numel", "sym_storage_offset", "_assert_async", "record_stream", "item",
            "set_", "resize_", "_has_compatible_shallow_copy_type", "is_same_size",
@@ -255,8 +255,10 @@ def same_shape(ctx, func, args, kwargs, out):
         return None
     name = func.__name__.split(".")[0]
     if "softmax" in name:
-        dim = args[1] % max(lab.dim(), 1)
-        if bool((const_along(lab, [dim], True) < 0).any()):
+        pos = 2 if name == "_masked_softmax" else 1  # (self, mask, dim, mask_type)
+        dim = kwargs.get("dim", args[pos] if len(args) > pos else None)
+        dims = [dim % max(lab.dim(), 1)] if isinstance(dim, int) else list(range(lab.dim()))
+        if bool((const_along(lab, dims, True) < 0).any()):
             ctx.table.mark_inexact(lab)
     if isinstance(out, (tuple, list)):
         return tuple(lab if isinstance(o, torch.Tensor) and o.shape == lab.shape else None

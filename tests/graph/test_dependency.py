@@ -139,3 +139,26 @@ def test_max_over_space_keeps_channels_prunable():
 
     g = build_dependency_graph(SpatialMax(), torch.randn(1, 3, 4, 4))
     assert _members(g) == [[("a.bias", 0), ("a.weight", 0), ("head.weight", 1)]]
+
+
+class _SoftmaxOver(nn.Module):
+    """Softmax over the hidden features (inexact) then over tokens (exact)."""
+
+    def __init__(self, softmax):
+        super().__init__()
+        self.softmax = softmax
+        self.a = nn.Linear(6, 8)
+        self.b = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.softmax(self.a(x), -1)
+        return self.head(self.softmax(self.b(h), 1))
+
+
+@pytest.mark.parametrize("softmax", [torch.softmax, torch.ops.aten._safe_softmax],
+                         ids=["softmax", "_safe_softmax"])
+def test_safe_softmax_is_followed_like_softmax(softmax):
+    g = build_dependency_graph(_SoftmaxOver(softmax), torch.zeros(2, 5, 6))
+    by_first = {min(grp.index)[0]: (grp.size, grp.exact) for grp in g.groups}
+    assert by_first == {"a.bias": (8, False), "b.bias": (8, True)}
