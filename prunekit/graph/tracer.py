@@ -24,6 +24,7 @@ from prunekit.graph.atoms import FIXED, AtomTable
 from prunekit.graph.guard import VIEWISH, traced_forward
 from prunekit.graph.labels import ParamRef
 from prunekit.graph.shapes import is_heavy, shape_only_call
+from prunekit.graph.size_recorder import SizeRecorder
 
 WEIGHT_RULES = {
     "convolution": weights.convolution,
@@ -67,6 +68,9 @@ class TraceContext:
         # (module path, k-th reshape) -> ((dim, count), ...) leading counts of channel splits
         self.splits: dict[tuple[str, int], tuple[tuple[int, int], ...]] = {}
         self.params_seen: set[str] = set()
+        # (module path, k-th size-taking call) -> SizeRecord (see prunekit.graph.sizes)
+        self.size_records: dict = {}
+        self.busy = False  # inside an op's label rule: its own torch calls are not the model's
 
     def lab(self, t: Any):
         if not isinstance(t, torch.Tensor):
@@ -174,17 +178,24 @@ class _Mode(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = shape_only_call(func, args, kwargs) if is_heavy(func) else None
-        if out is None:
-            out = func(*args, **kwargs)
-        self.ctx.on_op(func, args, kwargs, out)
+        if self.ctx.busy:  # the size recorder's own label arithmetic, not the model's
+            return func(*args, **kwargs)
+        busy, self.ctx.busy = self.ctx.busy, True
+        try:
+            out = shape_only_call(func, args, kwargs) if is_heavy(func) else None
+            if out is None:
+                out = func(*args, **kwargs)
+            self.ctx.on_op(func, args, kwargs, out)
+        finally:
+            self.ctx.busy = busy
         return out
 
 
 def run_traced(model: nn.Module, example_input: Any) -> tuple[TraceContext, Any]:
     """Run ``model(example_input)`` under the tracer; inputs are FIXED, outputs too.
 
-    Returns the trace context (atoms, couplings, recorded splits) and the model output.
+    Returns the trace context (atoms, couplings, recorded splits and size-taking calls)
+    and the model output.
     """
     ctx = TraceContext(model)
     inputs = example_input if isinstance(example_input, (tuple, list)) else (example_input,)
@@ -193,7 +204,7 @@ def run_traced(model: nn.Module, example_input: Any) -> tuple[TraceContext, Any]
     for t in tree_leaves(inputs):
         if isinstance(t, torch.Tensor) and t.is_floating_point():
             ctx.set(t, torch.full(t.shape, FIXED, dtype=torch.int64))
-    with traced_forward(model) as stack, _Mode(ctx):
+    with traced_forward(model) as stack, _Mode(ctx), SizeRecorder(ctx, stack, ctx.modules_by_name):
         ctx.module_stack = stack
         if isinstance(example_input, dict):
             out = model(**example_input)
