@@ -158,6 +158,8 @@ def _chunk_coupling(ctx, name, parts, args):
     if len(sizes) == 1:  # equal chunks are computed from the runtime size: keep them equal
         for p in parts[1:]:
             ctx.table.couple(parts[0], p)
+    elif ctx.sizes_stored:  # sizes held by an attribute, updated after the cut (graph.sizes)
+        return
     else:  # hard-coded unequal sizes cannot follow a pruned tensor
         for p in parts:
             ctx.table.couple(p, torch.zeros_like(p))

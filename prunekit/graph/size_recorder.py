@@ -65,7 +65,14 @@ class SizeRecorder(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = size_call_name(func)
-        out = func(*args, **kwargs)
+        stored = name == "split" and not self.ctx.busy and self._stored_sections(args, kwargs)
+        if stored:
+            self.ctx.sizes_stored = True  # unequal pieces may then shrink independently
+        try:
+            out = func(*args, **kwargs)
+        finally:
+            if stored:
+                self.ctx.sizes_stored = False
         if name is None or self.ctx.busy:
             return out
         path = (self.stack[-1] if self.stack else "") or "<model>"
@@ -81,6 +88,21 @@ class SizeRecorder(TorchFunctionMode):
         if rec is not None:
             self.ctx.size_records[key] = rec
         return out
+
+    def _stored_sections(self, args, kwargs) -> bool:
+        """Whether a split's section sizes are a sequence attribute of the module making
+        the call (``torch.split(x, self.split_indexes)``), one that can be updated."""
+        from prunekit.surgery.registry import rule_for
+
+        call = parse_call("split", args, kwargs)
+        module = self.modules.get(self.stack[-1]) if self.stack else None
+        if call is None or module is None or len(call.values) < 2:
+            return False
+        rule = rule_for(module)
+        if rule is not None and rule.sync is not None:
+            return False
+        return any(isinstance(v, (tuple, list)) and list(v) == call.values
+                   for k, v in vars(module).items() if not k.startswith("_"))
 
     def _record(self, name, args, kwargs, out) -> SizeRecord | None:
         call = parse_call(name, args, kwargs)

@@ -71,6 +71,7 @@ class TraceContext:
         # (module path, k-th size-taking call) -> SizeRecord (see prunekit.graph.sizes)
         self.size_records: dict = {}
         self.busy = False  # inside an op's label rule: its own torch calls are not the model's
+        self.sizes_stored = False  # the running split takes its sizes from an attribute
 
     def lab(self, t: Any):
         if not isinstance(t, torch.Tensor):

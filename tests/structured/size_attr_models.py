@@ -28,6 +28,24 @@ class SplitSizes(nn.Module):
         return self.fc(torch.relu(self.head(torch.relu(y))).mean((2, 3)))
 
 
+class UnequalSplit(nn.Module):
+    """Unequal stored split sizes (InceptionNeXt's ``split_indexes``): each piece
+    shrinks on its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.split_indexes = (8, 4, 4)
+        self.stem = nn.Conv2d(3, 16, 1)
+        self.dw = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.head = nn.Conv2d(16, 6, 1)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b, c = torch.split(self.stem(x), self.split_indexes, dim=1)
+        y = torch.cat([a, self.dw(b), c], dim=1)
+        return self.fc(torch.relu(self.head(torch.relu(y))).mean((2, 3)))
+
+
 class Scale(nn.Module):
     """Per-channel scale viewed with a stored shape (timm MetaFormer's ``Scale``)."""
 
@@ -115,7 +133,7 @@ class HiddenSource(TwoSameSizes):
 
 
 MODELS = {"SplitSizes": (SplitSizes, (2, 3, 8, 8)), "StoredDim": (StoredDim, (2, 3, 8, 8)),
-          "AttentionNet": (AttentionNet, (2, 5, 16))}
+          "AttentionNet": (AttentionNet, (2, 5, 16)), "UnequalSplit": (UnequalSplit, (2, 3, 8, 8))}
 SIZE_ATTRS = ("dim", "shape", "split_sizes", "split_indexes", "head_dim", "num_heads")
 
 

@@ -19,6 +19,7 @@ from size_attr_models import (
     SplitSizes,
     StoredDim,
     TwoSameSizes,
+    UnequalSplit,
     size_attrs,
 )
 from structured_helpers import kill_units
@@ -79,6 +80,16 @@ def test_stored_head_dim_follows_the_cut_and_the_product_reshape_works():
     assert (attn.num_heads, attn.head_dim) == (2, 4)
     assert attn.qkv.out_features == 24 and attn.proj.in_features == 8
     assert attn.scale == 8 ** -0.5  # the trained attention scale is kept
+    assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_unequal_stored_split_sizes_shrink_piece_by_piece():
+    torch.manual_seed(0)
+    model, x = UnequalSplit(), torch.randn(2, 3, 8, 8)
+    before, after = _prune_dead(model, x)
+    a, b, c = model.split_indexes
+    assert isinstance(model.split_indexes, tuple) and (a + c, b) == (6, 2)
+    assert model.stem.out_channels == 8 and model.dw.groups == 2
     assert torch.allclose(before, after, atol=1e-5)
 
 
