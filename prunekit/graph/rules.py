@@ -225,9 +225,23 @@ def pointwise(ctx, func, args, kwargs, out):
         a, b = _aligned(result, other)
         if a is not None:
             ctx.table.couple(a, b)
+        else:
+            _fix_unpaired(ctx, other)
         result = torch.where(result >= 0, result, other.expand(shape))
     result = result.contiguous()
     return tuple(result for _ in outs) if isinstance(out, (tuple, list)) else result
+
+
+def _fix_unpaired(ctx, other: torch.Tensor) -> None:
+    """``other`` is broadcast along a dim where the full operand's labels vary (XCiT's
+    per-head temperature times channel-by-channel attention scores): no unit of the full
+    operand matches one of its slices, so the labels it varies by cannot go."""
+    for d in range(other.dim()):
+        if other.shape[d] > 1 and bool((const_along(other, [d], keepdim=True) < 0).any()):
+            atoms = torch.unique(other)
+            atoms = atoms[atoms > 0]
+            ctx.table.couple(atoms, torch.zeros_like(atoms))
+            return
 
 
 def _broadcastable(small, big):

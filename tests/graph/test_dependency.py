@@ -162,3 +162,26 @@ def test_safe_softmax_is_followed_like_softmax(softmax):
     g = build_dependency_graph(_SoftmaxOver(softmax), torch.zeros(2, 5, 6))
     by_first = {min(grp.index)[0]: (grp.size, grp.exact) for grp in g.groups}
     assert by_first == {"a.bias": (8, False), "b.bias": (8, True)}
+
+
+class _ChannelAttention(nn.Module):
+    """XCiT-style attention over channels with a per-head temperature (heads, 1, 1)."""
+
+    def __init__(self, heads=2, dim=8):
+        super().__init__()
+        self.heads = heads
+        self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 4, 1).unbind(0)
+        attn = ((q @ k.transpose(-2, -1)) * self.temperature).softmax(-1)
+        return self.head((attn @ v).mean((1, 2, 3)).unsqueeze(-1).expand(b, c))
+
+
+def test_a_per_head_scale_broadcast_over_channel_scores_is_not_pruned_alone():
+    g = build_dependency_graph(_ChannelAttention(), torch.zeros(2, 5, 8))
+    assert not any(t == "temperature" for grp in g.groups for t, _ in grp.index)
+    assert g.groups  # the rest stays prunable
