@@ -108,6 +108,9 @@ class SizeRecorder(TorchFunctionMode):
         call = parse_call(name, args, kwargs)
         if call is None:
             return None
+        if name.startswith("conv") and not (len(args) > 1 and isinstance(args[1], torch.Tensor)
+                                            and args[1].shape[0] == call.values[0]):
+            return None  # groups count output channels only in a depthwise conv
         stack = tuple(self.stack)
         if stack not in self._plausible:
             self._plausible[stack] = _plausible_values(

@@ -2,7 +2,8 @@
 
 Many modules keep channel counts as Python attributes (``self.head_dim``,
 ``self.split_sizes``, ``self.shape = (dim, 1, 1)``) and pass them to ``view`` /
-``reshape`` / ``expand`` / ``split`` / ``narrow`` / slicing. After a cut those integers
+``reshape`` / ``expand`` / ``split`` / ``narrow`` / slicing, or as a depthwise
+``F.conv2d``'s ``groups``. After a cut those integers
 are stale. While tracing, a ``TorchFunctionMode`` (``prunekit.graph.size_recorder``)
 sees each such call as written in
 Python (``-1`` still ``-1``, before ``reshape`` checks the shape), numbers it per module
@@ -29,7 +30,8 @@ import torch
 
 from prunekit.graph.labels import per_index_pairs
 
-SIZE_CALLS = {"view", "reshape", "expand", "split", "__getitem__", "narrow"}
+SIZE_CALLS = {"view", "reshape", "expand", "split", "__getitem__", "narrow", "conv1d", "conv2d",
+              "conv3d"}
 _OPEN = 1 << 40  # a slice stop at least this large means "to the end"
 
 
@@ -171,6 +173,21 @@ def _narrow_call(name, args, kwargs) -> Call | None:
     return Call(name, x, [start, length], slots, rebuild)
 
 
+def _conv_call(name, args, kwargs) -> Call | None:
+    """``F.conv2d(x, w, ..., groups=self.channels)``: a depthwise conv's groups count its
+    output channels (the recorder keeps it only when ``groups == w.shape[0]``)."""
+    groups = kwargs.get("groups", args[6] if len(args) > 6 else None)
+    if not is_int(groups) or groups < 2:
+        return None
+
+    def rebuild(v, a=args, kw=kwargs):
+        if "groups" in kw:
+            return a, {**kw, "groups": v[0]}
+        return (*a[:6], v[0], *a[7:]), kw
+
+    return Call(name, args[0], [groups], [Slot(0, groups, "out", 1, 0, groups)], rebuild)
+
+
 def parse_call(name: str, args: tuple, kwargs: dict) -> Call | None:
     """Split a size-taking call into its integers; None when it takes none we follow."""
     if not args or not isinstance(args[0], torch.Tensor):
@@ -182,6 +199,8 @@ def parse_call(name: str, args: tuple, kwargs: dict) -> Call | None:
             call = _split_call(name, args, kwargs)
         elif name == "__getitem__":
             call = _getitem_call(name, args, kwargs)
+        elif name.startswith("conv"):
+            call = _conv_call(name, args, kwargs)
         else:
             call = _narrow_call(name, args, kwargs)
     except (IndexError, TypeError):

@@ -46,6 +46,29 @@ class UnequalSplit(nn.Module):
         return self.fc(torch.relu(self.head(torch.relu(y))).mean((2, 3)))
 
 
+class Blur(nn.Module):
+    """A depthwise blur with a buffer filter and ``groups=self.channels`` (timm BlurPool2d)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.register_buffer("filt", torch.full((channels, 1, 3, 3), 1.0 / 9))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv2d(x, self.filt, padding=1, groups=self.channels)
+
+
+class BlurNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.blur = Blur(8)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.blur(torch.relu(self.conv(x))).mean((2, 3)))
+
+
 class Scale(nn.Module):
     """Per-channel scale viewed with a stored shape (timm MetaFormer's ``Scale``)."""
 
@@ -133,8 +156,9 @@ class HiddenSource(TwoSameSizes):
 
 
 MODELS = {"SplitSizes": (SplitSizes, (2, 3, 8, 8)), "StoredDim": (StoredDim, (2, 3, 8, 8)),
-          "AttentionNet": (AttentionNet, (2, 5, 16)), "UnequalSplit": (UnequalSplit, (2, 3, 8, 8))}
-SIZE_ATTRS = ("dim", "shape", "split_sizes", "split_indexes", "head_dim", "num_heads")
+          "AttentionNet": (AttentionNet, (2, 5, 16)), "UnequalSplit": (UnequalSplit, (2, 3, 8, 8)),
+          "BlurNet": (BlurNet, (2, 3, 8, 8))}
+SIZE_ATTRS = ("dim", "shape", "split_sizes", "split_indexes", "head_dim", "num_heads", "channels")
 
 
 def size_attrs(model: nn.Module) -> dict:

@@ -15,6 +15,7 @@ import torch
 from size_attr_models import (
     MODELS,
     AttentionNet,
+    BlurNet,
     HiddenSource,
     SplitSizes,
     StoredDim,
@@ -90,6 +91,14 @@ def test_unequal_stored_split_sizes_shrink_piece_by_piece():
     a, b, c = model.split_indexes
     assert isinstance(model.split_indexes, tuple) and (a + c, b) == (6, 2)
     assert model.stem.out_channels == 8 and model.dw.groups == 2
+    assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_a_depthwise_conv_groups_attribute_follows_the_cut():
+    torch.manual_seed(0)
+    model, x = BlurNet(), torch.randn(2, 3, 8, 8)
+    before, after = _prune_dead(model, x)
+    assert model.blur.channels == 4 and model.blur.filt.shape == (4, 1, 3, 3)
     assert torch.allclose(before, after, atol=1e-5)
 
 
