@@ -217,6 +217,10 @@ def pointwise(ctx, func, args, kwargs, out):
     if not labs:
         return None
     shape = main.shape
+    lost = [torch.full(t.shape, NONE, dtype=torch.int64) for t in tensors
+            if t in ctx.lost and t.dim() <= main.dim() and _broadcastable(t.shape, main.shape)]
+    if lost:
+        _fix_unmatched(ctx, labs + lost, len(shape))
     full = [x for x in labs if tuple(x.shape) == tuple(shape)]
     part = [x for x in labs if tuple(x.shape) != tuple(shape)]
     ordered = full + part
@@ -230,6 +234,34 @@ def pointwise(ctx, func, args, kwargs, out):
         result = torch.where(result >= 0, result, other.expand(shape))
     result = result.contiguous()
     return tuple(result for _ in outs) if isinstance(out, (tuple, list)) else result
+
+
+def _fix_unmatched(ctx, labs: list[torch.Tensor], nd: int) -> None:
+    """Operands that meet along a real (size > 1) dim must lose the same indices of it.
+    Where one operand's slice has no channel identity at all (attention scores computed
+    from channels), the other's labels that vary along that dim cannot go: fix them (a
+    relative position bias added to the scores)."""
+    full = [x.reshape((1,) * (nd - x.dim()) + tuple(x.shape)) for x in labs]
+    for b in full:
+        if not bool((b < 0).any()):
+            continue
+        for a in full:
+            if a is b or not bool((a > 0).any()):
+                continue
+            for d in range(nd):
+                if a.shape[d] == 1 or b.shape[d] == 1:
+                    continue
+                others = [k for k in range(nd) if k != d]
+                empty = b.amax(dim=others) < 0 if others else b < 0
+                varying = const_along(a, [d], keepdim=True) < 0
+                if not bool(empty.any()) or not bool(varying.any()):
+                    continue
+                idx = torch.nonzero(empty).reshape(-1)
+                picked = a.index_select(d, idx)[varying.expand_as(a).index_select(d, idx)]
+                atoms = torch.unique(picked)
+                atoms = atoms[atoms > 0]
+                if atoms.numel():
+                    ctx.table.couple(atoms, torch.zeros_like(atoms))
 
 
 def _fix_unpaired(ctx, other: torch.Tensor) -> None:

@@ -71,6 +71,8 @@ class TraceContext:
         # (module path, k-th size-taking call) -> SizeRecord (see prunekit.graph.sizes)
         self.size_records: dict = {}
         self.busy = False  # inside an op's label rule: its own torch calls are not the model's
+        # tensors computed from labelled data whose channel identity was lost (scores)
+        self.lost: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self.sizes_stored = False  # the running split takes its sizes from an attribute
 
     def lab(self, t: Any):
@@ -140,8 +142,13 @@ class TraceContext:
         if name in rules.IGNORED:
             return
         if name in rules.FRESH or not self.has_labels(args, kwargs):
+            lost = name not in rules.FRESH and any(
+                isinstance(a, torch.Tensor) and a in self.lost for a in tree_leaves(args))
             for o in tree_leaves(out):
-                self.set(o, None) if isinstance(o, torch.Tensor) else None
+                if isinstance(o, torch.Tensor):
+                    self.set(o, None)
+                    if lost:
+                        self.lost[o] = True
             return
         rule = WEIGHT_RULES.get(name)
         if rule is not None and any(isinstance(a, torch.Tensor) and a.numel() == 0
@@ -161,6 +168,9 @@ class TraceContext:
         except Exception as exc:  # a rule failing is a tracer limitation: say where
             raise self.unsupported(func, f"label rule failed: {type(exc).__name__}: {exc}") from exc
         self._assign(out, result)
+        main = out[0] if isinstance(out, (tuple, list)) and out else out
+        if isinstance(main, torch.Tensor) and self.labels.get(main) is None:
+            self.lost[main] = True  # computed from channels, identity lost (attention scores)
 
     def _assign(self, out, result) -> None:
         if isinstance(out, (tuple, list)):

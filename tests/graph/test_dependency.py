@@ -185,3 +185,27 @@ def test_a_per_head_scale_broadcast_over_channel_scores_is_not_pruned_alone():
     g = build_dependency_graph(_ChannelAttention(), torch.zeros(2, 5, 8))
     assert not any(t == "temperature" for grp in g.groups for t, _ in grp.index)
     assert g.groups  # the rest stays prunable
+
+
+class _BiasedAttention(nn.Module):
+    """A learned per-head bias passed to SDPA as its mask (timm CoAtNet's relative
+    position bias)."""
+
+    def __init__(self, heads=2, dim=8, tokens=5):
+        super().__init__()
+        self.heads = heads
+        self.bias = nn.Parameter(torch.zeros(heads, tokens, tokens))
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        o = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=self.bias, scale=0.5)
+        return self.proj(o.transpose(1, 2).reshape(b, n, -1))
+
+
+def test_an_attention_mask_from_parameters_is_kept_whole():
+    g = build_dependency_graph(_BiasedAttention(), torch.zeros(2, 5, 8))
+    assert not any(t == "bias" for grp in g.groups for t, _ in grp.index)
+    assert any(("qkv.weight", 0) in grp.index for grp in g.groups)  # head dims still go
