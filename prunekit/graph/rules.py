@@ -93,6 +93,7 @@ def _split_coupling(ctx, in_shape, out_shape, out_lab):
         for d in out_big[:-1]:
             ref = ref.narrow(d, 0, 1)
         ctx.table.couple(out_lab, ref.expand_as(out_lab))
+        ctx.alias(out_lab, ref.expand_as(out_lab))
 
 
 def _view_blocks(a, b):
@@ -330,6 +331,7 @@ def reduction(ctx, func, args, kwargs, out):
     if not all(isinstance(d, int) for d in dims):
         dims = list(range(lab.dim()))
     dims = [d % max(lab.dim(), 1) for d in dims]
+    lab = ctx.same_unit(lab)  # slices coupled position by position (radix, groups) sum exactly
     if name in INDEX_REDUCTIONS and isinstance(out, (tuple, list)) or name in ("argmax", "argmin"):
         fix_varying(ctx, lab, dims)  # the positions it returns are channel indices
     res = const_along(lab, dims, keepdim)

@@ -73,6 +73,7 @@ class TraceContext:
         self.busy = False  # inside an op's label rule: its own torch calls are not the model's
         # tensors computed from labelled data whose channel identity was lost (scores)
         self.lost: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self._alias = torch.zeros(0, dtype=torch.int64)  # atom -> coupled atom (see alias)
         self.sizes_stored = False  # the running split takes its sizes from an attribute
 
     def lab(self, t: Any):
@@ -101,6 +102,28 @@ class TraceContext:
             else:
                 raise RuntimeError(f"label shape {tuple(lab.shape)} != {tuple(t.shape)}")
         self.labels[t] = lab
+
+    def alias(self, labels: torch.Tensor, ref: torch.Tensor) -> None:
+        """Record that ``labels[i]`` is coupled to ``ref[i]`` (a split's leading slices)."""
+        a, b = labels.reshape(-1), ref.reshape(-1)
+        keep = (a > 0) & (b > 0) & (a != b)
+        if not bool(keep.any()):
+            return
+        a, b = a[keep], self.same_unit(b[keep])
+        if self._alias.numel() <= int(a.max()):
+            grown = torch.arange(int(a.max()) + 1, dtype=torch.int64)
+            grown[: self._alias.numel()] = self._alias
+            self._alias = grown
+        self._alias[a] = b
+
+    def same_unit(self, labels: torch.Tensor) -> torch.Tensor:
+        """``labels`` with every atom recorded by ``alias`` replaced by its reference."""
+        if self._alias.numel() == 0:
+            return labels
+        inside = (labels > 0) & (labels < self._alias.numel())
+        if not bool(inside.any()):
+            return labels
+        return torch.where(inside, self._alias[labels.clamp(0, self._alias.numel() - 1)], labels)
 
     def keeps_attention_scale(self) -> bool:
         """Whether a running module (the innermost or one enclosing it, e.g. the

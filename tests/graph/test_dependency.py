@@ -209,3 +209,21 @@ def test_an_attention_mask_from_parameters_is_kept_whole():
     g = build_dependency_graph(_BiasedAttention(), torch.zeros(2, 5, 8))
     assert not any(t == "bias" for grp in g.groups for t, _ in grp.index)
     assert any(("qkv.weight", 0) in grp.index for grp in g.groups)  # head dims still go
+
+
+def test_a_sum_over_split_slices_keeps_the_channels_it_adds_up():
+    class Radix(nn.Module):  # timm ResNeSt's split attention: (B, R*C) -> (B, R, C) -> sum
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 1)
+            self.fc = nn.Conv2d(4, 3, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            y = y.reshape(y.shape[0], 2, 4, *y.shape[2:]).sum(dim=1)
+            return self.fc(y)
+
+    g = build_dependency_graph(Radix(), torch.zeros(1, 3, 4, 4))
+    (grp,) = g.groups
+    assert grp.size == 4 and ("fc.weight", 1) in grp.index and grp.exact
+    assert grp.index[("conv.weight", 0)].tolist() == [[0, 4], [1, 5], [2, 6], [3, 7]]
