@@ -130,7 +130,42 @@ def build_dependency_graph(model: nn.Module, example_input: Any) -> DependencyGr
                             sizes=finalize(records, table, ctx.table, comp),
                             n_components=len(comp))
     _apply_module_rules(model, graph)
+    _apply_width_ties(graph)
     return graph
+
+
+def _apply_width_ties(graph: DependencyGraph) -> None:
+    """A module that sizes an output dim from its input's width (``B, N, C = x.shape``
+    ... ``reshape(B, N, C)``) needs both to keep the same count: tie their groups, or
+    freeze the input's group when the output dim cannot shrink (see graph.sizes)."""
+    owner: dict[int, int] = {}
+    for g in graph.groups:
+        if g.comps is not None:
+            owner.update((c, g.id) for c in g.comps.tolist())
+    frozen: set[int] = set()
+    known = {(a, b) for a, b, _ in graph.ties}
+    for rec in graph.sizes.values():
+        for src, dkey in rec.ties:
+            a = [owner.get(c) for c in set(src.atoms.tolist())]
+            b = [owner.get(c) for c in set(rec.dims[dkey].atoms.tolist()) if c >= 0]
+            if not any(x is not None for x in a) or set(a) == set(b):
+                continue
+            tie = None
+            if len(set(a)) == 1 and len(set(b)) == 1 and None not in b:
+                # indices per unit: heads x head_dim puts one unit at every head
+                na, nb = (n / graph.groups[g[0]].size for n, g in
+                          ((src.size, a), (rec.dims[dkey].size, b)))
+                if na == 1 and nb == int(nb):
+                    tie = (a[0], b[0], int(nb))
+                elif nb == 1 and na == int(na):
+                    tie = (b[0], a[0], int(na))
+            if tie is None:
+                frozen.update(x for x in a + b if x is not None)
+            elif tie[:2] not in known and tie[1::-1] not in known:
+                graph.ties.append(tie)
+                known.add(tie[:2])
+    if frozen:
+        _drop(graph, frozen)
 
 
 def _apply_module_rules(model: nn.Module, graph: DependencyGraph) -> None:

@@ -37,6 +37,16 @@ def _dim_source(ctx, t: torch.Tensor, dim: int) -> DimSource | None:
     return DimSource(size, index=index.numpy(), atoms=atoms.numpy())
 
 
+def _per_channel(src: DimSource) -> bool:
+    """Every index of the dim carries labels of its own, no label at two indices (a
+    channel dim, not tokens)."""
+    if src.index is None:
+        return False
+    keep = src.atoms > 0
+    index, atoms = src.index[keep], src.atoms[keep]
+    return len(set(index.tolist())) == src.size and len(set(atoms.tolist())) == len(atoms)
+
+
 def _plausible_values(modules) -> set[int]:
     """Integers that a stored attribute of these modules could explain (see
     ``prunekit.surgery.stale_sizes``): ints, elements of int sequences, their halves,
@@ -61,6 +71,21 @@ class SizeRecorder(TorchFunctionMode):
         self.ctx, self.stack, self.modules = ctx, stack, modules
         self.counts: dict[str, int] = defaultdict(int)
         self._plausible: dict[tuple[str, ...], set[int]] = {}
+        self._inputs: dict[int, tuple] = {}  # id(module) -> the inputs of its running forward
+        self._hook = None
+
+    def __enter__(self):
+        def remember(module, inputs):
+            self._inputs[id(module)] = inputs
+
+        self._hook = torch.nn.modules.module.register_module_forward_pre_hook(remember)
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        if self._hook is not None:
+            self._hook.remove()
+        self._inputs.clear()
+        return super().__exit__(*exc)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -131,4 +156,21 @@ class SizeRecorder(TorchFunctionMode):
                 rec.dims[key] = src
             if slot.hi <= rec.dims[key].size:
                 rec.slots.append(slot)
+                if slot.side == "out":
+                    self._width_ties(rec, key, slot.old)
         return rec if rec.slots else None
+
+    def _width_ties(self, rec: SizeRecord, key: tuple[str, int], value: int) -> None:
+        """An output dim sized like a channel dim of the module's input (``B, N, C =
+        x.shape`` then ``reshape(B, N, C)``) must keep as many channels as that input."""
+        module = self.modules.get(self.stack[-1]) if self.stack else None
+        for t in self._inputs.get(id(module), ()) if module is not None else ():
+            if not isinstance(t, torch.Tensor) or t is None:
+                continue
+            for d in range(t.dim()):
+                if t.shape[d] != value:
+                    continue
+                src = _dim_source(self.ctx, t, d)
+                if src is not None and src.index is not None and _per_channel(src):
+                    rec.ties.append((src, key))
+                    return

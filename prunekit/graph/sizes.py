@@ -233,6 +233,8 @@ class SizeRecord:
     values: list
     slots: list[Slot]
     dims: dict[tuple[str, int], DimSource] = field(default_factory=dict)
+    # (input channel dim, key of an output dim in ``dims``) that must keep equal counts
+    ties: list[tuple[DimSource, tuple[str, int]]] = field(default_factory=list)
 
 
 # -- after the trace --------------------------------------------------------------------
@@ -282,9 +284,15 @@ def finalize(records: dict, src_table, dst_table, comp: np.ndarray) -> dict:
                     atoms = trans[atoms]
             comps = np.where(atoms >= 0, comp[np.clip(atoms, 0, len(comp) - 1)], -1)
             dims[dkey] = DimSource(src.size, index=index.astype(np.int64), atoms=comps)
+        ties = []
+        for src, dkey in rec.ties:
+            atoms = trans[src.atoms] if trans is not None else src.atoms
+            comps = np.where(atoms >= 0, comp[np.clip(atoms, 0, len(comp) - 1)], -1)
+            if dkey in dims:
+                ties.append((DimSource(src.size, index=src.index, atoms=comps), dkey))
         slots = [s for s in rec.slots if (s.side, s.dim) in dims]
         if slots:
-            out[key] = SizeRecord(rec.name, rec.stack, rec.values, slots, dims)
+            out[key] = SizeRecord(rec.name, rec.stack, rec.values, slots, dims, ties)
     return out
 
 

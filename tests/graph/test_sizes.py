@@ -70,3 +70,31 @@ def test_the_trace_records_a_stored_split_size_and_what_it_counts():
     removed = np.zeros(graph.n_components, dtype=bool)
     removed[group.comps[:1].numpy()] = True  # one unit: one channel in each half
     assert expected_sizes(graph.sizes, removed)[key] == [3]
+
+
+class _Mixer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        b, n, c = x.shape  # the output is sized like the input (timm BEiT / PVT attention)
+        return self.fc(x).reshape(b, n, c)
+
+
+class _InputWidth(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.dim = 8
+        self.embed = nn.Linear(4, 8)
+        self.mixer = _Mixer()
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.mixer(self.embed(x)))
+
+
+def test_an_output_sized_by_the_input_width_ties_their_groups():
+    graph = build_dependency_graph(_InputWidth(), torch.zeros(1, 5, 4))
+    group = {t: g.id for g in graph.groups for t, d in g.index if d == 0}
+    assert graph.ties == [(group["embed.weight"], group["mixer.fc.weight"], 1)]
