@@ -27,6 +27,7 @@ MODELS = {
     "tresnet_m": (0.30, "body.layer2.0.conv1.aa.channels"),  # F.conv2d(groups=self.channels)
     "coatnet_pico_rw_224": (0.32, None),  # relative position bias kept whole, no stale size
     "resnest14d": (0.30, None),  # split attention sums its radix slices
+    "pvt_v2_b0": (0.70, None),  # reshape(B, N, C) with the input's C: widths tied
 }
 
 
