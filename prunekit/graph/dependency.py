@@ -17,6 +17,7 @@ from torch.utils._pytree import tree_leaves
 
 from prunekit.errors import ModelError, UnsupportedOpError
 from prunekit.graph.groups import Group, build_groups
+from prunekit.graph.sizes import finalize
 from prunekit.graph.tracer import run_traced
 from prunekit.surgery.registry import register_torchvision_rules, rule_for
 
@@ -40,6 +41,10 @@ class DependencyGraph:
     output_shapes: list[tuple[int, ...]] = field(default_factory=list)
     splits: dict[tuple[str, int], tuple[tuple[int, int], ...]] = field(default_factory=dict)
     view_counts: dict[str, int] = field(default_factory=dict)
+    # (module path, k-th size-taking call) -> SizeRecord, labels as component ids; a
+    # group's ``comps`` index the same components (see prunekit.graph.sizes)
+    sizes: dict = field(default_factory=dict)
+    n_components: int = 0
 
     def group_of(self, tensor: str, dim: int) -> Group | None:
         for g in self.groups:
@@ -69,7 +74,8 @@ def _trace(model: nn.Module, example_input: Any):
     Inception's run only in training), trace again in training mode with the batch
     doubled. Buffers, the RNG state and the train/eval mode are restored.
 
-    Returns (context, output shapes of the eval forward).
+    Returns (context, output shapes of the eval forward, its reshape splits and counts,
+    its size-taking calls with the atom table they refer to).
     """
     buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
     rng = torch.random.get_rng_state()
@@ -79,6 +85,7 @@ def _trace(model: nn.Module, example_input: Any):
         ctx, out = run_traced(model, example_input)
         shapes = [tuple(t.shape) for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
         views = (dict(ctx.splits), dict(ctx.view_counts))  # of the eval forward, as replayed
+        sizes = (ctx.size_records, ctx.table)
         names = {n for n, _ in model.named_parameters()}
         if names - ctx.params_seen:
             model.train()
@@ -88,7 +95,7 @@ def _trace(model: nn.Module, example_input: Any):
                 raise
             except Exception:  # training-mode forward not possible: keep the eval trace
                 pass
-        return ctx, shapes, views
+        return ctx, shapes, views, sizes
     finally:
         model.train(was_training)
         torch.random.set_rng_state(rng)
@@ -111,16 +118,54 @@ def build_dependency_graph(model: nn.Module, example_input: Any) -> DependencyGr
     """
     register_torchvision_rules()
     try:
-        ctx, out_shapes, (splits, view_counts) = _trace(model, example_input)
+        ctx, out_shapes, (splits, view_counts), (records, table) = _trace(model, example_input)
     except RuntimeError as exc:
         raise ModelError(f"the model's forward failed on the example input: {exc}") from exc
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters(remove_duplicate=False)}
     shapes.update({n: tuple(b.shape) for n, b in model.named_buffers(remove_duplicate=False)})
-    groups = build_groups(ctx.table, shapes)
+    comp = ctx.table.components()
+    groups = build_groups(ctx.table, shapes, comp)
     graph = DependencyGraph(groups, shapes, ops=ctx.ops_seen, output_shapes=out_shapes,
-                            splits=splits, view_counts=view_counts)
+                            splits=splits, view_counts=view_counts,
+                            sizes=finalize(records, table, ctx.table, comp),
+                            n_components=len(comp))
     _apply_module_rules(model, graph)
+    _apply_width_ties(graph)
     return graph
+
+
+def _apply_width_ties(graph: DependencyGraph) -> None:
+    """A module that sizes an output dim from its input's width (``B, N, C = x.shape``
+    ... ``reshape(B, N, C)``) needs both to keep the same count: tie their groups, or
+    freeze the input's group when the output dim cannot shrink (see graph.sizes)."""
+    owner: dict[int, int] = {}
+    for g in graph.groups:
+        if g.comps is not None:
+            owner.update((c, g.id) for c in g.comps.tolist())
+    frozen: set[int] = set()
+    known = {(a, b) for a, b, _ in graph.ties}
+    for rec in graph.sizes.values():
+        for src, dkey in rec.ties:
+            a = [owner.get(c) for c in set(src.atoms.tolist())]
+            b = [owner.get(c) for c in set(rec.dims[dkey].atoms.tolist()) if c >= 0]
+            if not any(x is not None for x in a) or set(a) == set(b):
+                continue
+            tie = None
+            if len(set(a)) == 1 and len(set(b)) == 1 and None not in b:
+                # indices per unit: heads x head_dim puts one unit at every head
+                na, nb = (n / graph.groups[g[0]].size for n, g in
+                          ((src.size, a), (rec.dims[dkey].size, b)))
+                if na == 1 and nb == int(nb):
+                    tie = (a[0], b[0], int(nb))
+                elif nb == 1 and na == int(na):
+                    tie = (b[0], a[0], int(na))
+            if tie is None:
+                frozen.update(x for x in a + b if x is not None)
+            elif tie[:2] not in known and tie[1::-1] not in known:
+                graph.ties.append(tie)
+                known.add(tie[:2])
+    if frozen:
+        _drop(graph, frozen)
 
 
 def _apply_module_rules(model: nn.Module, graph: DependencyGraph) -> None:

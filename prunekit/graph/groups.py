@@ -36,6 +36,7 @@ class Group:
     index: dict[tuple[str, int], torch.Tensor]
     exact: bool = True
     ties: list[tuple[int, int]] = field(default_factory=list)  # (other group id, factor)
+    comps: torch.Tensor | None = None  # the atom component of each unit (see graph.sizes)
 
     @property
     def size(self) -> int:
@@ -47,9 +48,11 @@ class Group:
         return f"group {self.id}: {self.size} units over {shown}{more}"
 
 
-def build_groups(table: AtomTable, tensor_shapes: dict[str, tuple[int, ...]]) -> list[Group]:
-    """Resolve couplings into groups. ``tensor_shapes`` maps tensor name -> shape."""
-    comp = table.components()
+def build_groups(table: AtomTable, tensor_shapes: dict[str, tuple[int, ...]],
+                 comp: np.ndarray | None = None) -> list[Group]:
+    """Resolve couplings into groups. ``tensor_shapes`` maps tensor name -> shape;
+    ``comp`` is ``table.components()`` if already computed."""
+    comp = table.components() if comp is None else comp
     fixed = comp[0]
     rows: list[tuple[np.ndarray, int]] = []  # (component per atom, block index)
     is_prod = np.zeros(int(comp.max()) + 1 if len(comp) else 1, dtype=bool)
@@ -142,7 +145,8 @@ def build_groups(table: AtomTable, tensor_shapes: dict[str, tuple[int, ...]]) ->
         members = [keys[kid] for kid, _ in sig]
         if any(t not in tensor_shapes for t, _ in members):
             continue
-        groups.append(Group(len(groups), members, index, exact))
+        comps = torch.from_numpy(unit_comps.astype(np.int64))[perm]
+        groups.append(Group(len(groups), members, index, exact, comps=comps))
     groups.sort(key=lambda g: _first_position(g, tensor_shapes))
     for i, g in enumerate(groups):
         g.id = i

@@ -67,7 +67,7 @@ UNARY = {"hardswish", "hardsigmoid", "silu", "gelu", "relu", "relu6", "elu", "se
          "hardshrink", "softshrink", "tanhshrink", "sin", "cos", "floor", "ceil", "round"}
 SAME_SHAPE = {"native_dropout", "_softmax", "_log_softmax", "softmax", "log_softmax",
               "dropout", "feature_dropout", "alpha_dropout", "cumsum", "cumprod",
-              "_masked_softmax"}
+              "_masked_softmax", "_safe_softmax", "logcumsumexp"}
 IGNORED = {"_local_scalar_dense", "is_nonzero", "equal", "sym_size", "sym_stride",
            "sym_numel", "sym_storage_offset", "_assert_async", "record_stream", "item",
            "set_", "resize_", "_has_compatible_shallow_copy_type", "is_same_size",
@@ -93,6 +93,7 @@ def _split_coupling(ctx, in_shape, out_shape, out_lab):
         for d in out_big[:-1]:
             ref = ref.narrow(d, 0, 1)
         ctx.table.couple(out_lab, ref.expand_as(out_lab))
+        ctx.alias(out_lab, ref.expand_as(out_lab))
 
 
 def _view_blocks(a, b):
@@ -158,6 +159,8 @@ def _chunk_coupling(ctx, name, parts, args):
     if len(sizes) == 1:  # equal chunks are computed from the runtime size: keep them equal
         for p in parts[1:]:
             ctx.table.couple(parts[0], p)
+    elif ctx.sizes_stored:  # sizes held by an attribute, updated after the cut (graph.sizes)
+        return
     else:  # hard-coded unequal sizes cannot follow a pruned tensor
         for p in parts:
             ctx.table.couple(p, torch.zeros_like(p))
@@ -215,6 +218,10 @@ def pointwise(ctx, func, args, kwargs, out):
     if not labs:
         return None
     shape = main.shape
+    lost = [torch.full(t.shape, NONE, dtype=torch.int64) for t in tensors
+            if t in ctx.lost and t.dim() <= main.dim() and _broadcastable(t.shape, main.shape)]
+    if lost:
+        _fix_unmatched(ctx, labs + lost, len(shape))
     full = [x for x in labs if tuple(x.shape) == tuple(shape)]
     part = [x for x in labs if tuple(x.shape) != tuple(shape)]
     ordered = full + part
@@ -223,9 +230,51 @@ def pointwise(ctx, func, args, kwargs, out):
         a, b = _aligned(result, other)
         if a is not None:
             ctx.table.couple(a, b)
+        else:
+            _fix_unpaired(ctx, other)
         result = torch.where(result >= 0, result, other.expand(shape))
     result = result.contiguous()
     return tuple(result for _ in outs) if isinstance(out, (tuple, list)) else result
+
+
+def _fix_unmatched(ctx, labs: list[torch.Tensor], nd: int) -> None:
+    """Operands that meet along a real (size > 1) dim must lose the same indices of it.
+    Where one operand's slice has no channel identity at all (attention scores computed
+    from channels), the other's labels that vary along that dim cannot go: fix them (a
+    relative position bias added to the scores)."""
+    full = [x.reshape((1,) * (nd - x.dim()) + tuple(x.shape)) for x in labs]
+    for b in full:
+        if not bool((b < 0).any()):
+            continue
+        for a in full:
+            if a is b or not bool((a > 0).any()):
+                continue
+            for d in range(nd):
+                if a.shape[d] == 1 or b.shape[d] == 1:
+                    continue
+                others = [k for k in range(nd) if k != d]
+                empty = b.amax(dim=others) < 0 if others else b < 0
+                varying = const_along(a, [d], keepdim=True) < 0
+                if not bool(empty.any()) or not bool(varying.any()):
+                    continue
+                idx = torch.nonzero(empty).reshape(-1)
+                picked = a.index_select(d, idx)[varying.expand_as(a).index_select(d, idx)]
+                atoms = torch.unique(picked)
+                atoms = atoms[atoms > 0]
+                if atoms.numel():
+                    ctx.table.couple(atoms, torch.zeros_like(atoms))
+
+
+def _fix_unpaired(ctx, other: torch.Tensor) -> None:
+    """``other`` is broadcast along a dim where the full operand's labels vary (XCiT's
+    per-head temperature times channel-by-channel attention scores): no unit of the full
+    operand matches one of its slices, so the labels it varies by cannot go."""
+    for d in range(other.dim()):
+        if other.shape[d] > 1 and bool((const_along(other, [d], keepdim=True) < 0).any()):
+            atoms = torch.unique(other)
+            atoms = atoms[atoms > 0]
+            ctx.table.couple(atoms, torch.zeros_like(atoms))
+            return
 
 
 def _broadcastable(small, big):
@@ -255,8 +304,10 @@ def same_shape(ctx, func, args, kwargs, out):
         return None
     name = func.__name__.split(".")[0]
     if "softmax" in name:
-        dim = args[1] % max(lab.dim(), 1)
-        if bool((const_along(lab, [dim], True) < 0).any()):
+        pos = 2 if name == "_masked_softmax" else 1  # (self, mask, dim, mask_type)
+        dim = kwargs.get("dim", args[pos] if len(args) > pos else None)
+        dims = [dim % max(lab.dim(), 1)] if isinstance(dim, int) else list(range(lab.dim()))
+        if bool((const_along(lab, dims, True) < 0).any()):
             ctx.table.mark_inexact(lab)
     if isinstance(out, (tuple, list)):
         return tuple(lab if isinstance(o, torch.Tensor) and o.shape == lab.shape else None
@@ -280,6 +331,7 @@ def reduction(ctx, func, args, kwargs, out):
     if not all(isinstance(d, int) for d in dims):
         dims = list(range(lab.dim()))
     dims = [d % max(lab.dim(), 1) for d in dims]
+    lab = ctx.same_unit(lab)  # slices coupled position by position (radix, groups) sum exactly
     if name in INDEX_REDUCTIONS and isinstance(out, (tuple, list)) or name in ("argmax", "argmin"):
         fix_varying(ctx, lab, dims)  # the positions it returns are channel indices
     res = const_along(lab, dims, keepdim)

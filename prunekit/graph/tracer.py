@@ -24,6 +24,7 @@ from prunekit.graph.atoms import FIXED, AtomTable
 from prunekit.graph.guard import VIEWISH, traced_forward
 from prunekit.graph.labels import ParamRef
 from prunekit.graph.shapes import is_heavy, shape_only_call
+from prunekit.graph.size_recorder import SizeRecorder
 
 WEIGHT_RULES = {
     "convolution": weights.convolution,
@@ -67,6 +68,13 @@ class TraceContext:
         # (module path, k-th reshape) -> ((dim, count), ...) leading counts of channel splits
         self.splits: dict[tuple[str, int], tuple[tuple[int, int], ...]] = {}
         self.params_seen: set[str] = set()
+        # (module path, k-th size-taking call) -> SizeRecord (see prunekit.graph.sizes)
+        self.size_records: dict = {}
+        self.busy = False  # inside an op's label rule: its own torch calls are not the model's
+        # tensors computed from labelled data whose channel identity was lost (scores)
+        self.lost: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self._alias = torch.zeros(0, dtype=torch.int64)  # atom -> coupled atom (see alias)
+        self.sizes_stored = False  # the running split takes its sizes from an attribute
 
     def lab(self, t: Any):
         if not isinstance(t, torch.Tensor):
@@ -94,6 +102,28 @@ class TraceContext:
             else:
                 raise RuntimeError(f"label shape {tuple(lab.shape)} != {tuple(t.shape)}")
         self.labels[t] = lab
+
+    def alias(self, labels: torch.Tensor, ref: torch.Tensor) -> None:
+        """Record that ``labels[i]`` is coupled to ``ref[i]`` (a split's leading slices)."""
+        a, b = labels.reshape(-1), ref.reshape(-1)
+        keep = (a > 0) & (b > 0) & (a != b)
+        if not bool(keep.any()):
+            return
+        a, b = a[keep], self.same_unit(b[keep])
+        if self._alias.numel() <= int(a.max()):
+            grown = torch.arange(int(a.max()) + 1, dtype=torch.int64)
+            grown[: self._alias.numel()] = self._alias
+            self._alias = grown
+        self._alias[a] = b
+
+    def same_unit(self, labels: torch.Tensor) -> torch.Tensor:
+        """``labels`` with every atom recorded by ``alias`` replaced by its reference."""
+        if self._alias.numel() == 0:
+            return labels
+        inside = (labels > 0) & (labels < self._alias.numel())
+        if not bool(inside.any()):
+            return labels
+        return torch.where(inside, self._alias[labels.clamp(0, self._alias.numel() - 1)], labels)
 
     def keeps_attention_scale(self) -> bool:
         """Whether a running module (the innermost or one enclosing it, e.g. the
@@ -135,8 +165,13 @@ class TraceContext:
         if name in rules.IGNORED:
             return
         if name in rules.FRESH or not self.has_labels(args, kwargs):
+            lost = name not in rules.FRESH and any(
+                isinstance(a, torch.Tensor) and a in self.lost for a in tree_leaves(args))
             for o in tree_leaves(out):
-                self.set(o, None) if isinstance(o, torch.Tensor) else None
+                if isinstance(o, torch.Tensor):
+                    self.set(o, None)
+                    if lost:
+                        self.lost[o] = True
             return
         rule = WEIGHT_RULES.get(name)
         if rule is not None and any(isinstance(a, torch.Tensor) and a.numel() == 0
@@ -156,6 +191,9 @@ class TraceContext:
         except Exception as exc:  # a rule failing is a tracer limitation: say where
             raise self.unsupported(func, f"label rule failed: {type(exc).__name__}: {exc}") from exc
         self._assign(out, result)
+        main = out[0] if isinstance(out, (tuple, list)) and out else out
+        if isinstance(main, torch.Tensor) and self.labels.get(main) is None:
+            self.lost[main] = True  # computed from channels, identity lost (attention scores)
 
     def _assign(self, out, result) -> None:
         if isinstance(out, (tuple, list)):
@@ -174,17 +212,24 @@ class _Mode(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = shape_only_call(func, args, kwargs) if is_heavy(func) else None
-        if out is None:
-            out = func(*args, **kwargs)
-        self.ctx.on_op(func, args, kwargs, out)
+        if self.ctx.busy:  # the size recorder's own label arithmetic, not the model's
+            return func(*args, **kwargs)
+        busy, self.ctx.busy = self.ctx.busy, True
+        try:
+            out = shape_only_call(func, args, kwargs) if is_heavy(func) else None
+            if out is None:
+                out = func(*args, **kwargs)
+            self.ctx.on_op(func, args, kwargs, out)
+        finally:
+            self.ctx.busy = busy
         return out
 
 
 def run_traced(model: nn.Module, example_input: Any) -> tuple[TraceContext, Any]:
     """Run ``model(example_input)`` under the tracer; inputs are FIXED, outputs too.
 
-    Returns the trace context (atoms, couplings, recorded splits) and the model output.
+    Returns the trace context (atoms, couplings, recorded splits and size-taking calls)
+    and the model output.
     """
     ctx = TraceContext(model)
     inputs = example_input if isinstance(example_input, (tuple, list)) else (example_input,)
@@ -193,7 +238,7 @@ def run_traced(model: nn.Module, example_input: Any) -> tuple[TraceContext, Any]
     for t in tree_leaves(inputs):
         if isinstance(t, torch.Tensor) and t.is_floating_point():
             ctx.set(t, torch.full(t.shape, FIXED, dtype=torch.int64))
-    with traced_forward(model) as stack, _Mode(ctx):
+    with traced_forward(model) as stack, _Mode(ctx), SizeRecorder(ctx, stack, ctx.modules_by_name):
         ctx.module_stack = stack
         if isinstance(example_input, dict):
             out = model(**example_input)

@@ -225,6 +225,12 @@ def embedding(ctx, func, args, kwargs, out):
 
 def attention(ctx, func, args, kwargs, out):
     q, k, v = (_mat(ctx, t) for t in args[:3])
+    mask = kwargs.get("attn_mask", kwargs.get("attn_bias"))
+    if mask is None and len(args) > 3 and isinstance(args[3], torch.Tensor):
+        mask = args[3]
+    mask_lab = _mat(ctx, mask) if isinstance(mask, torch.Tensor) else None
+    if mask_lab is not None:  # added to the scores, whose heads and tokens stay: keep it whole
+        ctx.table.couple(mask_lab, torch.zeros_like(mask_lab))
     if kwargs.get("scale") is None and not ctx.keeps_attention_scale():
         # the default scale 1/sqrt(head_dim) would change with pruned query/key dims
         for lab in (q, k):

@@ -1,9 +1,15 @@
 """The pruning plan (JSON) and pickle-free save/reload of pruned models.
 
 ``save_pruned(model, dir)`` writes ``plan.json`` (which indices of which tensors were
-kept, step by step) and ``model.safetensors``. ``load_pruned(fresh_model, dir)`` replays
-the plan on a fresh instance of the same architecture - slicing the same tensors and
-running the same surgery rules - then loads the weights. No code is pickled.
+kept, step by step, and which Python size attributes changed) and ``model.safetensors``.
+``load_pruned(fresh_model, dir)`` replays the plan on a fresh instance of the same
+architecture - slicing the same tensors, running the same surgery rules and setting the
+recorded attributes - then loads the weights. No code is pickled.
+
+Format ``prunekit.structured.plan/1``: ``steps[i]`` has ``config``, ``tensors``
+(``shape_before``, ``keep`` per dim) and ``groups``. ``/2`` adds ``attrs`` to a step:
+``[{"module", "name", "before", "after"}]``, the size attributes updated after the cut
+(``prunekit.surgery.stale_sizes``); a plan is written as ``/2`` only when it has some.
 """
 
 from __future__ import annotations
@@ -21,11 +27,17 @@ from prunekit.io import atomic_write_json, load_tensors, save_tensors
 
 PLAN_ATTR = "_prunekit_plan"
 PLAN_FILE = "plan.json"
+PLAN_FORMATS = ("prunekit.structured.plan/1", "prunekit.structured.plan/2")
 WEIGHTS_FILE = "model.safetensors"
 
 
-def make_step(keep, shapes_before, choices, config) -> dict[str, Any]:
-    return {
+def plan_format(steps: list[dict[str, Any]]) -> str:
+    """``/2`` when some step updates attributes (older readers would skip them), else ``/1``."""
+    return PLAN_FORMATS[1] if any(step.get("attrs") for step in steps) else PLAN_FORMATS[0]
+
+
+def make_step(keep, shapes_before, choices, config, attrs=()) -> dict[str, Any]:
+    step = {
         "config": config.to_dict(),
         "tensors": {
             name: {
@@ -45,6 +57,9 @@ def make_step(keep, shapes_before, choices, config) -> dict[str, Any]:
             for c in choices
         ],
     }
+    if attrs:
+        step["attrs"] = [u.to_json() for u in attrs]
+    return step
 
 
 def get_plan(model: nn.Module) -> dict[str, Any] | None:
@@ -68,8 +83,9 @@ def replay_plan(model: nn.Module, plan: dict[str, Any]) -> list:
 
 def _replay(model: nn.Module, plan: dict[str, Any], snaps: list) -> None:
     from prunekit.surgery import apply_keep
+    from prunekit.surgery.stale_sizes import apply_attr_updates
 
-    if plan.get("format") != "prunekit.structured.plan/1":
+    if plan.get("format") not in PLAN_FORMATS:
         raise ModelError(f"not a prunekit structured plan (format={plan.get('format')!r})")
     for i, step in enumerate(plan["steps"]):
         named = dict(model.named_parameters(remove_duplicate=False))
@@ -87,6 +103,7 @@ def _replay(model: nn.Module, plan: dict[str, Any], snaps: list) -> None:
             keep[name] = {int(d): torch.tensor(ix, dtype=torch.long)
                           for d, ix in spec["keep"].items()}
         snaps.append(apply_keep(model, keep))
+        apply_attr_updates(model, step.get("attrs", []), where=f"plan step {i}")
 
 
 def save_pruned(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
@@ -104,7 +121,7 @@ def save_pruned(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
     """
     plan = get_plan(model)
     if plan is None:
-        plan = {"format": "prunekit.structured.plan/1", "steps": []}
+        plan = {"format": PLAN_FORMATS[0], "steps": []}
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
@@ -33,10 +34,11 @@ from prunekit.structured.latency_model import (
     CostModel,
     latency_aware_ratios,
 )
-from prunekit.structured.plan import PLAN_ATTR, make_step
+from prunekit.structured.plan import PLAN_ATTR, make_step, plan_format
 from prunekit.structured.profile import build_cost_models
 from prunekit.structured.scoring import group_scores
 from prunekit.surgery import Snapshot, apply_keep
+from prunekit.surgery.stale_sizes import AttrUpdate, update_stale_sizes
 
 
 @dataclass
@@ -245,9 +247,31 @@ class StructuredPruner:
             keep.setdefault(tensor, {})[dim] = torch.nonzero(mask).reshape(-1)
         return keep
 
+    def removed_components(self, choices: list[GroupChoice]) -> np.ndarray:
+        """Flags (by atom component, see ``prunekit.graph.sizes``) of the units removed."""
+        mask = np.zeros(max(self.graph.n_components, 1), dtype=bool)
+        for c in choices:
+            r = torch.as_tensor(c.remove, dtype=torch.long).reshape(-1)
+            if c.group.comps is not None and len(r):
+                mask[c.group.comps[r].numpy()] = True
+        return mask
+
+    def _cut(self, choices: list[GroupChoice]) -> tuple[dict, Snapshot, list[AttrUpdate]]:
+        """Slice the tensors, run the surgery rules, then update the Python size
+        attributes the forward would read stale (undone with the snapshot)."""
+        keep = self.keep_indices(choices)
+        snap = apply_keep(self.model, keep)
+        try:
+            updates = update_stale_sizes(self.model, self.example_input, self.graph.sizes,
+                                         self.removed_components(choices))
+        except BaseException:
+            snap.restore()
+            raise
+        return keep, snap, updates
+
     def trial(self, choices: list[GroupChoice]) -> Snapshot:
         """Cut as proposed and return the snapshot (call ``restore()`` to undo)."""
-        return apply_keep(self.model, self.keep_indices(choices))
+        return self._cut(choices)[1]
 
     def _check_splits(self, views: dict, counts: dict) -> None:
         """Raise if a reshape now groups pruned channels into a different number of
@@ -269,9 +293,8 @@ class StructuredPruner:
         """Remove the chosen units; on any failure the model is left exactly as it was."""
         choices = self.choices if choices is None else choices
         expected = self.graph.output_shapes or _replay(self.model, self.example_input)[0]
-        keep = self.keep_indices(choices)
+        keep, snap, updates = self._cut(choices)
         shapes_before = {t: list(self.graph.tensor_shapes[t]) for t in keep}
-        snap = apply_keep(self.model, keep)
         try:
             got, views, counts = _replay(self.model, self.example_input)
             if got != expected:
@@ -286,9 +309,9 @@ class StructuredPruner:
                 f"the pruned model's forward failed ({type(exc).__name__}: {exc}); the model "
                 f"was restored. A layer type may need a surgery rule (register_surgery_rule)"
             ) from exc
-        step = make_step(keep, shapes_before, choices, self.config)
+        step = make_step(keep, shapes_before, choices, self.config, updates)
         steps = list(getattr(self.model, PLAN_ATTR, {}).get("steps", []))
-        plan = {"format": "prunekit.structured.plan/1", "steps": steps + [step]}
+        plan = {"format": plan_format(steps + [step]), "steps": steps + [step]}
         self.model.__dict__[PLAN_ATTR] = plan
         removed = sum(len(c.remove) for c in choices)
         return PruneResult(

@@ -139,3 +139,91 @@ def test_max_over_space_keeps_channels_prunable():
 
     g = build_dependency_graph(SpatialMax(), torch.randn(1, 3, 4, 4))
     assert _members(g) == [[("a.bias", 0), ("a.weight", 0), ("head.weight", 1)]]
+
+
+class _SoftmaxOver(nn.Module):
+    """Softmax over the hidden features (inexact) then over tokens (exact)."""
+
+    def __init__(self, softmax):
+        super().__init__()
+        self.softmax = softmax
+        self.a = nn.Linear(6, 8)
+        self.b = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.softmax(self.a(x), -1)
+        return self.head(self.softmax(self.b(h), 1))
+
+
+@pytest.mark.parametrize("softmax", [torch.softmax, torch.ops.aten._safe_softmax],
+                         ids=["softmax", "_safe_softmax"])
+def test_safe_softmax_is_followed_like_softmax(softmax):
+    g = build_dependency_graph(_SoftmaxOver(softmax), torch.zeros(2, 5, 6))
+    by_first = {min(grp.index)[0]: (grp.size, grp.exact) for grp in g.groups}
+    assert by_first == {"a.bias": (8, False), "b.bias": (8, True)}
+
+
+class _ChannelAttention(nn.Module):
+    """XCiT-style attention over channels with a per-head temperature (heads, 1, 1)."""
+
+    def __init__(self, heads=2, dim=8):
+        super().__init__()
+        self.heads = heads
+        self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 4, 1).unbind(0)
+        attn = ((q @ k.transpose(-2, -1)) * self.temperature).softmax(-1)
+        return self.head((attn @ v).mean((1, 2, 3)).unsqueeze(-1).expand(b, c))
+
+
+def test_a_per_head_scale_broadcast_over_channel_scores_is_not_pruned_alone():
+    g = build_dependency_graph(_ChannelAttention(), torch.zeros(2, 5, 8))
+    assert not any(t == "temperature" for grp in g.groups for t, _ in grp.index)
+    assert g.groups  # the rest stays prunable
+
+
+class _BiasedAttention(nn.Module):
+    """A learned per-head bias passed to SDPA as its mask (timm CoAtNet's relative
+    position bias)."""
+
+    def __init__(self, heads=2, dim=8, tokens=5):
+        super().__init__()
+        self.heads = heads
+        self.bias = nn.Parameter(torch.zeros(heads, tokens, tokens))
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        o = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=self.bias, scale=0.5)
+        return self.proj(o.transpose(1, 2).reshape(b, n, -1))
+
+
+def test_an_attention_mask_from_parameters_is_kept_whole():
+    g = build_dependency_graph(_BiasedAttention(), torch.zeros(2, 5, 8))
+    assert not any(t == "bias" for grp in g.groups for t, _ in grp.index)
+    assert any(("qkv.weight", 0) in grp.index for grp in g.groups)  # head dims still go
+
+
+def test_a_sum_over_split_slices_keeps_the_channels_it_adds_up():
+    class Radix(nn.Module):  # timm ResNeSt's split attention: (B, R*C) -> (B, R, C) -> sum
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 1)
+            self.fc = nn.Conv2d(4, 3, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            y = y.reshape(y.shape[0], 2, 4, *y.shape[2:]).sum(dim=1)
+            return self.fc(y)
+
+    g = build_dependency_graph(Radix(), torch.zeros(1, 3, 4, 4))
+    (grp,) = g.groups
+    assert grp.size == 4 and ("fc.weight", 1) in grp.index and grp.exact
+    assert grp.index[("conv.weight", 0)].tolist() == [[0, 4], [1, 5], [2, 6], [3, 7]]

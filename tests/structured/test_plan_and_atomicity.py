@@ -244,22 +244,28 @@ class _StaleHeadSize(torch.nn.Module):
         return self.out(o.transpose(1, 2).reshape(b, n, -1))
 
 
-def test_a_forward_reading_a_stale_head_size_is_caught_and_the_model_restored():
+def test_a_forward_reading_a_stored_head_size_gets_it_updated():
     torch.manual_seed(0)
     model = torch.nn.Sequential(_StaleHeadSize(), torch.nn.Linear(16, 3)).eval()
     x = torch.randn(2, 5, 16)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    with torch.no_grad():
-        y = model(x)
-    with pytest.raises(ModelError, match=r"module '0' reshapes a pruned dim into 2 slices.*had 4.*_StaleHeadSize"):
-        prune_channels_(model, x, StructuredConfig(ratio=0.5))
-    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
-    with torch.no_grad():
-        assert torch.equal(model(x), y)
-    # with a rule that keeps the size current, the same cut is accepted
+    prune_channels_(model, x, StructuredConfig(ratio=0.5))
+    assert model[0].size_of_head == 2 and model[0].out.in_features == 8
+    assert model(x).shape == (2, 5, 3)
+    assert get_plan(model)["steps"][0]["attrs"] == [
+        {"module": "0", "name": "size_of_head", "before": 4, "after": 2}]
+
+
+class _RuledStaleHeadSize(_StaleHeadSize):
+    pass
+
+
+def test_a_surgery_rule_keeps_the_size_itself():
     from prunekit.surgery import SurgeryRule, register_surgery_rule
 
-    register_surgery_rule(_StaleHeadSize, SurgeryRule(
+    register_surgery_rule(_RuledStaleHeadSize, SurgeryRule(
         sync=lambda m: setattr(m, "size_of_head", m.out.in_features // 4)))
+    model = torch.nn.Sequential(_RuledStaleHeadSize(), torch.nn.Linear(16, 3)).eval()
+    x = torch.randn(2, 5, 16)
     prune_channels_(model, x, StructuredConfig(ratio=0.5))
     assert model[0].size_of_head == 2 and model(x).shape == (2, 5, 3)
+    assert "attrs" not in get_plan(model)["steps"][0]  # the rule did it, nothing to record

@@ -1,0 +1,176 @@
+"""Record, during the trace, the size-taking calls a forward makes (``prunekit.graph.sizes``).
+
+``SizeRecorder`` is a ``TorchFunctionMode`` entered with the tracer's dispatch mode: it
+sees ``view`` / ``reshape`` / ``expand`` / ``split`` / ``narrow`` / slicing as written in
+Python, numbers them per module path (the replay after the cut numbers them the same
+way) and keeps, for each explicit integer that an attribute of the running modules could
+explain, the channel labels of the dim it measures.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from prunekit.graph.labels import ParamRef, per_index_pairs
+from prunekit.graph.sizes import DimSource, SizeRecord, is_int, parse_call, size_call_name
+
+
+def _dim_source(ctx, t: torch.Tensor, dim: int) -> DimSource | None:
+    lab = ctx.labels.get(t)
+    if lab is None and id(t) in ctx.tensor_names:
+        shape = tuple(t.shape)
+        lab = ParamRef(ctx.tensor_names[id(t)], shape, shape, tuple(range(len(shape))))
+    if lab is None or dim >= t.dim():
+        return None
+    size = int(t.shape[dim])
+    if isinstance(lab, ParamRef):
+        pdim = lab.dims[dim] if lab.dims is not None else None
+        if pdim is None or lab.base_shape[pdim] != size:
+            return None
+        return DimSource(size, param=lab.name, pdim=pdim)
+    if lab.numel() == 0 or not bool((lab > 0).any()):
+        return None
+    index, atoms = per_index_pairs(lab, dim)
+    return DimSource(size, index=index.numpy(), atoms=atoms.numpy())
+
+
+def _per_channel(src: DimSource) -> bool:
+    """Every index of the dim carries labels of its own, no label at two indices (a
+    channel dim, not tokens)."""
+    if src.index is None:
+        return False
+    keep = src.atoms > 0
+    index, atoms = src.index[keep], src.atoms[keep]
+    return len(set(index.tolist())) == src.size and len(set(atoms.tolist())) == len(atoms)
+
+
+def _plausible_values(modules) -> set[int]:
+    """Integers that a stored attribute of these modules could explain (see
+    ``prunekit.surgery.stale_sizes``): ints, elements of int sequences, their halves,
+    doubles ..."""
+    found: set[int] = set()
+    for m in modules:
+        for k, v in vars(m).items():
+            if k.startswith("_"):
+                continue
+            items = [v] if is_int(v) else list(v) if isinstance(v, (tuple, list)) and all(
+                is_int(x) for x in v) else []
+            for x in items:
+                found.update((x, x // 2, x // 3, x // 4, 2 * x, 3 * x, 4 * x))
+    return found
+
+
+class SizeRecorder(TorchFunctionMode):
+    """During a trace: record the size-taking calls (see the module docstring)."""
+
+    def __init__(self, ctx, stack: list[str], modules: dict[str, torch.nn.Module]) -> None:
+        super().__init__()
+        self.ctx, self.stack, self.modules = ctx, stack, modules
+        self.counts: dict[str, int] = defaultdict(int)
+        self._plausible: dict[tuple[str, ...], set[int]] = {}
+        self._inputs: dict[int, tuple] = {}  # id(module) -> the inputs of its running forward
+        self._hook = None
+
+    def __enter__(self):
+        def remember(module, inputs):
+            self._inputs[id(module)] = inputs
+
+        self._hook = torch.nn.modules.module.register_module_forward_pre_hook(remember)
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        if self._hook is not None:
+            self._hook.remove()
+        self._inputs.clear()
+        return super().__exit__(*exc)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = size_call_name(func)
+        stored = name == "split" and not self.ctx.busy and self._stored_sections(args, kwargs)
+        if stored:
+            self.ctx.sizes_stored = True  # unequal pieces may then shrink independently
+        try:
+            out = func(*args, **kwargs)
+        finally:
+            if stored:
+                self.ctx.sizes_stored = False
+        if name is None or self.ctx.busy:
+            return out
+        path = (self.stack[-1] if self.stack else "") or "<model>"
+        key = (path, self.counts[path])
+        self.counts[path] += 1
+        self.ctx.busy = True  # the tracer must not follow the recorder's own ops
+        try:
+            rec = self._record(name, args, kwargs, out)
+        except Exception:  # noqa: BLE001 - best effort: a miss leaves the integer to the guard
+            rec = None
+        finally:
+            self.ctx.busy = False
+        if rec is not None:
+            self.ctx.size_records[key] = rec
+        return out
+
+    def _stored_sections(self, args, kwargs) -> bool:
+        """Whether a split's section sizes are a sequence attribute of the module making
+        the call (``torch.split(x, self.split_indexes)``), one that can be updated."""
+        from prunekit.surgery.registry import rule_for
+
+        call = parse_call("split", args, kwargs)
+        module = self.modules.get(self.stack[-1]) if self.stack else None
+        if call is None or module is None or len(call.values) < 2:
+            return False
+        rule = rule_for(module)
+        if rule is not None and rule.sync is not None:
+            return False
+        return any(isinstance(v, (tuple, list)) and list(v) == call.values
+                   for k, v in vars(module).items() if not k.startswith("_"))
+
+    def _record(self, name, args, kwargs, out) -> SizeRecord | None:
+        call = parse_call(name, args, kwargs)
+        if call is None:
+            return None
+        if name.startswith("conv") and not (len(args) > 1 and isinstance(args[1], torch.Tensor)
+                                            and args[1].shape[0] == call.values[0]):
+            return None  # groups count output channels only in a depthwise conv
+        stack = tuple(self.stack)
+        if stack not in self._plausible:
+            self._plausible[stack] = _plausible_values(
+                self.modules[p] for p in stack if p in self.modules)
+        plausible = self._plausible[stack]
+        rec = SizeRecord(name, stack, list(call.values), [])
+        for slot in call.slots:
+            if slot.old not in plausible:
+                continue
+            t = out if slot.side == "out" else call.tensor
+            if not isinstance(t, torch.Tensor):
+                continue
+            key = (slot.side, slot.dim)
+            if key not in rec.dims:
+                src = _dim_source(self.ctx, t, slot.dim)
+                if src is None:
+                    continue
+                rec.dims[key] = src
+            if slot.hi <= rec.dims[key].size:
+                rec.slots.append(slot)
+                if slot.side == "out":
+                    self._width_ties(rec, key, slot.old)
+        return rec if rec.slots else None
+
+    def _width_ties(self, rec: SizeRecord, key: tuple[str, int], value: int) -> None:
+        """An output dim sized like a channel dim of the module's input (``B, N, C =
+        x.shape`` then ``reshape(B, N, C)``) must keep as many channels as that input."""
+        module = self.modules.get(self.stack[-1]) if self.stack else None
+        for t in self._inputs.get(id(module), ()) if module is not None else ():
+            if not isinstance(t, torch.Tensor) or t is None:
+                continue
+            for d in range(t.dim()):
+                if t.shape[d] != value:
+                    continue
+                src = _dim_source(self.ctx, t, d)
+                if src is not None and src.index is not None and _per_channel(src):
+                    rec.ties.append((src, key))
+                    return
