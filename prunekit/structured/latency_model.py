@@ -70,8 +70,8 @@ class CostModel:
         removing all of them, one at a time, with every other group left whole).
 
         Example:
-            >>> CostModel((CostTerm(8.0, (0, 1)), CostTerm(2.0, (1,))), 1.0, (4, 2)).per_group()
-            array([ 8., 10.])
+            >>> CostModel((CostTerm(8.0, (0, 1)), CostTerm(2.0, (1,))), 1.0, (4, 2)).per_group().tolist()
+            [8.0, 10.0]
         """
         a, cost = self._incidence()
         return a.T @ cost
