@@ -69,26 +69,31 @@ def main() -> int:
     torch.set_num_threads(1)
     ctx = mp.get_context("fork")
 
-    def child(kind: str, name: str, queue) -> None:
+    def child(kind: str, name: str, conn) -> None:
+        # a pipe, not a Queue: a Queue's feeder thread may fail to start under the limit
         _limit_memory(args.memory_gb)
         try:
             if kind == "prunekit":
-                queue.put(zoo_checks.run_prunekit(args.source, name, args.timeout / 2))
+                conn.send(zoo_checks.run_prunekit(args.source, name, args.timeout / 2))
             else:
-                queue.put(zoo_checks.run_torch_pruning(args.source, name))
+                conn.send(zoo_checks.run_torch_pruning(args.source, name))
         except BaseException as exc:  # reported as a failure of this model
-            queue.put({"model": name, "ok": False, "problems": [_error(exc)]})
+            conn.send({"model": name, "ok": False, "problems": [_error(exc)]})
 
     def one(kind: str, name: str) -> dict:
         start = time.perf_counter()
-        queue = ctx.Queue()
-        proc = ctx.Process(target=child, args=(kind, name, queue))
+        recv, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=child, args=(kind, name, send))
         proc.start()
+        send.close()
         row = None
         try:
-            row = queue.get(timeout=args.timeout)
-        except Exception:
-            row = {"model": name, "ok": False, "problems": [f"timeout {args.timeout}s"]}
+            if recv.poll(args.timeout):
+                row = recv.recv()
+            else:
+                row = {"model": name, "ok": False, "problems": [f"timeout {args.timeout}s"]}
+        except EOFError:  # the process died without a result (row set below)
+            pass
         proc.join(5)
         if proc.is_alive():
             proc.kill()

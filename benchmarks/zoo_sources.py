@@ -5,10 +5,12 @@
   its representative is the variant with the fewest parameters. Parameters are counted
   on models built with ``pretrained=False`` on the ``meta`` device: that runs each
   constructor (so the count is exact, not guessed from a name like ``_tiny``) but
-  allocates and initialises nothing, ~0.1 s a model, a few minutes for all ~1400. The
-  choice is cached in ``benchmarks/results/zoo/timm_families.json`` per timm version. A
-  model whose constructor fails on ``meta`` is skipped; a family none of whose models
-  builds there is listed with the error (and fails in the benchmark).
+  allocates and initialises nothing, ~0.1 s a model, ~3 minutes for all ~1400 (too slow
+  to build them for real on a shared CPU). The counts are cached in
+  ``benchmarks/results/zoo/timm_params.json`` per timm version. timm's ``test_*`` models
+  (tiny configurations for timm's own CI, not variants anyone uses) are left out. A model
+  whose constructor fails on ``meta`` is skipped; a family none of whose models builds
+  there is listed with the error (and fails in the benchmark).
 * ``ultralytics``: every detection / segmentation / pose / OBB yaml shipped for YOLO v3u,
   v5u, v8, v9, v10, 11, 12 and 26 (``cfg/models/<version>/``; the v3 / v5 yamls are the
   anchor-free "u" models), built from the yaml (no weights) at its smallest scale
@@ -91,32 +93,42 @@ class TorchvisionSource:
 
 
 # -- timm -------------------------------------------------------------------------------
-def _timm_families() -> dict:
-    """{family: {"model": name, "params": n} or {"error": text}} (cached per timm version)."""
+def _timm_counts() -> dict:
+    """{family: [[name, params], ...] or {"error": text}}, cached per timm version."""
     import timm
 
-    cache = RESULTS / "timm_families.json"
+    cache = RESULTS / "timm_params.json"
     if cache.exists():
         data = json.loads(cache.read_text())
         if data.get("timm") == timm.__version__:
             return data["families"]
     families: dict = {}
     for module in timm.list_modules():
-        best, error = None, None
+        counts, error = [], None
         for name in timm.list_models(module=module):
             try:
                 with torch.device("meta"):
                     m = timm.create_model(name, pretrained=False)
-                n = sum(p.numel() for p in m.parameters())
+                counts.append([name, sum(p.numel() for p in m.parameters())])
             except Exception as exc:  # this variant does not build on meta: skip it
                 error = f"{name}: {type(exc).__name__}: {exc}".splitlines()[0][:300]
-                continue
-            if best is None or n < best[1]:
-                best = (name, n)
-        families[module] = {"model": best[0], "params": best[1]} if best else {"error": error}
+        families[module] = sorted(counts, key=lambda c: c[1]) if counts else {"error": error}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"timm": timm.__version__, "families": families}, indent=1) + "\n")
+    cache.write_text(json.dumps({"timm": timm.__version__, "families": families}) + "\n")
     return families
+
+
+def _timm_families() -> dict:
+    """{family: {"model": name, "params": n} or {"error": text}}: the smallest variant,
+    timm's ``test_*`` models (tiny configurations for timm's own CI) left out."""
+    out: dict = {}
+    for family, counts in _timm_counts().items():
+        real = [c for c in counts if not c[0].startswith("test_")] if isinstance(counts, list) else []
+        if real:
+            out[family] = {"model": real[0][0], "params": real[0][1]}
+        else:
+            out[family] = counts if isinstance(counts, dict) else {"error": "only test_ models"}
+    return out
 
 
 class TimmSource:
@@ -187,6 +199,10 @@ class UltralyticsSource:
     def build(self, name: str) -> nn.Module:
         _ultralytics_cfg()
         from ultralytics import YOLO
+
+        from prunekit.surgery.ultralytics_rules import register_ultralytics_rules
+
+        register_ultralytics_rules()  # keep the heads' predictions; sync C2f-like widths
 
         return YOLO(name).model.eval()
 
