@@ -32,12 +32,9 @@ ATOL = 1e-4
 
 def count_macs(model: nn.Module, x: torch.Tensor) -> int:
     """Same count as ``prunekit.metrics.count_macs``, without doing the arithmetic."""
-    from prunekit.graph.shapes import ShapeOnly
-    from prunekit.metrics.macs import flop_counter
+    from prunekit.structured.targets import shape_only_macs
 
-    with torch.no_grad(), ShapeOnly(), flop_counter() as counter:
-        model(x)
-    return int(counter.get_total_flops() // 2)
+    return shape_only_macs(model, x)
 
 
 def shapes(model: nn.Module, x: torch.Tensor) -> list[list[int]]:
