@@ -2,6 +2,7 @@
 
     prunekit prune --model torchvision:resnet50 --ratio 0.5 --round-to 8 --out runs/r50
     prunekit prune --model torchvision:resnet50 --target-latency 0.5 --batch 8 --out runs/r50
+    prunekit prune --model ultralytics:yolo11n.yaml --input-size 640 --out runs/yolo11n
 
 Writes ``DIR/plan.json`` + ``DIR/model.safetensors`` (reload with ``load_pruned``) and
 ``DIR/metrics.json`` with ``before`` / ``after`` params, MACs and latency at batch 1 and
@@ -45,7 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True,
                    help="torchvision:NAME, any classification, segmentation, detection or video "
                    "model (e.g. torchvision:resnet50, torchvision:fasterrcnn_mobilenet_v3_large_fpn), "
-                   "or hf:FOLDER, a Hugging Face model folder (BERT-like, ViT, GPT-2 ...)")
+                   "hf:FOLDER, a Hugging Face model folder (BERT-like, ViT, GPT-2 ...), or "
+                   "ultralytics:YAML, a YOLO built from its yaml (e.g. ultralytics:yolo11n.yaml; "
+                   "pip install prunekit[yolo])")
     p.add_argument("--ratio", type=fraction, default=0.5, help="fraction removed per group")
     p.add_argument("--importance", default="l2", choices=IMPORTANCES, help="unit importance")
     p.add_argument("--allocation", default="uniform", choices=ALLOCATIONS,
@@ -75,8 +78,11 @@ def load_model(spec: str) -> tuple[torch.nn.Module, str]:
     source, _, name = spec.partition(":")
     if source == "hf" and name:
         return _load_hf(name)
+    if source == "ultralytics" and name:
+        return _load_ultralytics(name)
     if source != "torchvision" or not name:
-        raise ConfigError(f"--model must look like torchvision:NAME or hf:FOLDER, got {spec!r}")
+        raise ConfigError("--model must look like torchvision:NAME, hf:FOLDER or "
+                          f"ultralytics:YAML, got {spec!r}")
     tv = require("torchvision", extra="vision")
     modules = {"classification": tv.models, "segmentation": tv.models.segmentation,
                "detection": tv.models.detection, "video": tv.models.video}
@@ -102,12 +108,35 @@ def _load_hf(folder: str) -> tuple[torch.nn.Module, str]:
     return model, "hf-vision" if vision else "hf-text"
 
 
+def _load_ultralytics(yaml_name: str) -> tuple[torch.nn.Module, str]:
+    """A YOLO detection / segmentation / pose / OBB model built from its yaml (random
+    weights, nothing downloaded), with the rules that keep its heads' predictions."""
+    import os
+
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    require("ultralytics", extra="yolo")
+    from ultralytics import YOLO
+
+    from prunekit.surgery.ultralytics_rules import register_ultralytics_rules
+
+    if not yaml_name.endswith((".yaml", ".yml")):
+        raise ConfigError(f"--model ultralytics:{yaml_name}: give a model yaml such as "
+                          "ultralytics:yolo11n.yaml (weights files cannot be used offline)")
+    try:
+        model = YOLO(yaml_name).model
+    except FileNotFoundError as exc:
+        raise ConfigError(f"--model ultralytics:{yaml_name}: no such ultralytics yaml ({exc}); "
+                          "e.g. yolo11n.yaml, yolov8n-seg.yaml, yolo11n-pose.yaml") from None
+    register_ultralytics_rules()
+    return model.eval(), "yolo"
+
+
 def example_input(task: str, size: int, frames: int, model: torch.nn.Module | None = None,
                   seq_len: int = 128) -> Any:
     """A batch-1 random input: images (1, 3, S, S); clips (1, 3, frames, S, S); for a
     Hugging Face model ``{"pixel_values"}`` at its configured image size, or
     ``{"input_ids", "attention_mask"}`` of ``seq_len`` random tokens. Detectors take the
-    4-D batch as their list of images."""
+    4-D batch as their list of images; YOLO models a side rounded up to their stride."""
     gen = torch.Generator().manual_seed(0)
     if task == "hf-vision":
         c = model.config
@@ -118,6 +147,9 @@ def example_input(task: str, size: int, frames: int, model: torch.nn.Module | No
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     if task == "video":
         return torch.rand(1, 3, frames, size, size, generator=gen)
+    if task == "yolo":
+        stride = int(max(getattr(model, "stride", torch.tensor([32.0])).max().item(), 1))
+        size = -(-size // stride) * stride
     return torch.rand(1, 3, size, size, generator=gen)
 
 

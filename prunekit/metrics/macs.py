@@ -7,6 +7,8 @@ Sparse MACs count only non-zero weights of Linear/Conv layers.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -41,6 +43,31 @@ def _native_mha_flops(query, key, value, embed_dim, num_head, qkv_weight, qkv_bi
 EXTRA_FLOP_FORMULAS = {torch.ops.aten._native_multi_head_attention: _native_mha_flops}
 
 
+@contextlib.contextmanager
+def frozen_params(model: nn.Module) -> Iterator[None]:
+    """Parameters temporarily ``requires_grad=False`` while counting.
+
+    ``FlopCounterMode`` hooks the inputs of every module; under ``no_grad`` a parameter
+    passed to a submodule as its input (timm's CaiT class token) requires grad but has no
+    gradient function, and the hook fails with "Expected gradient function to be set".
+
+    Example:
+        >>> lin = nn.Linear(2, 2)
+        >>> with frozen_params(lin): lin.weight.requires_grad
+        False
+        >>> lin.weight.requires_grad
+        True
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def flop_counter() -> FlopCounterMode:
     """A silent ``FlopCounterMode`` that also counts ``EXTRA_FLOP_FORMULAS``."""
     return FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS)
@@ -61,7 +88,7 @@ def count_macs(model: nn.Module, example_input: Any) -> int:
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), flop_counter() as counter:
+        with torch.no_grad(), frozen_params(model), flop_counter() as counter:
             _call(model, example_input)
     finally:
         model.train(was_training)

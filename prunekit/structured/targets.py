@@ -30,13 +30,13 @@ def shape_only_count(model: nn.Module, example_input: Any):
     """The ``FlopCounterMode`` (with ``prunekit.metrics.macs.EXTRA_FLOP_FORMULAS``) after
     one eval forward in which the heavy ops only compute shapes."""
     from prunekit.graph.shapes import ShapeOnly
-    from prunekit.metrics.macs import flop_counter
+    from prunekit.metrics.macs import flop_counter, frozen_params
     from prunekit.structured.pruner import _call
 
     was = model.training
     model.eval()
     try:
-        with torch.no_grad(), ShapeOnly(), flop_counter() as counter:
+        with torch.no_grad(), frozen_params(model), ShapeOnly(), flop_counter() as counter:
             _call(model, example_input)
     finally:
         model.train(was)
