@@ -114,10 +114,13 @@ def _load_ultralytics(yaml_name: str) -> tuple[torch.nn.Module, str]:
     import os
 
     os.environ.setdefault("YOLO_OFFLINE", "1")
-    require("ultralytics", extra="yolo")
-    from ultralytics import YOLO
+    from prunekit.surgery.ultralytics_rules import import_ultralytics, register_ultralytics_rules
 
-    from prunekit.surgery.ultralytics_rules import register_ultralytics_rules
+    try:
+        import_ultralytics()
+    except ImportError:
+        require("ultralytics", extra="yolo")  # raises with the install command
+    from ultralytics import YOLO
 
     if not yaml_name.endswith((".yaml", ".yml")):
         raise ConfigError(f"--model ultralytics:{yaml_name}: give a model yaml such as "

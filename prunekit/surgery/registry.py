@@ -67,6 +67,7 @@ def register_surgery_rule(module_type: type, rule: SurgeryRule) -> None:
 
 
 _BUILTINS_LOADED: list[bool] = []
+_ULTRALYTICS_LOADED: list[bool] = []
 
 
 def _register_builtin(module_type: type, rule: SurgeryRule) -> None:
@@ -84,6 +85,11 @@ def rule_for(module: nn.Module) -> SurgeryRule | None:
     if not _BUILTINS_LOADED:
         _BUILTINS_LOADED.append(True)
         register_torchvision_rules()
+    if type(module).__module__.startswith("ultralytics.") and not _ULTRALYTICS_LOADED:
+        _ULTRALYTICS_LOADED.append(True)  # a YOLO module: its rules, also when replaying a plan
+        from prunekit.surgery.ultralytics_rules import register_ultralytics_rules
+
+        register_ultralytics_rules()
     for klass in type(module).__mro__:
         if klass in _RULES:
             return _RULES[klass]

@@ -24,6 +24,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import torch
 from torch import nn
 
 from prunekit.surgery.registry import SurgeryRule, _last_weighted, _out_dims, _register_builtin
@@ -69,9 +75,43 @@ def sync_split_width(m: nn.Module) -> None:
         m.c = conv.out_channels // 2
 
 
+@contextlib.contextmanager
+def keep_print_options() -> Iterator[None]:
+    """Undo the global numpy / torch print settings that importing ultralytics changes.
+
+    Example:
+        >>> import numpy as np
+        >>> with keep_print_options():
+        ...     np.set_printoptions(linewidth=320)
+        >>> np.get_printoptions()["linewidth"] != 320
+        True
+    """
+    import numpy as np
+
+    numpy_options = np.get_printoptions()
+    t = torch._tensor_str.PRINT_OPTS
+    torch_options = {"precision": t.precision, "threshold": t.threshold, "edgeitems": t.edgeitems,
+                     "linewidth": t.linewidth, "sci_mode": t.sci_mode}
+    try:
+        yield
+    finally:
+        np.set_printoptions(**numpy_options)
+        torch.set_printoptions(**torch_options)
+
+
+def import_ultralytics() -> Any:
+    """``import ultralytics`` without its side effects on print settings (``YOLO_OFFLINE=1``)."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    with keep_print_options():
+        import ultralytics
+        from ultralytics.nn.modules import block, head  # noqa: F401 - imported with the guard
+    return ultralytics
+
+
 def register_ultralytics_rules() -> bool:
     """Register the YOLO rules; False (and nothing registered) without ultralytics."""
     try:
+        import_ultralytics()
         from ultralytics.nn.modules import block, head
     except ImportError:
         return False

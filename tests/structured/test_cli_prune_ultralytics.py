@@ -9,7 +9,12 @@ import pytest
 import torch
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
-pytest.importorskip("ultralytics")
+try:  # imported without its global print settings, which would change other tests' output
+    from prunekit.surgery.ultralytics_rules import import_ultralytics
+
+    import_ultralytics()
+except ImportError:
+    pytest.skip("ultralytics (optional, AGPL) is not installed", allow_module_level=True)
 
 from prunekit.cli.main import main  # noqa: E402
 from prunekit.surgery.ultralytics_rules import protect_head  # noqa: E402
