@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from size_attr_models import (
+from structured_helpers import (
     MODELS,
     AttentionNet,
     BlurNet,
@@ -21,9 +21,9 @@ from size_attr_models import (
     StoredDim,
     TwoSameSizes,
     UnequalSplit,
+    kill_units,
     size_attrs,
 )
-from structured_helpers import kill_units
 from torch import nn
 
 import prunekit
@@ -122,7 +122,7 @@ def test_plan_without_attribute_updates_keeps_format_1():
 
 _FRESH = """
 import json, sys, torch
-from size_attr_models import MODELS, size_attrs
+from structured_helpers import MODELS, size_attrs
 from prunekit.structured import load_pruned
 name, directory = sys.argv[1], sys.argv[2]
 model = load_pruned(MODELS[name][0](), directory).eval()
@@ -214,7 +214,7 @@ def test_a_literal_size_is_still_caught_by_the_guard():
 
 
 def test_a_module_with_a_surgery_rule_keeps_its_rule():
-    from size_attr_models import StoredAttention
+    from structured_helpers import StoredAttention
 
     from prunekit.surgery import SurgeryRule, register_surgery_rule
 
