@@ -1,0 +1,111 @@
+"""Label rule of pointwise ops: operands are coupled element by element, with broadcasting.
+
+Where broadcasting pairs a varying label with no partner (a parameter broadcast along a
+dim whose labels vary, a tensor without channel identity), the atoms involved are fixed
+rather than pruned on their own.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from prunekit.graph.atoms import NONE
+from prunekit.graph.labels import const_along
+from prunekit.graph.labels import label_of as _label
+
+
+def pointwise(ctx, func, args, kwargs, out):
+    tensors = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    main = outs[0]
+    if not isinstance(main, torch.Tensor):
+        return None
+    labs = []
+    for t in tensors:
+        lab = _label(ctx, t)
+        if lab is None:
+            continue
+        if lab.dim() > main.dim() or not _broadcastable(lab.shape, main.shape):
+            continue
+        labs.append(lab)
+    if not labs:
+        return None
+    shape = main.shape
+    lost = [torch.full(t.shape, NONE, dtype=torch.int64) for t in tensors
+            if t in ctx.lost and t.dim() <= main.dim() and _broadcastable(t.shape, main.shape)]
+    if lost:
+        _fix_unmatched(ctx, labs + lost, len(shape))
+    full = [x for x in labs if tuple(x.shape) == tuple(shape)]
+    part = [x for x in labs if tuple(x.shape) != tuple(shape)]
+    ordered = full + part
+    result = ordered[0].expand(shape) if ordered[0].shape != shape else ordered[0]
+    for other in ordered[1:]:
+        a, b = _aligned(result, other)
+        if a is not None:
+            ctx.table.couple(a, b)
+        else:
+            _fix_unpaired(ctx, other)
+        result = torch.where(result >= 0, result, other.expand(shape))
+    result = result.contiguous()
+    return tuple(result for _ in outs) if isinstance(out, (tuple, list)) else result
+
+
+def _fix_unmatched(ctx, labs: list[torch.Tensor], nd: int) -> None:
+    """Operands that meet along a real (size > 1) dim must lose the same indices of it.
+    Where one operand's slice has no channel identity at all (attention scores computed
+    from channels), the other's labels that vary along that dim cannot go: fix them (a
+    relative position bias added to the scores)."""
+    full = [x.reshape((1,) * (nd - x.dim()) + tuple(x.shape)) for x in labs]
+    for b in full:
+        if not bool((b < 0).any()):
+            continue
+        for a in full:
+            if a is b or not bool((a > 0).any()):
+                continue
+            for d in range(nd):
+                if a.shape[d] == 1 or b.shape[d] == 1:
+                    continue
+                others = [k for k in range(nd) if k != d]
+                empty = b.amax(dim=others) < 0 if others else b < 0
+                varying = const_along(a, [d], keepdim=True) < 0
+                if not bool(empty.any()) or not bool(varying.any()):
+                    continue
+                idx = torch.nonzero(empty).reshape(-1)
+                picked = a.index_select(d, idx)[varying.expand_as(a).index_select(d, idx)]
+                atoms = torch.unique(picked)
+                atoms = atoms[atoms > 0]
+                if atoms.numel():
+                    ctx.table.couple(atoms, torch.zeros_like(atoms))
+
+
+def _fix_unpaired(ctx, other: torch.Tensor) -> None:
+    """``other`` is broadcast along a dim where the full operand's labels vary (XCiT's
+    per-head temperature times channel-by-channel attention scores): no unit of the full
+    operand matches one of its slices, so the labels it varies by cannot go."""
+    for d in range(other.dim()):
+        if other.shape[d] > 1 and bool((const_along(other, [d], keepdim=True) < 0).any()):
+            atoms = torch.unique(other)
+            atoms = atoms[atoms > 0]
+            ctx.table.couple(atoms, torch.zeros_like(atoms))
+            return
+
+
+def _broadcastable(small, big):
+    for s, b in zip(reversed(small), reversed(big)):
+        if s != b and s != 1:
+            return False
+    return True
+
+
+def _aligned(full: torch.Tensor, other: torch.Tensor):
+    """Pairs of labels that coincide element-wise; dims where ``other`` is broadcast
+    are only coupled if ``full`` is constant there (a shared scalar couples nothing)."""
+    o = other.reshape((1,) * (full.dim() - other.dim()) + tuple(other.shape))
+    f = full
+    for d in range(full.dim()):
+        if o.shape[d] == 1 and f.shape[d] > 1:
+            c = const_along(f, [d], keepdim=True)
+            if bool((c < 0).any() & (f.narrow(d, 0, 1) >= 0).any()):
+                return None, None
+            f = c
+    return f, o.expand(f.shape)
