@@ -88,28 +88,34 @@ inline void store(const Problem& p, int64_t n, int64_t b, float acc) {
 }
 
 // ---------------------------------------------------------------- portable kernels
-template <typename V, int R, int C>
-void expand_scalar(const Problem& p, int64_t g) {
-  const V* vals = static_cast<const V*>(p.values) + p.group_ptr[g];
+// Visit every stored weight of group g: f(column, row in the group, value). The one walk
+// over the bitmask that the portable product and the portable unpack share.
+template <typename V, int R, int C, typename F>
+inline void for_each_stored(const Problem& p, int64_t g, F&& f) {
+  const V* v = static_cast<const V*>(p.values) + p.group_ptr[g];
   const uint8_t* mask = p.mask + g * p.mask_stride;
   const int64_t chunks = (p.K + 15) / 16;
+  for (int64_t c = 0; c < chunks; ++c) {
+    uint32_t m = chunk_mask<C>(mask, c);
+    const int cnt = __builtin_popcount(m);
+    int i = 0;
+    while (m) {
+      const int64_t k = 16 * c + __builtin_ctz(m);
+      m &= m - 1;
+      if (k < p.K)  // block padding past the last column holds zeros
+        for (int r = 0; r < R; ++r) f(k, r, to_float<V>(v[r * cnt + i]));
+      ++i;
+    }
+    v += R * cnt;
+  }
+}
+
+template <typename V, int R, int C>
+void expand_scalar(const Problem& p, int64_t g) {
   for (int64_t b = 0; b < p.B; ++b) {
     const float* x = p.x + b * p.K;
     float acc[R] = {};
-    const V* v = vals;
-    for (int64_t c = 0; c < chunks; ++c) {
-      uint32_t m = chunk_mask<C>(mask, c);
-      const int cnt = __builtin_popcount(m);
-      int i = 0;
-      while (m) {
-        const int j = __builtin_ctz(m);
-        m &= m - 1;
-        const float xv = x[16 * c + j];
-        for (int r = 0; r < R; ++r) acc[r] += to_float<V>(v[r * cnt + i]) * xv;
-        ++i;
-      }
-      v += R * cnt;
-    }
+    for_each_stored<V, R, C>(p, g, [&](int64_t k, int r, float w) { acc[r] += w * x[k]; });
     for (int r = 0; r < R; ++r) store(p, g * R + r, b, acc[r]);
   }
 }
@@ -503,26 +509,11 @@ at::Tensor run_batched(Problem& p, const at::Tensor& x2, int64_t units, BatchedF
 // Rebuild rows g*R .. g*R+R-1 of the dense float32 weight (scale applied), K columns each.
 template <typename V, int R, int C>
 void unpack_scalar(const Problem& p, int64_t g, float* dense) {
-  const V* v = static_cast<const V*>(p.values) + p.group_ptr[g];
-  const uint8_t* mask = p.mask + g * p.mask_stride;
-  const int64_t chunks = (p.K + 15) / 16;
   for (int r = 0; r < R; ++r) std::fill(dense + (g * R + r) * p.K, dense + (g * R + r + 1) * p.K, 0.f);
-  for (int64_t c = 0; c < chunks; ++c) {
-    uint32_t m = chunk_mask<C>(mask, c);
-    const int cnt = __builtin_popcount(m);
-    int i = 0;
-    while (m) {
-      const int j = __builtin_ctz(m);
-      m &= m - 1;
-      if (16 * c + j < p.K)
-        for (int r = 0; r < R; ++r) {
-          const int64_t n = g * R + r;
-          dense[n * p.K + 16 * c + j] = to_float<V>(v[r * cnt + i]) * (p.scale ? p.scale[n] : 1.f);
-        }
-      ++i;
-    }
-    v += R * cnt;
-  }
+  for_each_stored<V, R, C>(p, g, [&](int64_t k, int r, float w) {
+    const int64_t n = g * R + r;
+    dense[n * p.K + k] = w * (p.scale ? p.scale[n] : 1.f);
+  });
 }
 
 template <typename V, int R, int C>
