@@ -91,6 +91,18 @@ def fresh_reload_error(source: str, name: str, model: nn.Module, x: torch.Tensor
     return max_error(got, expected)
 
 
+def basic_problems(shape_before, shape_after, reduction: float, seconds: float) -> list[str]:
+    """The checks both pruners face: output shapes kept, MACs bar met, prune time limit."""
+    problems = []
+    if shape_after != shape_before:
+        problems.append(f"output shapes {shape_after} != {shape_before}")
+    if reduction < MIN_MACS_REDUCTION:
+        problems.append(f"MACs reduced only {reduction:.2f}x")
+    if seconds > TIME_LIMIT_S:
+        problems.append(f"pruning took {seconds:.1f}s")
+    return problems
+
+
 def run_prunekit(source: str, name: str, reload_timeout: float = 120.0) -> dict:
     """Prune ``name`` with prunekit and run every check; one result row."""
     from prunekit.metrics import count_params
@@ -109,13 +121,7 @@ def run_prunekit(source: str, name: str, reload_timeout: float = 120.0) -> dict:
     shape_after = shapes(model, x)  # a real forward: the pruned model must run
     params1, macs1 = count_params(model), count_macs(model, x)
     reduction = macs0 / max(macs1, 1)
-    problems = []
-    if shape_after != shape_before:
-        problems.append(f"output shapes {shape_after} != {shape_before}")
-    if reduction < MIN_MACS_REDUCTION:
-        problems.append(f"MACs reduced only {reduction:.2f}x")
-    if seconds > TIME_LIMIT_S:
-        problems.append(f"pruning took {seconds:.1f}s")
+    problems = basic_problems(shape_before, shape_after, reduction, seconds)
     row = {"model": name, "input": list(x.shape), "params_before": params0,
            "params_after": params1, "macs_before": macs0, "macs_after": macs1,
            "macs_reduction": round(reduction, 3), "prune_s": round(seconds, 3)}
@@ -153,13 +159,7 @@ def run_torch_pruning(source: str, name: str) -> dict:
     seconds = time.perf_counter() - start
     shape_after, macs1 = shapes(model, x), count_macs(model, x)
     reduction = macs0 / max(macs1, 1)
-    problems = []
-    if shape_after != shape_before:
-        problems.append(f"output shapes {shape_after} != {shape_before}")
-    if reduction < MIN_MACS_REDUCTION:
-        problems.append(f"MACs reduced only {reduction:.2f}x")
-    if seconds > TIME_LIMIT_S:
-        problems.append(f"pruning took {seconds:.1f}s")
+    problems = basic_problems(shape_before, shape_after, reduction, seconds)
     return {"model": name, "macs_reduction": round(reduction, 3), "prune_s": round(seconds, 3),
             "ok": not problems, "problems": problems}
 
