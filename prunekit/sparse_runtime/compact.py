@@ -22,7 +22,7 @@ from prunekit.errors import ModelError
 from prunekit.export.compact import FORMAT, VERSION, decode_entry, read_metadata, read_part
 from prunekit.export.encoding import bitmask_decode, delta8_decode
 from prunekit.sparse_runtime.config import SparseInferenceConfig
-from prunekit.sparse_runtime.convert import _capture_inputs, _set_submodule, eligible_weight
+from prunekit.sparse_runtime.convert import capture_inputs, eligible_weight, set_submodule
 from prunekit.sparse_runtime.formats import CHUNK, PAD, PackedWeight, SparseFormat, unpack
 from prunekit.sparse_runtime.module import SparseLinear
 from prunekit.sparse_runtime.report import LayerChoice, SparseInferenceReport
@@ -138,7 +138,7 @@ def load_compact_sparse(
         n, k = p.shape
         rows.append(LayerChoice(layer, (n, k), 0, 1.0 - p.nnz / (n * k), p.format.label, None, None,
                                 n * k * 4, p.nbytes, reason="from the compact file"))
-        _set_submodule(model, layer, SparseLinear(p, bias, conv1x1=conv))
+        set_submodule(model, layer, SparseLinear(p, bias, conv1x1=conv))
     missing, unexpected = model.load_state_dict(dense_state, strict=False)
     missing = [m for m in missing if m.rsplit(".", 1)[0] not in packed]
     if missing or unexpected:
@@ -154,7 +154,7 @@ def load_compact_sparse(
 def _keep_faster(model: nn.Module, example_input: Any, cfg: SparseInferenceConfig, rows: list[LayerChoice]) -> None:
     """Time each packed layer against its dense form; put the dense layer back where it is faster."""
     by_name = {r.name: r for r in rows}
-    inputs = _capture_inputs(model, list(by_name), example_input)
+    inputs = capture_inputs(model, list(by_name), example_input)
     with torch.no_grad():
         for name, row in by_name.items():
             module = model.get_submodule(name)
@@ -170,7 +170,7 @@ def _keep_faster(model: nn.Module, example_input: Any, cfg: SparseInferenceConfi
             row.dense_us, row.sparse_us, row.reason = t["dense"], t["sparse"], ""
             if t["sparse"] * cfg.min_speedup > t["dense"]:
                 row.format, row.reason, row.stored_bytes = "dense", "dense is faster", row.dense_bytes
-                _set_submodule(model, name, _dense_layer(module, w))
+                set_submodule(model, name, _dense_layer(module, w))
 
 
 def _dense_layer(module: SparseLinear, weight: torch.Tensor) -> nn.Module:

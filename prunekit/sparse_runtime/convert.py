@@ -96,7 +96,7 @@ def _threads(n: int | None):
         torch.set_num_threads(previous)
 
 
-def _capture_inputs(model: nn.Module, names: list[str], example_input: Any) -> dict[str, torch.Tensor]:
+def capture_inputs(model: nn.Module, names: list[str], example_input: Any) -> dict[str, torch.Tensor]:
     captured: dict[str, torch.Tensor] = {}
     handles = []
     modules = dict(model.named_modules())
@@ -139,7 +139,7 @@ def l2_cache_bytes() -> int:
         return 2 * 2**20
 
 
-def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+def set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
@@ -192,7 +192,7 @@ def sparse_inference_(
     cold = cfg.cache == "cold" or (cfg.cache == "auto" and total > l2_cache_bytes())
     choices: dict[str, tuple[SparseLinear | None, LayerChoice]] = {}
     with _threads(cfg.threads), torch.no_grad():
-        inputs = _capture_inputs(model, names, example_input)
+        inputs = capture_inputs(model, names, example_input)
         for name in names:
             module = model.get_submodule(name)
             weight, bias, conv = eligible_weight(module)  # type: ignore[misc]
@@ -244,7 +244,7 @@ def sparse_inference_(
         inputs.clear()
     for name, (new, _) in choices.items():
         if new is not None:
-            _set_submodule(model, name, new)
+            set_submodule(model, name, new)
     try:  # layers left dense: bake their masks in, a mask multiply per call is pure overhead here
         make_permanent(model)
     except ModelError:

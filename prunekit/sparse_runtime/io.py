@@ -17,7 +17,7 @@ from torch import nn
 from prunekit.errors import ModelError
 from prunekit.io.tensors import save_tensors
 from prunekit.masks.parametrize import effective_state_dict
-from prunekit.sparse_runtime.convert import _set_submodule, eligible_weight
+from prunekit.sparse_runtime.convert import eligible_weight, set_submodule
 from prunekit.sparse_runtime.formats import PackedWeight, SparseFormat
 from prunekit.sparse_runtime.module import SparseLinear
 
@@ -101,7 +101,7 @@ def load_sparse(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
             tuple(spec["shape"]), SparseFormat.from_dict(spec["format"]), int(spec["nnz"]),
         )
         bias = tensors.pop(f"{name}.bias", None)
-        _set_submodule(model, name, SparseLinear(packed, bias, conv1x1=bool(spec["conv1x1"])))
+        set_submodule(model, name, SparseLinear(packed, bias, conv1x1=bool(spec["conv1x1"])))
     aliases = json.loads(meta.get("aliases", "{}"))
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     packed_keys = {f"{n}.{p}" for n in layers for p in (*PARTS, "bias")}
