@@ -6,9 +6,12 @@ Tensors that share storage (tied weights) are cloned so safetensors accepts them
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
 from prunekit.io.atomic import atomic_write_bytes
 
@@ -54,3 +57,22 @@ def load_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(path))
+
+
+def load_state_into(model: nn.Module, tensors: dict[str, torch.Tensor], strict: bool = True) -> Any:
+    """``model.load_state_dict(tensors)`` as if ``tensors`` came from ``model.state_dict()``.
+
+    A safetensors file keeps tensors only, not the per-module ``version`` metadata that
+    ``state_dict()`` attaches; some modules' ``_load_from_state_dict`` (torchvision's
+    MNASNet, BatchNorm) read it. The metadata of ``model``'s own state dict (the same
+    architecture) is attached before loading.
+
+    Example:
+        >>> from torch import nn
+        >>> layer = nn.BatchNorm1d(2)
+        >>> load_state_into(layer, {k: v.clone() for k, v in layer.state_dict().items()})
+        <All keys matched successfully>
+    """
+    state: Any = OrderedDict(tensors)
+    state._metadata = getattr(model.state_dict(), "_metadata", OrderedDict())
+    return model.load_state_dict(state, strict=strict)

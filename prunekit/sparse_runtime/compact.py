@@ -21,6 +21,7 @@ from torch import nn
 from prunekit.errors import ModelError
 from prunekit.export.compact import FORMAT, VERSION, decode_entry, read_metadata, read_part
 from prunekit.export.encoding import bitmask_decode, delta8_decode
+from prunekit.io import load_state_into
 from prunekit.sparse_runtime.config import SparseInferenceConfig
 from prunekit.sparse_runtime.convert import capture_inputs, eligible_weight, set_submodule
 from prunekit.sparse_runtime.formats import CHUNK, PAD, PackedWeight, SparseFormat, unpack
@@ -139,7 +140,7 @@ def load_compact_sparse(
         rows.append(LayerChoice(layer, (n, k), 0, 1.0 - p.nnz / (n * k), p.format.label, None, None,
                                 n * k * 4, p.nbytes, reason="from the compact file"))
         set_submodule(model, layer, SparseLinear(p, bias, conv1x1=conv))
-    missing, unexpected = model.load_state_dict(dense_state, strict=False)
+    missing, unexpected = load_state_into(model, dense_state, strict=False)
     missing = [m for m in missing if m.rsplit(".", 1)[0] not in packed]
     if missing or unexpected:
         raise ModelError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")

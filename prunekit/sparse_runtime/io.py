@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import ModelError
-from prunekit.io.tensors import save_tensors
+from prunekit.io.tensors import load_state_into, save_tensors
 from prunekit.masks.parametrize import effective_state_dict
 from prunekit.sparse_runtime.convert import eligible_weight, set_submodule
 from prunekit.sparse_runtime.formats import PackedWeight, SparseFormat
@@ -103,7 +103,7 @@ def load_sparse(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
         bias = tensors.pop(f"{name}.bias", None)
         set_submodule(model, name, SparseLinear(packed, bias, conv1x1=bool(spec["conv1x1"])))
     aliases = json.loads(meta.get("aliases", "{}"))
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    missing, unexpected = load_state_into(model, tensors, strict=False)
     packed_keys = {f"{n}.{p}" for n in layers for p in (*PARTS, "bias")}
     missing = [k for k in missing if k not in packed_keys and k not in aliases]
     if missing or unexpected:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import ModelError
-from prunekit.io import atomic_write_json, load_tensors, save_tensors
+from prunekit.io import atomic_write_json, load_state_into, load_tensors, save_tensors
 
 PLAN_ATTR = "_prunekit_plan"
 PLAN_FILE = "plan.json"
@@ -145,7 +145,7 @@ def load_pruned(model: nn.Module, directory: str | os.PathLike[str]) -> nn.Modul
                          f"unexpected {unexpected[:3]}); is it the same architecture?")
     snaps = replay_plan(model, plan)
     try:
-        model.load_state_dict(state, strict=True)
+        load_state_into(model, state, strict=True)
     except BaseException:
         for snap in reversed(snaps):
             snap.restore()

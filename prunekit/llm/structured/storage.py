@@ -86,10 +86,10 @@ def load_pruned(
     weights = path / WEIGHTS_NAME
     if not weights.is_file():
         raise ModelError(f"{path} has no {WEIGHTS_NAME}")
-    from prunekit.io import load_tensors
+    from prunekit.io import load_state_into, load_tensors
 
     state = load_tensors(weights)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = load_state_into(model, state, strict=False)
     tied = set(getattr(model, "all_tied_weights_keys", {}) or {})
     missing = [k for k in missing if k not in tied]
     if missing or unexpected:
