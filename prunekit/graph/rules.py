@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from prunekit.graph.atoms import NONE
+from prunekit.graph.derived import view_axes
 from prunekit.graph.guard import VIEWISH
 from prunekit.graph.index_rules import (
     INDEX_REDUCTIONS,
@@ -31,6 +32,7 @@ from prunekit.graph.index_rules import (
 from prunekit.graph.labels import ParamRef, const_along, view_dims
 from prunekit.graph.labels import label_of as _label
 from prunekit.graph.pointwise_rules import pointwise
+from prunekit.graph.unfold_rules import UNFOLD_RULES
 
 # ops whose first argument is the data and that only rearrange/select elements
 SINGLE_STRUCTURAL = {
@@ -41,6 +43,7 @@ SINGLE_STRUCTURAL = {
     "chunk", "unbind", "index", "index_select", "gather", "_to_copy", "expand_as",
     "view_as", "diagonal", "constant_pad_nd", "_unsafe_index", "tensor_split", "rot90",
     "_reshape_alias", "as_strided", "as_strided_", "repeat_interleave", "tile", "swapaxes",
+    "unsafe_split", "unsafe_split_with_sizes", "unsafe_chunk",
 }
 PARAM_VIEW_OPS = {
     "t", "transpose", "permute", "unsqueeze", "squeeze", "expand", "clone", "contiguous",
@@ -59,7 +62,7 @@ SPATIAL = {"avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d", "max_pool2d",
            "upsample_nearest1d", "upsample_linear1d", "upsample_nearest3d",
            "upsample_trilinear3d", "_upsample_bilinear2d_aa", "_upsample_nearest_exact2d",
            "reflection_pad1d", "reflection_pad2d", "reflection_pad3d", "replication_pad1d",
-           "replication_pad2d", "replication_pad3d", "avg_pool2d_backward", "im2col",
+           "replication_pad2d", "replication_pad3d", "avg_pool2d_backward",
            "fractional_max_pool2d", "lp_pool2d", "grid_sampler_2d"}
 UNARY = {"hardswish", "hardsigmoid", "silu", "gelu", "relu", "relu6", "elu", "selu", "celu",
          "leaky_relu", "mish", "softplus", "hardtanh", "sigmoid", "tanh", "glu_never",
@@ -144,12 +147,14 @@ def structural(ctx, func, args, kwargs, out):
     kw = {k: v for k, v in kwargs.items() if k not in ("dtype", "layout", "device",
                                                         "pin_memory", "memory_format")}
     res = func(*new_args, **kw)
-    if name in ("split", "chunk", "tensor_split", "split_with_sizes", "unbind"):
+    if name.removeprefix("unsafe_") in ("split", "chunk", "tensor_split", "split_with_sizes",
+                                        "unbind"):
         _chunk_coupling(ctx, name, res, args)
     return res
 
 
 def _chunk_coupling(ctx, name, parts, args):
+    name = name.removeprefix("unsafe_")
     if name == "unbind" or len(parts) < 2:
         return
     dim = args[2] if len(args) > 2 else 0
@@ -199,7 +204,8 @@ def _param_view(ctx, func, name, ref: ParamRef, args, kwargs, out):
                 for i, (d, s) in enumerate(
                     zip((None,) * (len(shape) - nd) + dims, shape))
             )
-    return ref.derive(shape, dims, step)
+    axes = view_axes(name, args, ref.axes, shape) if ref.axes is not None else None
+    return ref.derive(shape, dims, step, axes)
 
 
 def same_shape(ctx, func, args, kwargs, out):
@@ -300,6 +306,8 @@ def multi_structural(ctx, func, args, kwargs, out):
 
 def family_rule(name: str, func):
     """The label rule of an op without weights, by its family (None: no rule)."""
+    if name in UNFOLD_RULES:
+        return UNFOLD_RULES[name]
     if name in MULTI_STRUCTURAL:
         return multi_structural
     if name in SINGLE_STRUCTURAL:
