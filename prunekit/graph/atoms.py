@@ -60,6 +60,30 @@ def compress_slices(a: torch.Tensor, b: torch.Tensor | None = None, keep_dim: in
     return a, b
 
 
+def compress_dims(a: torch.Tensor, dims: list[int]) -> torch.Tensor:
+    """``a`` without the slices along ``dims`` that repeat its last slice there (only
+    when it is large): labels of the tokens / pixels outside a reshaped block repeat.
+
+    Example:
+        >>> tokens = torch.arange(8).repeat(1000, 1)  # 1000 tokens x 8 channels
+        >>> compress_dims(tokens, [0]).shape
+        torch.Size([1, 8])
+    """
+    if a.numel() <= 4096:
+        return a
+    for d in dims:
+        n = a.shape[d]
+        if n <= 2:
+            continue
+        others = [k for k in range(a.dim()) if k != d]
+        same = a == a.narrow(d, n - 1, 1)
+        same = same.all(dim=others) if others else same
+        keep = torch.nonzero(~same).reshape(-1)
+        if len(keep) < n - 1:
+            a = a.index_select(d, torch.cat([keep, torch.tensor([n - 1])]))
+    return a
+
+
 class AtomTable:
     """Allocates atom ids, remembers what they mean, and collects coupling pairs.
 

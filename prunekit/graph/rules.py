@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from prunekit.graph.atoms import NONE
+from prunekit.graph.atoms import NONE, compress_dims
 from prunekit.graph.derived import view_axes
 from prunekit.graph.guard import VIEWISH
 from prunekit.graph.index_rules import (
@@ -90,14 +90,20 @@ def _split_coupling(ctx, in_shape, out_shape, out_lab):
         out_big = [d for d in range(o0, o1) if out_shape[d] > 1]
         if len(out_big) < 2:
             continue
-        if ctx.current_view is not None and bool((out_lab > 0).any()):  # checked after the cut
+        # tokens / pixels / batch rows outside the split usually repeat: drop the repeats
+        lab = compress_dims(out_lab, [d for d in range(len(out_shape)) if not o0 <= d < o1])
+        while len(out_big) >= 2 and bool((lab == lab.narrow(out_big[-1], 0, 1)).all()):
+            out_big.pop()  # a trailing dim the labels do not vary along (unfolded kernel rows)
+        if len(out_big) < 2:
+            continue
+        if ctx.current_view is not None and bool((lab > 0).any()):  # checked after the cut
             ctx.splits[ctx.current_view] = ctx.splits.get(ctx.current_view, ()) + tuple(
                 (d, out_shape[d]) for d in out_big[:-1])
-        ref = out_lab
+        ref = lab
         for d in out_big[:-1]:
             ref = ref.narrow(d, 0, 1)
-        ctx.table.couple(out_lab, ref.expand_as(out_lab))
-        ctx.alias(out_lab, ref.expand_as(out_lab))
+        ctx.table.couple(lab, ref.expand_as(lab))
+        ctx.alias(lab, ref.expand_as(lab))
 
 
 def _view_blocks(a, b):

@@ -105,12 +105,16 @@ def matmul(ctx, func, args, kwargs, out):
     k = a.shape[-1]
     virt = table.virtual_atoms(k)
     row = col = None
+    indexed = []  # per operand: whether its contracted dim has an identity per index
+    varies = False
     for lab, t, cdim, is_a in ((la, a, a.dim() - 1, True), (lb, b, b.dim() - 2, False)):
+        indexed.append(False)
         if lab is None:
             continue
         odim = t.dim() - 2 if is_a else t.dim() - 1
         if isinstance(lab, tuple):  # (contracted atoms, output atoms) of a derived weight
             table.couple(virt, lab[0])
+            indexed[-1] = True
             row, col = (lab[1], col) if is_a else (row, lab[1])
             continue
         if isinstance(lab, ParamRef) and lab.dims is not None:
@@ -118,6 +122,7 @@ def matmul(ctx, func, args, kwargs, out):
             o_atoms = _dim_atoms_of(ctx, lab, odim, producer=True)
             if c_atoms is not None:
                 table.couple(virt, c_atoms)
+                indexed[-1] = True
             if o_atoms is not None:
                 if is_a:
                     row = o_atoms
@@ -133,10 +138,15 @@ def matmul(ctx, func, args, kwargs, out):
             # labels vary along the contracted dim: it is a channel dim, couple per index
             idx, labels = per_index_pairs(lab, cdim)
             table.couple(virt[idx], labels)
+            indexed[-1] = varies = True
         if is_a:
             row = c
         else:
             col = c
+    if varies and not all(indexed):
+        # channels met by a dim without identity per index (unfolded kernel positions,
+        # a tensor without labels): that dim keeps its size, so these channels stay
+        table.couple(virt, torch.zeros_like(virt))
     shape = out.shape
     if row is not None and not bool((row >= 0).any()):
         row = None
