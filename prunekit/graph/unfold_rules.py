@@ -45,13 +45,19 @@ def _per_channel(ctx, lab: torch.Tensor) -> torch.Tensor:
     return per
 
 
+def _batched(ctx, t, nd: int):
+    """(labels with a batch dim, whether ``t`` had one), or (None, False) unlabelled."""
+    lab = _label(ctx, t)
+    if lab is None:
+        return None, False
+    return (lab, True) if lab.dim() == nd else (lab.unsqueeze(0), False)
+
+
 def im2col(ctx, func, args, kwargs, out):
     """``nn.Unfold``: channel labels repeated over each channel's kernel rows."""
-    lab = _label(ctx, args[0])
-    if lab is None:
+    x, batched = _batched(ctx, args[0], 4)
+    if x is None:
         return None
-    batched = lab.dim() == 4
-    x = lab if batched else lab.unsqueeze(0)
     per = _per_channel(ctx, x)  # (N, C)
     kk = out.shape[-2] // x.shape[1]
     res = per.repeat_interleave(kk, dim=1).unsqueeze(-1)
@@ -61,11 +67,9 @@ def im2col(ctx, func, args, kwargs, out):
 
 def col2im(ctx, func, args, kwargs, out):
     """``nn.Fold``: a channel's kernel rows and windows sum into that output channel."""
-    lab = _label(ctx, args[0])
-    if lab is None:
+    x, batched = _batched(ctx, args[0], 3)
+    if x is None:
         return None
-    batched = lab.dim() == 3
-    x = lab if batched else lab.unsqueeze(0)
     main = out if batched else out.unsqueeze(0)
     c = main.shape[1]
     per = _per_channel(ctx, x.reshape(x.shape[0], c, -1))  # (N, C)

@@ -46,33 +46,32 @@ def test_ops_are_recorded_as_the_tracer_runs_them():
     assert {"aten.addmm.default", "aten.sigmoid_.default"} <= ops
 
 
+class _Between(nn.Module):
+    """``head(between(conv(x)))``: a functional op between two layers."""
+
+    def __init__(self, conv: nn.Module, between, head: nn.Module) -> None:
+        super().__init__()
+        self.conv, self.between, self.head = conv, between, head
+
+    def forward(self, x):
+        return self.head(self.between(self.conv(x)))
+
+
 def test_unfold_repeats_each_channel_over_its_kernel_rows():
-    class Unfolded(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(32, 5)
-
-        def forward(self, x):
-            cols = nn.functional.unfold(self.conv(x), 2, stride=2)
-            return self.head(cols.transpose(1, 2))
-
-    (grp,) = build_dependency_graph(Unfolded(), torch.zeros(1, 3, 8, 8)).groups
+    net = _Between(nn.Conv2d(3, 8, 3, padding=1),
+                   lambda y: nn.functional.unfold(y, 2, stride=2).transpose(1, 2),
+                   nn.Linear(32, 5))
+    (grp,) = build_dependency_graph(net, torch.zeros(1, 3, 8, 8)).groups
     assert grp.size == 8
     assert grp.index[("head.weight", 1)][3].tolist() == [12, 13, 14, 15]
     assert grp.index[("conv.weight", 0)].reshape(-1).tolist() == list(range(8))
 
 
 def test_fold_sums_each_channels_rows_into_it():
-    class Folded(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv, self.head = nn.Conv2d(3, 32, 1), nn.Conv2d(8, 4, 1)
-
-        def forward(self, x):
-            cols = self.conv(x).flatten(2)
-            return self.head(nn.functional.fold(cols, (8, 8), 2, stride=2))
-
-    (grp,) = build_dependency_graph(Folded(), torch.zeros(1, 3, 4, 4)).groups
+    net = _Between(nn.Conv2d(3, 32, 1),
+                   lambda y: nn.functional.fold(y.flatten(2), (8, 8), 2, stride=2),
+                   nn.Conv2d(8, 4, 1))
+    (grp,) = build_dependency_graph(net, torch.zeros(1, 3, 4, 4)).groups
     assert grp.size == 8
     assert grp.index[("conv.weight", 0)][2].tolist() == [8, 9, 10, 11]
     assert grp.index[("head.weight", 1)].reshape(-1).tolist() == list(range(8))
