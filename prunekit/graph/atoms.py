@@ -34,30 +34,44 @@ class Block:
     producer: bool = False
 
 
-def compress_slices(a: torch.Tensor, b: torch.Tensor | None = None, keep_dim: int | None = None):
-    """Drop slices (along any dim) that repeat the last slice in both ``a`` and ``b``:
-    labels of pixels/tokens usually repeat, so pairs shrink from H*W*C to about C.
+def compress_slices(a: torch.Tensor, b: torch.Tensor | None = None, keep_dim: int | None = None,
+                    dims: list[int] | None = None):
+    """Drop slices (along any dim, or along ``dims``) that repeat the slice before them in
+    both ``a`` and ``b``: labels of pixels/tokens usually repeat (between padded borders),
+    so pairs shrink from H*W*C to about C.
 
     Example:
-        >>> x = torch.tensor([[1, 2], [3, 4], [3, 4], [3, 4]])
+        >>> x = torch.tensor([[1, 2], [3, 4], [3, 4], [3, 4], [1, 2]])
         >>> compress_slices(x)[0].tolist()
-        [[1, 2], [3, 4]]
+        [[1, 2], [3, 4], [1, 2]]
     """
-    for d in range(a.dim()):
+    for d in range(a.dim()) if dims is None else dims:
         n = a.shape[d]
         if n <= 2 or d == keep_dim:
             continue
         others = [k for k in range(a.dim()) if k != d]
-        same = a == a.narrow(d, n - 1, 1)
+        same = a.narrow(d, 1, n - 1) == a.narrow(d, 0, n - 1)
         if b is not None:
-            same &= b == b.narrow(d, n - 1, 1)
+            same &= b.narrow(d, 1, n - 1) == b.narrow(d, 0, n - 1)
         same = same.all(dim=others) if others else same
-        keep = torch.nonzero(~same).reshape(-1)
+        keep = torch.nonzero(~same).reshape(-1) + 1
         if len(keep) < n - 1:
-            keep = torch.cat([keep, torch.tensor([n - 1])])
+            keep = torch.cat([torch.tensor([0]), keep])
             a = a.index_select(d, keep)
             b = b.index_select(d, keep) if b is not None else None
     return a, b
+
+
+def compress_dims(a: torch.Tensor, dims: list[int]) -> torch.Tensor:
+    """``a`` without the slices along ``dims`` that repeat their neighbour there (only
+    when it is large): labels of the tokens / pixels outside a reshaped block repeat.
+
+    Example:
+        >>> tokens = torch.arange(8).repeat(1000, 1)  # 1000 tokens x 8 channels
+        >>> compress_dims(tokens, [0]).shape
+        torch.Size([1, 8])
+    """
+    return a if a.numel() <= 4096 else compress_slices(a, dims=dims)[0]
 
 
 class AtomTable:

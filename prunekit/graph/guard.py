@@ -55,13 +55,27 @@ def module_paths(model: nn.Module) -> Iterator[list[str]]:
 
 
 @contextlib.contextmanager
+def _onednn_off() -> Iterator[None]:
+    """oneDNN disabled for the block (``torch.backends.mkldnn.flags`` without its TF32
+    warning), restored after."""
+    was = torch._C._get_mkldnn_enabled()
+    torch._C._set_mkldnn_enabled(False)
+    try:
+        yield
+    finally:
+        torch._C._set_mkldnn_enabled(was)
+
+
+@contextlib.contextmanager
 def traced_forward(model: nn.Module) -> Iterator[list[str]]:
     """The setting of every forward whose ops are followed (trace and replay): no grad,
-    MHA's fused fast path off (it hides the head structure), module paths tracked."""
+    MHA's fused fast path off (it hides the head structure), oneDNN off (its fused LSTM
+    kernel hides the gates; without it ``nn.LSTM`` runs as matmuls and pointwise gates),
+    module paths tracked."""
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with module_paths(model) as stack, torch.no_grad():
+        with module_paths(model) as stack, torch.no_grad(), _onednn_off():
             yield stack
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)

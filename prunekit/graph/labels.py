@@ -20,21 +20,25 @@ from prunekit.graph.atoms import NONE, AtomTable
 @dataclass(frozen=True)
 class ParamRef:
     """A view of parameter ``name``: ``dims[i]`` is the parameter dim of view dim ``i``
-    (``None`` for an inserted size-1 dim); ``dims is None`` when the view mixes dims."""
+    (``None`` for an inserted size-1 dim); ``dims is None`` when the view mixes dims.
+    ``axes`` (see ``prunekit.graph.derived``) also follows views that merge dims."""
 
     name: str
     base_shape: tuple[int, ...]
     shape: tuple[int, ...]
     dims: tuple[int | None, ...] | None
     replay: tuple[Callable[[torch.Tensor], torch.Tensor], ...] = field(default=())
+    axes: tuple | None = None
 
     def derive(
         self,
         shape: tuple[int, ...],
         dims: tuple[int | None, ...] | None,
         step: Callable[[torch.Tensor], torch.Tensor],
+        axes: tuple | None = None,
     ) -> ParamRef:
-        return ParamRef(self.name, self.base_shape, tuple(shape), dims, self.replay + (step,))
+        return ParamRef(self.name, self.base_shape, tuple(shape), dims, self.replay + (step,),
+                        axes)
 
     def real_dims(self) -> list[tuple[int, int]]:
         """(view dim, parameter dim) pairs for the dims of size > 1."""
@@ -90,22 +94,34 @@ def const_along(labels: torch.Tensor, dims: list[int], keepdim: bool) -> torch.T
     return torch.where(hi == lo, hi, torch.full_like(hi, NONE))
 
 
+def labels_min(labels: torch.Tensor, dims: list[int] | int) -> torch.Tensor:
+    """Smallest label >= 0 over ``dims`` (NONE where there is none): positions without
+    identity (zero padding) do not make a slice's label vary."""
+    big = torch.iinfo(labels.dtype).max
+    lo = torch.where(labels >= 0, labels, big).amin(dim=dims)
+    return torch.where(lo == big, torch.full_like(lo, NONE), lo)
+
+
 def per_index_pairs(labels: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Unique (index along ``dim``, label) pairs with label >= 0."""
-    dim = dim % labels.dim()
-    k = labels.shape[dim]
-    others = [d for d in range(labels.dim()) if d != dim]
-    if others:
-        hi, lo = labels.amax(dim=others), labels.amin(dim=others)
-        if bool((hi == lo).all()):
-            keep = hi >= 0
-            return torch.arange(k)[keep], hi[keep]
     from prunekit.graph.atoms import compress_slices
 
+    dim = dim % labels.dim()
+    k = labels.shape[dim]
     moved = labels.movedim(dim, -1)
-    if moved.numel() > 4096 and moved.dim() > 1:
+    if moved.numel() > 4096 and moved.dim() > 1:  # repeated pixels / tokens / batch rows
         moved = compress_slices(moved, keep_dim=moved.dim() - 1)[0]
+    others = list(range(moved.dim() - 1))
+    if others:
+        hi, lo = moved.amax(dim=others), labels_min(moved, others)
+        if bool(((hi == lo) | (hi < 0)).all()):  # one label per index (NONE: padding)
+            keep = hi >= 0
+            return torch.arange(k)[keep], hi[keep]
     flat = moved.reshape(-1, k)
+    if bool((flat == flat[:, :1]).all()):  # labels constant along ``dim`` (pixels, tokens)
+        u = torch.unique(flat[:, 0])
+        u = u[u >= 0]
+        return torch.arange(k).repeat_interleave(len(u)), u.repeat(k)
     idx = torch.arange(k).expand_as(flat)
     keep = flat >= 0
     key = torch.unique((idx[keep] << 32) | flat[keep])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from prunekit.graph.atoms import NONE
+from prunekit.graph.atoms import NONE, compress_slices
 from prunekit.graph.labels import const_along
 from prunekit.graph.labels import label_of as _label
 
@@ -56,14 +56,30 @@ def _fix_unmatched(ctx, labs: list[torch.Tensor], nd: int) -> None:
     from channels), the other's labels that vary along that dim cannot go: fix them (a
     relative position bias added to the scores)."""
     full = [x.reshape((1,) * (nd - x.dim()) + tuple(x.shape)) for x in labs]
-    for b in full:
-        if not bool((b < 0).any()):
+    # (any NONE, all NONE, any channel) per operand; an all-NONE operand (scores) is empty
+    # along every dim, so what it fixes in ``a`` depends on ``a`` and the dim only
+    stats = [(bool((x < 0).any()), bool((x < 0).all()), bool((x > 0).any())) for x in full]
+    compact: dict[int, torch.Tensor] = {}
+    done: set[tuple[int, int]] = set()
+    for bi, b in enumerate(full):
+        if not stats[bi][0]:
             continue
-        for a in full:
-            if a is b or not bool((a > 0).any()):
+        for ai, a in enumerate(full):
+            if ai == bi or not stats[ai][2]:
                 continue
             for d in range(nd):
                 if a.shape[d] == 1 or b.shape[d] == 1:
+                    continue
+                if stats[bi][1]:
+                    if (ai, d) in done:
+                        continue
+                    done.add((ai, d))
+                    if ai not in compact:  # repeated slices change nothing here
+                        compact[ai] = compress_slices(a)[0] if a.numel() > 4096 else a
+                    ac = compact[ai]
+                    varying = const_along(ac, [d], keepdim=True) < 0
+                    if bool(varying.any()):
+                        _fix(ctx, ac[varying.expand_as(ac)])
                     continue
                 others = [k for k in range(nd) if k != d]
                 empty = b.amax(dim=others) < 0 if others else b < 0
@@ -71,11 +87,14 @@ def _fix_unmatched(ctx, labs: list[torch.Tensor], nd: int) -> None:
                 if not bool(empty.any()) or not bool(varying.any()):
                     continue
                 idx = torch.nonzero(empty).reshape(-1)
-                picked = a.index_select(d, idx)[varying.expand_as(a).index_select(d, idx)]
-                atoms = torch.unique(picked)
-                atoms = atoms[atoms > 0]
-                if atoms.numel():
-                    ctx.table.couple(atoms, torch.zeros_like(atoms))
+                _fix(ctx, a.index_select(d, idx)[varying.expand_as(a).index_select(d, idx)])
+
+
+def _fix(ctx, picked: torch.Tensor) -> None:
+    atoms = torch.unique(picked)
+    atoms = atoms[atoms > 0]
+    if atoms.numel():
+        ctx.table.couple(atoms, torch.zeros_like(atoms))
 
 
 def _fix_unpaired(ctx, other: torch.Tensor) -> None:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from prunekit.graph.atoms import NONE
+from prunekit.graph.atoms import NONE, compress_dims
+from prunekit.graph.derived import view_axes
 from prunekit.graph.guard import VIEWISH
 from prunekit.graph.index_rules import (
     INDEX_REDUCTIONS,
@@ -31,6 +32,7 @@ from prunekit.graph.index_rules import (
 from prunekit.graph.labels import ParamRef, const_along, view_dims
 from prunekit.graph.labels import label_of as _label
 from prunekit.graph.pointwise_rules import pointwise
+from prunekit.graph.unfold_rules import UNFOLD_RULES
 
 # ops whose first argument is the data and that only rearrange/select elements
 SINGLE_STRUCTURAL = {
@@ -41,6 +43,7 @@ SINGLE_STRUCTURAL = {
     "chunk", "unbind", "index", "index_select", "gather", "_to_copy", "expand_as",
     "view_as", "diagonal", "constant_pad_nd", "_unsafe_index", "tensor_split", "rot90",
     "_reshape_alias", "as_strided", "as_strided_", "repeat_interleave", "tile", "swapaxes",
+    "unsafe_split", "unsafe_split_with_sizes", "unsafe_chunk",
 }
 PARAM_VIEW_OPS = {
     "t", "transpose", "permute", "unsqueeze", "squeeze", "expand", "clone", "contiguous",
@@ -59,7 +62,7 @@ SPATIAL = {"avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d", "max_pool2d",
            "upsample_nearest1d", "upsample_linear1d", "upsample_nearest3d",
            "upsample_trilinear3d", "_upsample_bilinear2d_aa", "_upsample_nearest_exact2d",
            "reflection_pad1d", "reflection_pad2d", "reflection_pad3d", "replication_pad1d",
-           "replication_pad2d", "replication_pad3d", "avg_pool2d_backward", "im2col",
+           "replication_pad2d", "replication_pad3d", "avg_pool2d_backward",
            "fractional_max_pool2d", "lp_pool2d", "grid_sampler_2d"}
 UNARY = {"hardswish", "hardsigmoid", "silu", "gelu", "relu", "relu6", "elu", "selu", "celu",
          "leaky_relu", "mish", "softplus", "hardtanh", "sigmoid", "tanh", "glu_never",
@@ -87,14 +90,20 @@ def _split_coupling(ctx, in_shape, out_shape, out_lab):
         out_big = [d for d in range(o0, o1) if out_shape[d] > 1]
         if len(out_big) < 2:
             continue
-        if ctx.current_view is not None and bool((out_lab > 0).any()):  # checked after the cut
+        # tokens / pixels / batch rows outside the split usually repeat: drop the repeats
+        lab = compress_dims(out_lab, [d for d in range(len(out_shape)) if not o0 <= d < o1])
+        while len(out_big) >= 2 and bool((lab == lab.narrow(out_big[-1], 0, 1)).all()):
+            out_big.pop()  # a trailing dim the labels do not vary along (unfolded kernel rows)
+        if len(out_big) < 2:
+            continue
+        if ctx.current_view is not None and bool((lab > 0).any()):  # checked after the cut
             ctx.splits[ctx.current_view] = ctx.splits.get(ctx.current_view, ()) + tuple(
                 (d, out_shape[d]) for d in out_big[:-1])
-        ref = out_lab
+        ref = lab
         for d in out_big[:-1]:
             ref = ref.narrow(d, 0, 1)
-        ctx.table.couple(out_lab, ref.expand_as(out_lab))
-        ctx.alias(out_lab, ref.expand_as(out_lab))
+        ctx.table.couple(lab, ref.expand_as(lab))
+        ctx.alias(lab, ref.expand_as(lab))
 
 
 def _view_blocks(a, b):
@@ -144,12 +153,14 @@ def structural(ctx, func, args, kwargs, out):
     kw = {k: v for k, v in kwargs.items() if k not in ("dtype", "layout", "device",
                                                         "pin_memory", "memory_format")}
     res = func(*new_args, **kw)
-    if name in ("split", "chunk", "tensor_split", "split_with_sizes", "unbind"):
+    if name.removeprefix("unsafe_") in ("split", "chunk", "tensor_split", "split_with_sizes",
+                                        "unbind"):
         _chunk_coupling(ctx, name, res, args)
     return res
 
 
 def _chunk_coupling(ctx, name, parts, args):
+    name = name.removeprefix("unsafe_")
     if name == "unbind" or len(parts) < 2:
         return
     dim = args[2] if len(args) > 2 else 0
@@ -199,7 +210,8 @@ def _param_view(ctx, func, name, ref: ParamRef, args, kwargs, out):
                 for i, (d, s) in enumerate(
                     zip((None,) * (len(shape) - nd) + dims, shape))
             )
-    return ref.derive(shape, dims, step)
+    axes = view_axes(name, args, ref.axes, shape) if ref.axes is not None else None
+    return ref.derive(shape, dims, step, axes)
 
 
 def same_shape(ctx, func, args, kwargs, out):
@@ -300,6 +312,8 @@ def multi_structural(ctx, func, args, kwargs, out):
 
 def family_rule(name: str, func):
     """The label rule of an op without weights, by its family (None: no rule)."""
+    if name in UNFOLD_RULES:
+        return UNFOLD_RULES[name]
     if name in MULTI_STRUCTURAL:
         return multi_structural
     if name in SINGLE_STRUCTURAL:

@@ -14,12 +14,18 @@ from collections import defaultdict
 import torch
 from torch.overrides import TorchFunctionMode
 
+from prunekit.graph.derived import Derived
 from prunekit.graph.labels import ParamRef, per_index_pairs
 from prunekit.graph.sizes import DimSource, SizeRecord, is_int, parse_call, size_call_name
 
 
 def _dim_source(ctx, t: torch.Tensor, dim: int) -> DimSource | None:
     lab = ctx.labels.get(t)
+    if isinstance(lab, Derived):  # computed from parameters: the dim's one parameter dim
+        ax = lab.axes[dim] if dim < len(lab.axes) else ()
+        if len(ax) != 1 or not ax[0][0] or ax[0][2] != int(t.shape[dim]):
+            return None
+        return DimSource(int(t.shape[dim]), param=ax[0][0], pdim=ax[0][1])
     if lab is None and id(t) in ctx.tensor_names:
         shape = tuple(t.shape)
         lab = ParamRef(ctx.tensor_names[id(t)], shape, shape, tuple(range(len(shape))))

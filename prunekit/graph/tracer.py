@@ -19,8 +19,9 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakIdKeyDictionary
 
 from prunekit.errors import UnsupportedOpError
-from prunekit.graph import rules, weights
+from prunekit.graph import derived_ops, rules, weights
 from prunekit.graph.atoms import FIXED, AtomTable
+from prunekit.graph.derived import Derived, param_axes, try_derive
 from prunekit.graph.guard import VIEWISH, traced_forward
 from prunekit.graph.labels import ParamRef
 from prunekit.graph.shapes import is_heavy, shape_only_call
@@ -59,7 +60,9 @@ class TraceContext:
         for n, p in model.named_parameters(remove_duplicate=False):
             self.tensor_names.setdefault(id(p), n)
         for n, b in model.named_buffers(remove_duplicate=False):
-            if b.is_floating_point():  # integer buffers (position ids, indices) hold no channels
+            # integer buffers (position ids, indices) hold no channels; a parametrization's
+            # bool buffer (a mask) is sliced with the parameter it masks
+            if b.is_floating_point() or b.dtype == torch.bool and ".parametrizations." in f".{n}":
                 self.tensor_names.setdefault(id(b), n)
         self._tensors_alive = [p for p in model.parameters()] + [b for b in model.buffers()]
         self.ops_seen = 0
@@ -75,18 +78,24 @@ class TraceContext:
         self.lost: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._alias = torch.zeros(0, dtype=torch.int64)  # atom -> coupled atom (see alias)
         self.sizes_stored = False  # the running split takes its sizes from an attribute
+        self.sum_reduced: set = set()  # parameter axes summed over (see graph.derived_ops)
+        self.pending: list = []  # actions of the derivation being traced (graph.derived)
+        self.axis_links: dict = {}  # parameter axes a derivation made one (graph.derived_ops)
 
     def lab(self, t: Any):
         if not isinstance(t, torch.Tensor):
             return None
         got = self.labels.get(t)
+        if isinstance(got, Derived):  # computed from parameters: its ordinary label
+            return got.label()
         if got is not None:
             return got
         name = self.tensor_names.get(id(t))
         if name is not None:
             self.params_seen.add(name)
             shape = tuple(t.shape)
-            return ParamRef(name, shape, shape, tuple(range(len(shape))))
+            return ParamRef(name, shape, shape, tuple(range(len(shape))),
+                            axes=param_axes(name, shape))
         return None
 
     def set(self, t: Any, lab) -> None:
@@ -95,6 +104,9 @@ class TraceContext:
         if lab is None:
             if t in self.labels:
                 del self.labels[t]
+            return
+        if isinstance(lab, Derived):
+            self.labels[t] = lab
             return
         if isinstance(lab, torch.Tensor) and tuple(lab.shape) != tuple(t.shape):
             if lab.numel() == t.numel():
@@ -182,18 +194,25 @@ class TraceContext:
                 "detector: an image with detections)")
         if rule is None:
             rule = rules.family_rule(name, func)
-            if rule is None:
-                raise self.unsupported(func, "no label rule for this op")
-        try:
-            result = rule(self, func, args, kwargs, out)
-        except UnsupportedOpError:
-            raise
-        except Exception as exc:  # a rule failing is a tracer limitation: say where
-            raise self.unsupported(func, f"label rule failed: {type(exc).__name__}: {exc}") from exc
-        self._assign(out, result)
+        derived = try_derive(self, name, func, args, kwargs, out, rule)
+        if derived is not None:  # a weight computed from parameters (graph.derived)
+            self._assign(out, derived)
+            return
+        if rule is None:
+            raise self.unsupported(func, "no label rule for this op")
+        self._assign(out, self.run_rule(rule, func, args, kwargs, out))
         main = out[0] if isinstance(out, (tuple, list)) and out else out
         if isinstance(main, torch.Tensor) and self.labels.get(main) is None:
             self.lost[main] = True  # computed from channels, identity lost (attention scores)
+
+    def run_rule(self, rule, func, args, kwargs, out):
+        """``rule``'s labels for ``out``; a rule failing is a tracer limitation: say where."""
+        try:
+            return rule(self, func, args, kwargs, out)
+        except UnsupportedOpError:
+            raise
+        except Exception as exc:
+            raise self.unsupported(func, f"label rule failed: {type(exc).__name__}: {exc}") from exc
 
     def _assign(self, out, result) -> None:
         if isinstance(out, (tuple, list)):
@@ -246,6 +265,7 @@ def run_traced(model: nn.Module, example_input: Any) -> tuple[TraceContext, Any]
             out = model(*example_input)
         else:
             out = model(example_input)
+    derived_ops.finish(ctx)
     for o in tree_leaves(out):
         if isinstance(o, torch.Tensor):
             lab = ctx.lab(o)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 
 from prunekit.graph.atoms import NONE
-from prunekit.graph.labels import ParamRef, const_along, per_index_pairs
+from prunekit.graph.derived import WeightDims, derived_dims
+from prunekit.graph.labels import ParamRef, const_along, labels_min, per_index_pairs
 
 
 def _mat(ctx, t):
@@ -36,27 +37,29 @@ def _channel_out(labels: torch.Tensor, shape, dim: int) -> torch.Tensor:
 def convolution(ctx, func, args, kwargs, out):
     x, w, b = args[0], args[1], args[2]
     transposed, groups = bool(args[6]), int(args[8])
-    wref = _plain_param(ctx, w)
+    wd = WeightDims(ctx, w)  # a parameter, or a weight derived from parameters
     xl = _mat(ctx, x)
-    if wref is None:
+    if not wd.ok or not (wd.has(0) and wd.has(1)):
         if xl is not None and bool((xl >= 0).any()):
-            raise ctx.unsupported(func, "convolution whose weight is not a plain parameter")
+            raise ctx.unsupported(
+                func, "convolution whose weight is computed by ops prunekit cannot trace "
+                "back to the parameters that own its channels")
         return None
-    table, name = ctx.table, wref.name
+    table = ctx.table
     cdim = 1 if x.dim() == w.dim() else 0
     cout = out.shape[cdim]
     if not transposed:
-        o_atoms = table.dim_atoms(name, 0, cout, producer=True)
+        o_atoms = wd.atoms(0, producer=True)
         ci = w.shape[1]
         if xl is not None:
             idx, lab = per_index_pairs(xl, cdim)
             if groups == 1:
-                table.couple(table.dim_atoms(name, 1, ci)[idx], lab)
+                table.couple(wd.atoms(1)[idx], lab)
             elif ci == 1:
                 mult = cout // groups
                 table.couple(o_atoms.view(groups, mult)[idx], lab[:, None])
             else:
-                table.couple(table.dim_atoms(name, 1, ci)[idx % ci], lab)
+                table.couple(wd.atoms(1)[idx % ci], lab)
         if groups > 1 and ci > 1:
             co = cout // groups
             table.couple(o_atoms.view(groups, co), o_atoms[:co][None, :])
@@ -65,15 +68,14 @@ def convolution(ctx, func, args, kwargs, out):
         if groups != 1:
             if xl is not None and bool((xl >= 0).any()):
                 raise ctx.unsupported(func, "grouped transposed convolution")
-        co = w.shape[1]
-        per_group = table.dim_atoms(name, 1, co, producer=True)
+        per_group = wd.atoms(1, producer=True)
         out_labels = per_group.repeat(groups)
         if xl is not None and groups == 1:
             idx, lab = per_index_pairs(xl, cdim)
-            table.couple(table.dim_atoms(name, 0, w.shape[0])[idx], lab)
-    bref = _plain_param(ctx, b)
-    if bref is not None:
-        table.couple(table.dim_atoms(bref.name, 0, cout), out_labels)
+            table.couple(wd.atoms(0)[idx], lab)
+    bd = WeightDims(ctx, b) if isinstance(b, torch.Tensor) else None
+    if bd is not None and bd.ok and bd.has(0):
+        table.couple(bd.atoms(0), out_labels)
     return _channel_out(out_labels, out.shape, cdim)
 
 
@@ -92,7 +94,10 @@ def matmul(ctx, func, args, kwargs, out):
         bias, a, b = args[0], args[1], args[2]
     else:
         bias, a, b = None, args[0], args[1]
-    la, lb = ctx.lab(a), ctx.lab(b)
+    # a weight derived from parameters (weight norm, LoRA ...): its axes, not its label
+    da, db = (_derived_pair(ctx, t, t.dim() - 1 if t is a else t.dim() - 2) for t in (a, b))
+    la = da if da is not None else ctx.lab(a)
+    lb = db if db is not None else ctx.lab(b)
     lbias = ctx.lab(bias) if bias is not None else None
     if la is None and lb is None and lbias is None:
         return None
@@ -100,15 +105,24 @@ def matmul(ctx, func, args, kwargs, out):
     k = a.shape[-1]
     virt = table.virtual_atoms(k)
     row = col = None
+    indexed = []  # per operand: whether its contracted dim has an identity per index
+    varies = False
     for lab, t, cdim, is_a in ((la, a, a.dim() - 1, True), (lb, b, b.dim() - 2, False)):
+        indexed.append(False)
         if lab is None:
             continue
         odim = t.dim() - 2 if is_a else t.dim() - 1
+        if isinstance(lab, tuple):  # (contracted atoms, output atoms) of a derived weight
+            table.couple(virt, lab[0])
+            indexed[-1] = True
+            row, col = (lab[1], col) if is_a else (row, lab[1])
+            continue
         if isinstance(lab, ParamRef) and lab.dims is not None:
             c_atoms = _dim_atoms_of(ctx, lab, cdim, producer=False)
             o_atoms = _dim_atoms_of(ctx, lab, odim, producer=True)
             if c_atoms is not None:
                 table.couple(virt, c_atoms)
+                indexed[-1] = True
             if o_atoms is not None:
                 if is_a:
                     row = o_atoms
@@ -117,16 +131,22 @@ def matmul(ctx, func, args, kwargs, out):
             continue
         if isinstance(lab, ParamRef):
             lab = lab.materialize(table)
-        hi, lo = lab.amax(dim=cdim), lab.amin(dim=cdim)
+        # one label along the contracted dim (NONE there: zero padding) is that label
+        hi, lo = lab.amax(dim=cdim), labels_min(lab, cdim)
         c = torch.where(hi == lo, hi, torch.full_like(hi, NONE))
         if bool(((hi != lo) & (hi >= 0)).any()):
             # labels vary along the contracted dim: it is a channel dim, couple per index
             idx, labels = per_index_pairs(lab, cdim)
             table.couple(virt[idx], labels)
+            indexed[-1] = varies = True
         if is_a:
             row = c
         else:
             col = c
+    if varies and not all(indexed):
+        # channels met by a dim without identity per index (unfolded kernel positions,
+        # a tensor without labels): that dim keeps its size, so these channels stay
+        table.couple(virt, torch.zeros_like(virt))
     shape = out.shape
     if row is not None and not bool((row >= 0).any()):
         row = None
@@ -149,14 +169,22 @@ def matmul(ctx, func, args, kwargs, out):
     return result.contiguous()
 
 
+def _derived_pair(ctx, t, cdim: int):
+    """(contracted dim atoms, output dim atoms) of a 2-D weight derived from parameters
+    whose two dims each come from one parameter dim, else None."""
+    wd = derived_dims(ctx, t)
+    if wd is None or t.dim() != 2 or not (wd.has(0) and wd.has(1)):
+        return None
+    return wd.atoms(cdim), wd.atoms(1 - cdim, producer=True)
+
+
 def _follow_channel(ctx, lab, dim, tensors):
     idx, labels = per_index_pairs(lab, dim)
     for t in tensors:
-        ref = _plain_param(ctx, t) if isinstance(t, torch.Tensor) else None
-        if ref is None:
+        wd = WeightDims(ctx, t) if isinstance(t, torch.Tensor) and t.dim() == 1 else None
+        if wd is None or not wd.ok or not wd.has(0):
             continue
-        atoms = ctx.table.dim_atoms(ref.name, 0, ref.base_shape[0])
-        ctx.table.couple(atoms[idx], labels)
+        ctx.table.couple(wd.atoms(0)[idx], labels)
 
 
 def _tuple_like(out, lab):

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from prunekit.surgery.rnn_rules import rnn_hidden_ties, sync_rnn
+
 
 @dataclass(frozen=True)
 class Tie:
@@ -193,6 +195,8 @@ for _t, _s in (
     (nn.PReLU, _sync_prelu),
 ):
     register_surgery_rule(_t, SurgeryRule(sync=_s))
+register_surgery_rule(nn.RNNBase, SurgeryRule(sync=sync_rnn, ties=lambda m, prefix: [
+    Tie(a, b, 1) for a, b in rnn_hidden_ties(m, prefix)]))
 register_surgery_rule(nn.MultiheadAttention,
                       SurgeryRule(sync=_sync_mha, ties=_mha_ties, keeps_attention_scale=True))
 
