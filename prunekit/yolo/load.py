@@ -40,7 +40,9 @@ def ultralytics_available() -> bool:
     return True
 
 
-def _import() -> Any:
+def require_ultralytics() -> Any:
+    """``import ultralytics`` (print settings kept, ``MissingDependencyError`` with the
+    install command when absent) and register the YOLO surgery rules."""
     from prunekit.surgery.ultralytics_rules import import_ultralytics, register_ultralytics_rules
 
     try:
@@ -59,6 +61,7 @@ def yolo_task(model: nn.Module) -> str:
         ConfigError: ``model`` is not an Ultralytics model ending in a ``Detect`` head
             (classification, RT-DETR and YOLO-World models are not supported).
     """
+    require_ultralytics()
     from ultralytics.nn.modules.head import Detect
 
     layers = getattr(model, "model", None)
@@ -96,7 +99,7 @@ def load_yolo(spec: str | os.PathLike[str], nc: int | None = None) -> nn.Module:
             not a model with a YOLO ``Detect`` head.
     """
     os.environ.setdefault("YOLO_OFFLINE", "1")
-    _import()
+    require_ultralytics()
     from ultralytics import YOLO
 
     text = str(spec)

@@ -19,7 +19,7 @@ from torch import nn
 
 from prunekit.errors import ConfigError
 from prunekit.structured.plan import get_plan, recorded_input
-from prunekit.yolo.load import _import, yolo_task
+from prunekit.yolo.load import require_ultralytics, yolo_task
 
 
 def recorded_imgsz(model: nn.Module) -> int | None:
@@ -68,7 +68,7 @@ def as_yolo(model: nn.Module) -> Any:
         >>> type(yolo).__name__, yolo.task
         ('PrunedYOLO', 'detect')
     """
-    _import()
+    require_ultralytics()
     from ultralytics import YOLO
     from ultralytics.cfg import DEFAULT_CFG_DICT
 
