@@ -16,6 +16,7 @@ per model and run; the last line is
 ``{"source": S, "ok": N, "total": M, "failed": [...], "torch_pruning": {"ok": N, ...}}``.
 
     PYTHONPATH=. python benchmarks/zoo.py [--source timm] [--models a,b] [--limit 5]
+    PYTHONPATH=. python benchmarks/zoo.py --source ultralytics --resume partial.jsonl
 """
 
 from __future__ import annotations
@@ -38,6 +39,18 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:400]
 
 
+def _done_rows(paths: str) -> dict[tuple[str, str], dict]:
+    """{(pruner, model): row} from the JSON lines of earlier runs (summaries skipped)."""
+    done: dict[tuple[str, str], dict] = {}
+    for path in filter(None, paths.split(",")):
+        with open(path) as f:
+            for line in f:
+                row = json.loads(line) if line.startswith("{") else {}
+                if "pruner" in row and "model" in row:
+                    done[row["pruner"], row["model"]] = row
+    return done
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="torchvision",
@@ -48,7 +61,11 @@ def main() -> int:
     parser.add_argument("--memory-gb", type=float, default=16.0, help="address-space limit")
     parser.add_argument("--jobs", type=int, default=1, help="models pruned at once")
     parser.add_argument("--no-torch-pruning", action="store_true", help="skip the comparison")
+    parser.add_argument("--resume", default="",
+                        help="comma-separated JSONL outputs of earlier (interrupted) runs: their "
+                        "rows are printed again and those models are not run again")
     args = parser.parse_args()
+    done = _done_rows(args.resume)
 
     import zoo_sources
 
@@ -85,6 +102,9 @@ def main() -> int:
             conn.send({"model": name, "ok": False, "problems": [_error(exc)]})
 
     def one(kind: str, name: str) -> dict:
+        if (kind, name) in done:
+            print(json.dumps(done[kind, name]), flush=True)
+            return done[kind, name]
         start = time.perf_counter()
         recv, send = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=child, args=(kind, name, send))
