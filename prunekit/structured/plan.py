@@ -11,9 +11,9 @@ Format ``prunekit.structured.plan/1``: ``steps[i]`` has ``config``, ``tensors``
 ``[{"module", "name", "before", "after"}]``, the size attributes updated after the cut
 (``prunekit.surgery.stale_sizes``); a plan is written as ``/2`` only when it has some.
 A step also records ``input``, the shapes of the example input it was traced with (a
-list for a tensor, a dict / list of them for kwargs / several inputs): models whose
-sizes depend on the input side (detectors, YOLO) are re-run at that size
-(:func:`recorded_input`). Readers ignore it.
+list for a tensor, a dict / list of them for kwargs / several inputs), so the model can
+be trained, exported and timed at the size it was pruned for (:func:`recorded_input`;
+``prunekit.yolo.as_yolo`` makes it the default ``imgsz``). Replay does not need it.
 """
 
 from __future__ import annotations
