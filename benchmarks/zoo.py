@@ -40,13 +40,17 @@ def _error(exc: BaseException) -> str:
 
 
 def _done_rows(paths: str) -> dict[tuple[str, str], dict]:
-    """{(pruner, model): row} from the JSON lines of earlier runs (summaries skipped)."""
+    """{(pruner, model): row} from the JSON lines of earlier runs (summaries skipped).
+    Rows that failed only by running out of time (the model's process or its reload
+    process; a loaded machine) are left out, so those models run again."""
     done: dict[tuple[str, str], dict] = {}
     for path in filter(None, paths.split(",")):
         with open(path) as f:
             for line in f:
                 row = json.loads(line) if line.startswith("{") else {}
-                if "pruner" in row and "model" in row:
+                timed_out = row.get("problems") and all(
+                    "timeout" in p or "TimeoutExpired" in p for p in row["problems"])
+                if "pruner" in row and "model" in row and not timed_out:
                     done[row["pruner"], row["model"]] = row
     return done
 
@@ -63,7 +67,8 @@ def main() -> int:
     parser.add_argument("--no-torch-pruning", action="store_true", help="skip the comparison")
     parser.add_argument("--resume", default="",
                         help="comma-separated JSONL outputs of earlier (interrupted) runs: their "
-                        "rows are printed again and those models are not run again")
+                        "rows are printed again and those models are not run again (except "
+                        "those that only timed out)")
     args = parser.parse_args()
     done = _done_rows(args.resume)
 
