@@ -198,13 +198,9 @@ class UltralyticsSource:
 
     def build(self, name: str) -> nn.Module:
         _ultralytics_cfg()
-        from ultralytics import YOLO
+        from prunekit.yolo import load_yolo  # registers the YOLO surgery rules too
 
-        from prunekit.surgery.ultralytics_rules import register_ultralytics_rules
-
-        register_ultralytics_rules()  # keep the heads' predictions; sync C2f-like widths
-
-        return YOLO(name).model.eval()
+        return load_yolo(name)
 
     def example(self, model: nn.Module, name: str) -> torch.Tensor:
         return torch.rand(1, 3, 256, 256)

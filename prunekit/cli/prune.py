@@ -3,6 +3,7 @@
     prunekit prune --model torchvision:resnet50 --ratio 0.5 --round-to 8 --out runs/r50
     prunekit prune --model torchvision:resnet50 --target-latency 0.5 --batch 8 --out runs/r50
     prunekit prune --model ultralytics:yolo11n.yaml --input-size 640 --out runs/yolo11n
+    prunekit prune --model ultralytics:runs/detect/train/weights/best.pt --input-size 640 --out runs/p
 
 Writes ``DIR/plan.json`` + ``DIR/model.safetensors`` (reload with ``load_pruned``) and
 ``DIR/metrics.json`` with ``before`` / ``after`` params, MACs and latency at batch 1 and
@@ -47,8 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="torchvision:NAME, any classification, segmentation, detection or video "
                    "model (e.g. torchvision:resnet50, torchvision:fasterrcnn_mobilenet_v3_large_fpn), "
                    "hf:FOLDER, a Hugging Face model folder (BERT-like, ViT, GPT-2 ...), or "
-                   "ultralytics:YAML, a YOLO built from its yaml (e.g. ultralytics:yolo11n.yaml; "
-                   "pip install prunekit[yolo])")
+                   "ultralytics:YAML|PT, a YOLO built from its yaml (e.g. ultralytics:yolo11n.yaml) or "
+                   "loaded from your .pt (pip install prunekit[yolo])")
     p.add_argument("--ratio", type=fraction, default=0.5, help="fraction removed per group")
     p.add_argument("--importance", default="l2", choices=IMPORTANCES, help="unit importance")
     p.add_argument("--allocation", default="uniform", choices=ALLOCATIONS,
@@ -108,30 +109,12 @@ def _load_hf(folder: str) -> tuple[torch.nn.Module, str]:
     return model, "hf-vision" if vision else "hf-text"
 
 
-def _load_ultralytics(yaml_name: str) -> tuple[torch.nn.Module, str]:
-    """A YOLO detection / segmentation / pose / OBB model built from its yaml (random
-    weights, nothing downloaded), with the rules that keep its heads' predictions."""
-    import os
+def _load_ultralytics(spec: str) -> tuple[torch.nn.Module, str]:
+    """A YOLO detection / segmentation / pose / OBB model from its yaml (random weights)
+    or a local Ultralytics ``.pt`` (``prunekit.yolo.load_yolo``; nothing downloaded)."""
+    from prunekit.yolo import load_yolo
 
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    from prunekit.surgery.ultralytics_rules import import_ultralytics, register_ultralytics_rules
-
-    try:
-        import_ultralytics()
-    except ImportError:
-        require("ultralytics", extra="yolo")  # raises with the install command
-    from ultralytics import YOLO
-
-    if not yaml_name.endswith((".yaml", ".yml")):
-        raise ConfigError(f"--model ultralytics:{yaml_name}: give a model yaml such as "
-                          "ultralytics:yolo11n.yaml (weights files cannot be used offline)")
-    try:
-        model = YOLO(yaml_name).model
-    except FileNotFoundError as exc:
-        raise ConfigError(f"--model ultralytics:{yaml_name}: no such ultralytics yaml ({exc}); "
-                          "e.g. yolo11n.yaml, yolov8n-seg.yaml, yolo11n-pose.yaml") from None
-    register_ultralytics_rules()
-    return model.eval(), "yolo"
+    return load_yolo(spec), "yolo"
 
 
 def example_input(task: str, size: int, frames: int, model: torch.nn.Module | None = None,

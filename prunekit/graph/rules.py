@@ -295,6 +295,8 @@ def multi_structural(ctx, func, args, kwargs, out):
         labs = [mat(t, t) for t in args[0]]
         if all(int(x.max()) < 0 for x in labs if x.numel()):
             return None
+        if name in ("cat", "stack"):
+            _couple_joined(ctx, name, labs, kwargs.get("dim", args[1] if len(args) > 1 else 0))
         return func(labs, *args[1:], **kwargs)
     if name in ("copy_", "copy"):
         src = mat(args[1], args[1])
@@ -308,6 +310,26 @@ def multi_structural(ctx, func, args, kwargs, out):
         op = getattr(torch.ops.aten, name)
         return op(mat(args[0], args[0]), mat(args[1], args[1]), *args[2:])
     raise ctx.unsupported(func, "no label rule")
+
+
+def _couple_joined(ctx, name, labs, dim) -> None:
+    """``stack``, or ``cat`` along a dim no input's labels vary by (a batch or token dim),
+    needs its inputs to lose the same positions of every other dim (feature maps stacked
+    and summed, YOLOv9's ``CBFuse``): couple them element by element, and alias them so
+    that a reduction over the new dim sums one unit."""
+    labelled = [lab for lab in labs if int(lab.max()) >= 0]
+    if len(labelled) < 2:
+        return
+    if name == "cat":
+        d = dim % labelled[0].dim()
+        if any(bool((const_along(lab, [d], True) < 0).any()) for lab in labelled):
+            return  # channels concatenated: each input keeps its own
+        labelled = [lab.narrow(d, 0, 1) for lab in labelled]
+    ref = labelled[0]
+    for lab in labelled[1:]:
+        if lab.shape == ref.shape:
+            ctx.table.couple(lab, ref)
+            ctx.alias(lab, ref)
 
 
 def family_rule(name: str, func):

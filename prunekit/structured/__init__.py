@@ -1,7 +1,7 @@
 """Structured pruning: physically remove channels, neurons and head dims."""
 
 from prunekit.structured.config import StructuredConfig
-from prunekit.structured.plan import get_plan, load_pruned, replay_plan, save_pruned
+from prunekit.structured.plan import get_plan, load_pruned, recorded_input, replay_plan, save_pruned
 from prunekit.structured.prune import prune_channels_
 from prunekit.structured.pruner import GroupChoice, PruneResult, StructuredPruner
 
@@ -15,4 +15,5 @@ __all__ = [
     "load_pruned",
     "replay_plan",
     "get_plan",
+    "recorded_input",
 ]

@@ -10,6 +10,10 @@ Format ``prunekit.structured.plan/1``: ``steps[i]`` has ``config``, ``tensors``
 (``shape_before``, ``keep`` per dim) and ``groups``. ``/2`` adds ``attrs`` to a step:
 ``[{"module", "name", "before", "after"}]``, the size attributes updated after the cut
 (``prunekit.surgery.stale_sizes``); a plan is written as ``/2`` only when it has some.
+A step also records ``input``, the shapes of the example input it was traced with (a
+list for a tensor, a dict / list of them for kwargs / several inputs), so the model can
+be trained, exported and timed at the size it was pruned for (:func:`recorded_input`;
+``prunekit.yolo.as_yolo`` makes it the default ``imgsz``). Replay does not need it.
 """
 
 from __future__ import annotations
@@ -36,7 +40,31 @@ def plan_format(steps: list[dict[str, Any]]) -> str:
     return PLAN_FORMATS[1] if any(step.get("attrs") for step in steps) else PLAN_FORMATS[0]
 
 
-def make_step(keep, shapes_before, choices, config, attrs=()) -> dict[str, Any]:
+def input_shapes(example_input: Any) -> Any:
+    """JSON shapes of an example input: ``[1, 3, 64, 64]`` for a tensor, a dict or list
+    of those for keyword or positional inputs (None for what is not a tensor).
+
+    Example:
+        >>> input_shapes({"x": torch.zeros(1, 3, 8, 8), "n": 2})
+        {'x': [1, 3, 8, 8], 'n': None}
+    """
+    if isinstance(example_input, torch.Tensor):
+        return list(example_input.shape)
+    if isinstance(example_input, dict):
+        return {str(k): input_shapes(v) for k, v in example_input.items()}
+    if isinstance(example_input, (tuple, list)):
+        return [input_shapes(v) for v in example_input]
+    return None
+
+
+def recorded_input(plan: dict[str, Any] | None) -> Any:
+    """The example input shapes the last step of ``plan`` was traced with (None if the
+    plan predates this record or has no steps)."""
+    steps = (plan or {}).get("steps") or []
+    return steps[-1].get("input") if steps else None
+
+
+def make_step(keep, shapes_before, choices, config, attrs=(), example_input=None) -> dict[str, Any]:
     step = {
         "config": config.to_dict(),
         "tensors": {
@@ -59,6 +87,8 @@ def make_step(keep, shapes_before, choices, config, attrs=()) -> dict[str, Any]:
     }
     if attrs:
         step["attrs"] = [u.to_json() for u in attrs]
+    if example_input is not None:
+        step["input"] = input_shapes(example_input)
     return step
 
 

@@ -309,7 +309,7 @@ class StructuredPruner:
                 f"the pruned model's forward failed ({type(exc).__name__}: {exc}); the model "
                 f"was restored. A layer type may need a surgery rule (register_surgery_rule)"
             ) from exc
-        step = make_step(keep, shapes_before, choices, self.config, updates)
+        step = make_step(keep, shapes_before, choices, self.config, updates, self.example_input)
         steps = list(getattr(self.model, PLAN_ATTR, {}).get("steps", []))
         plan = {"format": plan_format(steps + [step]), "steps": steps + [step]}
         self.model.__dict__[PLAN_ATTR] = plan

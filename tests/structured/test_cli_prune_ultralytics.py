@@ -62,6 +62,7 @@ def _shapes(out):
     return [s for o in out for s in _shapes(o)] if isinstance(out, (tuple, list)) else []
 
 
-def test_cli_rejects_a_weights_file(tmp_path, capsys):
-    assert main(["prune", "--model", "ultralytics:yolo11n.pt", "--out", str(tmp_path)]) == 2
-    assert "yaml" in capsys.readouterr().err
+def test_cli_names_a_missing_weights_file(tmp_path, capsys):
+    missing = tmp_path / "yolo11n.pt"  # a .pt the user does not have: nothing is downloaded
+    assert main(["prune", "--model", f"ultralytics:{missing}", "--out", str(tmp_path)]) == 2
+    assert "prunekit downloads no weights" in capsys.readouterr().err
