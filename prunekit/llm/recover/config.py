@@ -40,6 +40,9 @@ class RecoverConfig(ConfigBase):
         lora_rank, lora_alpha, lora_dropout: the adapters of ``method="lora"``.
         bf16: ``"auto"`` (bf16 autocast where the CPU/GPU has native bf16), ``"on"`` or ``"off"``.
         checkpoint_minutes: a resumable checkpoint is written this often (and at the end).
+        max_minutes: a time budget (0 = none): the run stops when it is spent, and the
+            learning-rate schedule follows whichever of steps or time is further along. A
+            timed run is not bit-reproducible (where it stops depends on the machine).
         strategy: under ``torchrun``: ``"fsdp"`` shards the model (FSDP2 ``fully_shard``),
             ``"ddp"`` replicates it; ``"auto"`` is FSDP for distillation, DDP for LoRA.
         seed: order of the training windows.
@@ -64,6 +67,7 @@ class RecoverConfig(ConfigBase):
     lora_dropout: float = 0.0
     bf16: str = "auto"
     checkpoint_minutes: float = 5.0
+    max_minutes: float = 0.0
     strategy: str = "auto"
     seed: int = 0
 
@@ -82,6 +86,7 @@ class RecoverConfig(ConfigBase):
         _positive_number("weight_decay", self.weight_decay, allow_zero=True)
         _positive_number("hidden_weight", self.hidden_weight, allow_zero=True)
         _positive_number("checkpoint_minutes", self.checkpoint_minutes)
+        _positive_number("max_minutes", self.max_minutes, allow_zero=True)
         check_fraction("kd_weight", self.kd_weight, allow_one=True)
         check_fraction("warmup", self.warmup)
         check_fraction("lora_dropout", self.lora_dropout)

@@ -54,6 +54,8 @@ class RecoverResult:
     steps: int
     tokens: int
     seconds: float
+    planned_steps: int = 0
+    stopped_by_time: bool = False
     losses: list[float] = field(default_factory=list)
     resumed_from_step: int = 0
     zeros_before: int = 0
@@ -159,9 +161,15 @@ def recover(
                           enabled=progress and rank == 0)
     trained.train()
     t0 = last_save = time.perf_counter()
+    budget = config.max_minutes * 60.0
+    done, stopped = start, False
     for step in range(start, config.steps):
+        spent = (prior_seconds + time.perf_counter() - t0) / budget if budget else 0.0
+        if budget and any_process(spent >= 1.0):
+            stopped = True
+            break
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config.steps, config.lr, config.warmup)
+            group["lr"] = lr_at(step, config.steps, config.lr, config.warmup, spent)
         x = stream.batch(step, config.batch_size, rank, world).to(device)
         with autocast():
             out = runner(input_ids=x, use_cache=False, output_hidden_states=hidden)
@@ -184,7 +192,10 @@ def recover(
         del out, t_out
         losses.append(mean_over_processes(float(loss.detach())))
         bar.update(step, losses[-1])
-        due = time.perf_counter() - last_save >= config.checkpoint_minutes * 60 or step + 1 == config.steps
+        done = step + 1
+        out_of_time = budget > 0 and prior_seconds + time.perf_counter() - t0 >= budget
+        due = (time.perf_counter() - last_save >= config.checkpoint_minutes * 60 or done == config.steps
+               or out_of_time)
         if folder is not None and any_process(due):
             weights, tensors, groups = gather_state(trained, optimizer)
             if is_main_process():
@@ -201,7 +212,8 @@ def recover(
         net = merge_lora(net, keep)
     model.train(was_training)
     return RecoverResult(
-        method=config.method, steps=config.steps, tokens=config.steps * per_step, seconds=seconds,
+        method=config.method, steps=done, tokens=done * per_step, seconds=seconds,
+        planned_steps=config.steps, stopped_by_time=stopped,
         losses=losses, resumed_from_step=start, zeros_before=zeros_before, zeros_after=block_zeros(model),
         bf16=bf16, strategy=strategy, processes=world,
     )

@@ -4,8 +4,8 @@ Example:
     >>> s = torch.zeros(1, 3, 5); ids = torch.zeros(1, 3, dtype=torch.long)
     >>> round(float(recovery_loss(s, s, ids, RecoverConfig(kd_weight=1.0))), 6)
     0.0
-    >>> lr_at(0, 100, 1e-3, 0.1), lr_at(99, 100, 1e-3, 0.1) < 1.1e-4
-    (0.0001, True)
+    >>> lr_at(0, 100, 1e-3, 0.1), round(lr_at(99, 100, 1e-3, 0.1), 12)
+    (0.0001, 0.0001)
 """
 
 from __future__ import annotations
@@ -48,13 +48,15 @@ def recovery_loss(
     return loss
 
 
-def lr_at(step: int, total: int, peak: float, warmup: float) -> float:
-    """Linear warm-up over ``warmup * total`` steps, then cosine decay to 10% of ``peak``."""
-    warm = max(1, round(warmup * total))
-    if step < warm:
-        return peak * (step + 1) / warm
-    progress = (step - warm) / max(1, total - warm)
-    return peak * (0.1 + 0.45 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+def lr_at(step: int, total: int, peak: float, warmup: float, time_fraction: float = 0.0) -> float:
+    """Learning rate of step ``step`` (0-based) of ``total``: linear warm-up over the first
+    ``warmup`` of the run, then cosine decay to 10% of ``peak``. The run's progress is the
+    larger of ``(step + 1) / total`` and ``time_fraction`` (the share of a time budget spent)."""
+    fraction = min(1.0, max((step + 1) / total, time_fraction))
+    if fraction <= warmup:
+        return peak * fraction / warmup
+    progress = (fraction - warmup) / (1.0 - warmup)
+    return peak * (0.1 + 0.45 * (1.0 + math.cos(math.pi * progress)))
 
 
 def bf16_available(device: torch.device | str) -> bool:

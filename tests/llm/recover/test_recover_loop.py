@@ -55,7 +55,9 @@ def test_recovery_loss_mixes_kl_and_cross_entropy():
     assert float(mixed) == pytest.approx(0.25 * float(ref) + 0.75 * float(ce), rel=1e-6)
     assert float(recovery_loss(s, None, ids, RecoverConfig())) == pytest.approx(float(ce), rel=1e-6)
     assert lr_at(0, 10, 1.0, 0.2) == 0.5 and lr_at(1, 10, 1.0, 0.2) == 1.0
-    assert lr_at(9, 10, 1.0, 0.2) == pytest.approx(0.1 + 0.45 * (1 + math.cos(7 / 8 * math.pi)), rel=1e-9)
+    assert lr_at(5, 10, 1.0, 0.2) == pytest.approx(0.1 + 0.45 * (1 + math.cos(0.5 * math.pi)), rel=1e-9)
+    assert lr_at(9, 10, 1.0, 0.2) == pytest.approx(0.1, rel=1e-9)
+    assert lr_at(1, 100, 1.0, 0.2, time_fraction=0.6) == pytest.approx(0.55, rel=1e-9)  # time is ahead
 
 
 def test_zero_holder_keeps_zeros_through_adamw_with_weight_decay():
