@@ -46,8 +46,9 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--lora-lr", type=float, default=1e-3)
     ap.add_argument("--seqlen", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=2)
+    ap.add_argument("--checkpoint-minutes", type=float, default=10.0)
     ap.add_argument("--bf16", choices=("auto", "on", "off"), default="off")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="1 is fastest on a busy shared machine")
     ap.add_argument("--skip-lora", action="store_true")
     ap.add_argument("--out", default="benchmarks/results/llm_recovery")
     ap.add_argument("--checkpoints", default="/tmp/prunekit_llm_recovery_ckpt")
@@ -113,7 +114,8 @@ def main() -> None:
     stages.add("structured", ppl=ppl_pruned, params=params, params_removed=1 - params / count_params(dense),
                seconds=time.perf_counter() - t0)
     config = RecoverConfig(method="distill", tokens=a.distill_tokens, seqlen=a.seqlen, batch_size=a.batch_size,
-                           lr=a.distill_lr, bf16=a.bf16, max_minutes=a.distill_minutes)
+                           lr=a.distill_lr, bf16=a.bf16, max_minutes=a.distill_minutes,
+                           checkpoint_minutes=a.checkpoint_minutes)
     r = recover(student, train_ids, config, teacher=dense, checkpoint_dir=Path(a.checkpoints) / "distill")
     ppl_rec = ppl(student)
     gap = math.log(ppl_pruned) - math.log(ppl_dense)
@@ -138,7 +140,8 @@ def main() -> None:
         ppl_sparse = ppl(sparse)
         stages.add("wanda50", ppl=ppl_sparse, zeros=zeros_before)
         lconfig = RecoverConfig(method="lora", tokens=a.lora_tokens, seqlen=a.seqlen, batch_size=a.batch_size,
-                                lr=a.lora_lr, bf16=a.bf16, max_minutes=a.lora_minutes)
+                                lr=a.lora_lr, bf16=a.bf16, max_minutes=a.lora_minutes,
+                                checkpoint_minutes=a.checkpoint_minutes)
         lr_ = recover(sparse, train_ids, lconfig, teacher=dense, checkpoint_dir=Path(a.checkpoints) / "lora")
         lora = {
             "ppl_dense": ppl_dense, "ppl_pruned": ppl_sparse, "ppl_recovered": ppl(sparse),

@@ -100,7 +100,7 @@ def _teacher_net(teacher: nn.Module | None, sharded: bool) -> nn.Module | None:
     for p in teacher.parameters():
         p.requires_grad_(False)
     if sharded:
-        teacher = shard_fsdp(copy.deepcopy(teacher), find_blocks(teacher)[1])
+        teacher = _sharded_copy(teacher)
     return teacher
 
 
@@ -142,7 +142,7 @@ def recover(
         for p in net.parameters():
             p.requires_grad_(True)
     strategy = config.resolved_strategy if world > 1 else None
-    trained = shard_fsdp(copy.deepcopy(net), find_blocks(net)[1]) if strategy == "fsdp" else net
+    trained = _sharded_copy(net) if strategy == "fsdp" else net
     holder = ZeroHolder(block_weights(trained)) if config.method == "distill" else None
     optimizer = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
@@ -217,6 +217,12 @@ def recover(
         losses=losses, resumed_from_step=start, zeros_before=zeros_before, zeros_after=block_zeros(model),
         bf16=bf16, strategy=strategy, processes=world,
     )
+
+
+def _sharded_copy(model: nn.Module) -> nn.Module:
+    """An FSDP2-sharded deep copy (each decoder block its own unit); the original stays plain."""
+    twin = copy.deepcopy(model)
+    return shard_fsdp(twin, find_blocks(twin)[1])
 
 
 def _copy_back(sharded: nn.Module, plain: nn.Module) -> None:
