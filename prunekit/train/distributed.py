@@ -12,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -83,6 +83,27 @@ def shard_fsdp(model: nn.Module, units: Iterable[nn.Module]) -> nn.Module:
         fully_shard(unit, mesh=mesh)
     fully_shard(model, mesh=mesh)
     return model
+
+
+def sharded_copy(model: nn.Module, units: Callable[[nn.Module], Iterable[nn.Module]] | None = None) -> nn.Module:
+    """An FSDP2-sharded deep copy of ``model``; ``units(copy)`` -> its all-gather units
+    (default: the root alone). The original keeps plain tensors, for use after training."""
+    import copy
+
+    twin = copy.deepcopy(model)
+    return shard_fsdp(twin, units(twin) if callable(units) else ())
+
+
+@torch.no_grad()
+def copy_back(sharded: nn.Module, plain: nn.Module) -> None:
+    """Gather the trained shards of :func:`sharded_copy` into the plain original (collective:
+    every process calls it and ends with the full weights)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    full = get_model_state_dict(sharded, options=StateDictOptions(full_state_dict=True))
+    for name, p in plain.named_parameters():
+        if name in full:
+            p.copy_(full[name].to(p.device))
 
 
 def wrap_ddp(model: nn.Module) -> nn.Module:

@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import time
 from collections.abc import Callable
@@ -38,10 +37,11 @@ from prunekit.llm.recover.progress import RecoverProgress
 from prunekit.llm.recover.state import gather_state, restore_state, trainable_names
 from prunekit.train.distributed import (
     any_process,
+    copy_back,
     is_main_process,
     mean_over_processes,
     rank_and_world,
-    shard_fsdp,
+    sharded_copy,
     wrap_ddp,
 )
 
@@ -93,6 +93,10 @@ def _resume(folder: Path | None, trained: nn.Module, optimizer: torch.optim.Opti
     return state
 
 
+def _blocks(model: nn.Module) -> nn.ModuleList:
+    return find_blocks(model)[1]
+
+
 def _teacher_net(teacher: nn.Module | None, sharded: bool) -> nn.Module | None:
     if teacher is None:
         return None
@@ -100,7 +104,7 @@ def _teacher_net(teacher: nn.Module | None, sharded: bool) -> nn.Module | None:
     for p in teacher.parameters():
         p.requires_grad_(False)
     if sharded:
-        teacher = _sharded_copy(teacher)
+        teacher = sharded_copy(teacher, _blocks)
     return teacher
 
 
@@ -142,7 +146,7 @@ def recover(
         for p in net.parameters():
             p.requires_grad_(True)
     strategy = config.resolved_strategy if world > 1 else None
-    trained = _sharded_copy(net) if strategy == "fsdp" else net
+    trained = sharded_copy(net, _blocks) if strategy == "fsdp" else net
     holder = ZeroHolder(block_weights(trained)) if config.method == "distill" else None
     optimizer = torch.optim.AdamW([p for p in trained.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
@@ -207,7 +211,7 @@ def recover(
             last_save = time.perf_counter()
     seconds = prior_seconds + time.perf_counter() - t0
     if strategy == "fsdp":
-        _copy_back(trained, net)
+        copy_back(trained, net)
     if keep is not None:
         net = merge_lora(net, keep)
     model.train(was_training)
@@ -217,21 +221,3 @@ def recover(
         losses=losses, resumed_from_step=start, zeros_before=zeros_before, zeros_after=block_zeros(model),
         bf16=bf16, strategy=strategy, processes=world,
     )
-
-
-def _sharded_copy(model: nn.Module) -> nn.Module:
-    """An FSDP2-sharded deep copy (each decoder block its own unit); the original stays plain."""
-    twin = copy.deepcopy(model)
-    return shard_fsdp(twin, find_blocks(twin)[1])
-
-
-def _copy_back(sharded: nn.Module, plain: nn.Module) -> None:
-    """Gather the trained FSDP2 shards into the unsharded original (every process)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    full = get_model_state_dict(sharded, options=StateDictOptions(full_state_dict=True))
-    names = set(trainable_names(plain))
-    with torch.no_grad():
-        for name, p in plain.named_parameters():
-            if name in names:
-                p.copy_(full[name].to(p.device))
