@@ -2,6 +2,9 @@
 
 usage: recover_worker.py OUT_DIR CHECKPOINT_DIR METHOD KIND STRATEGY [SLOW]
 
+With the environment variable STOP_AFTER=k every process exits (code 3) after step k's
+optimiser step, before its checkpoint: a crash after the checkpoint of step k - 1.
+
 Builds the same tiny pruned Llama in every process, runs ``recover`` and writes, from rank 0,
 ``result.json`` (losses, steps, resume point, per-step mask checksums seen by each rank)
 and ``model.safetensors`` (the final weights). With SLOW, each step prints ``step N`` and
@@ -9,6 +12,7 @@ sleeps, so a test can SIGKILL the run mid-way.
 """
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,7 +35,7 @@ def _mask_checksum(trained) -> int:
 
 
 def main(out: str, ckpt: str, method: str, kind: str, strategy: str, slow: bool = False) -> None:
-    torchrun = "LOCAL_RANK" in __import__("os").environ
+    torchrun = "LOCAL_RANK" in os.environ
     if torchrun:
         dist.init_process_group("gloo")
     torch.set_num_threads(1)
@@ -39,8 +43,12 @@ def main(out: str, ckpt: str, method: str, kind: str, strategy: str, slow: bool 
     initial = _mask_checksum(student)
     sums: list[int] = []
 
+    stop_after = int(os.environ.get("STOP_AFTER", "0"))
+
     def on_step(step, trained):
         sums.append(_mask_checksum(trained))
+        if stop_after and step + 1 == stop_after:
+            sys.exit(3)
         if slow:
             print(f"step {step}", flush=True)
             time.sleep(0.3)
