@@ -91,6 +91,10 @@ def sharded_copy(model: nn.Module, units: Callable[[nn.Module], Iterable[nn.Modu
     import copy
 
     twin = copy.deepcopy(model)
+    if is_distributed():  # every process shards rank 0's weights, whatever each computed before
+        with torch.no_grad():
+            for t in [*twin.parameters(), *twin.buffers()]:
+                torch.distributed.broadcast(t.data, src=0)
     return shard_fsdp(twin, units(twin) if callable(units) else ())
 
 

@@ -162,7 +162,8 @@ def recover(
     hidden = config.hidden_weight > 0 and teacher_net is not None
     per_step = config.batch_size * config.seqlen
     bar = RecoverProgress(f"recover {config.method}", config.steps, per_step, start,
-                          enabled=progress and rank == 0)
+                          enabled=progress and rank == 0,
+                          budget_left_s=config.max_minutes * 60 - prior_seconds if config.max_minutes else 0.0)
     trained.train()
     t0 = last_save = time.perf_counter()
     budget = config.max_minutes * 60.0
