@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from prunekit.llm.config import METHODS
+from prunekit.llm.recover.cli import add_recover_arguments, keep_teacher, recover_stage
+from prunekit.train.distributed import is_main_process
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -77,6 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "on a busy shared machine)")
     p.add_argument("--out", default=None, help="folder for metrics.json and model/")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_recover_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -173,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
         ppl_before = None if args.skip_ppl_before else ppl()
     if ppl_before is not None:
         print(f"perplexity before: {ppl_before:.2f}")
+    teacher = keep_teacher(model, args)  # the dense model, for --recover
     structured_info = None
     with peaks.stage("prune"):
         if structured is not None:
@@ -192,6 +196,12 @@ def run(args: argparse.Namespace) -> int:
     with peaks.stage("eval_after"):
         ppl_after = ppl()
     speed_after = speed()
+    recovery: dict[str, Any] = {}
+    if args.recover:
+        with peaks.stage("recover"):
+            recovery = recover_stage(model, teacher, tokenizer, args, ppl)
+        if not is_main_process():
+            return 0  # a torchrun process other than rank 0: rank 0 evaluates and writes
     if args.out:  # the Hugging Face folder holds the pruned model as plain (dense-shaped) weights
         save_pretrained_model(model, Path(args.out) / "model", tokenizer)
     if ppl_after is not None:
@@ -227,6 +237,7 @@ def run(args: argparse.Namespace) -> int:
         "eval_stride": args.eval_stride,
         "eval_tokens": int(min(eval_ids.numel(), args.eval_max_tokens or eval_ids.numel())) if evaluate else 0,
         "config": config.to_dict() if config else None,
+        **recovery,
     }
     if sparse_runtime is not None:
         metrics["speed"] = sparse_runtime.pop("speed")

@@ -5,8 +5,9 @@
 Masks from ``prunekit.masks`` hold through it with any optimizer.
 
 Under ``torchrun`` (a process group initialised by the caller), ``fit`` trains with
-DistributedDataParallel: each process sees its shard of the data, gradients are
-averaged, and every process ends with the same weights.
+DistributedDataParallel (``TrainConfig(strategy="ddp")``) or with the parameters, gradients
+and optimiser state sharded by FSDP2 (``strategy="fsdp"``): each process sees its shard of
+the data, gradients are averaged, and every process ends with the same weights.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from prunekit.config.base import ConfigBase, check_choice, check_positive_int
 from prunekit.errors import ConfigError
 from prunekit.metrics.accuracy import evaluate  # noqa: F401  (re-exported: train.evaluate)
 from prunekit.report.progress import progress_bar
+from prunekit.train.distributed import STRATEGIES, copy_back, sharded_copy
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -44,12 +46,14 @@ class TrainConfig(ConfigBase):
     momentum: float = 0.9
     cosine: bool = True
     seed: int = 0
+    strategy: str = "ddp"
 
     def __post_init__(self) -> None:
         check_positive_int("epochs", self.epochs, allow_zero=True)
         check_positive_int("batch_size", self.batch_size)
         check_positive_int("seed", self.seed, allow_zero=True)
         check_choice("optimizer", self.optimizer, ("adamw", "adam", "sgd"))
+        check_choice("strategy", self.strategy, STRATEGIES)
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
@@ -92,7 +96,10 @@ def fit(
 
     Under ``torchrun`` with an initialised process group the model is wrapped in
     DistributedDataParallel for the run (``loss_fn`` receives the wrapped model) and the
-    data is sharded with a DistributedSampler; the bar shows on rank 0 only.
+    data is sharded with a DistributedSampler; the bar shows on rank 0 only. With
+    ``config.strategy == "fsdp"`` an FSDP2-sharded copy trains (``loss_fn`` receives it)
+    and its weights are gathered back into ``model`` at the end; ``on_step`` then sees
+    the step number only (masks changed on ``model`` meanwhile do not reach the copy).
 
     Example:
         >>> from torch.utils.data import TensorDataset
@@ -109,18 +116,21 @@ def fit(
 
         sampler = DistributedSampler(train_data, shuffle=True, seed=config.seed)
         loader = DataLoader(train_data, batch_size=config.batch_size, sampler=sampler)
-        trained: nn.Module = torch.nn.parallel.DistributedDataParallel(model)
+        if config.strategy == "fsdp":
+            trained: nn.Module = sharded_copy(model)
+        else:
+            trained = torch.nn.parallel.DistributedDataParallel(model)
         progress = progress and torch.distributed.get_rank() == 0
     else:
         gen = torch.Generator().manual_seed(config.seed)
         loader = DataLoader(train_data, batch_size=config.batch_size, shuffle=True, generator=gen)
         trained = model
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(trained, config)
     total_steps = max(1, config.epochs * len(loader))
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps) if config.cosine else None
     )
-    model.train()
+    trained.train()
     step = 0
     epoch_losses: list[float] = []
     with progress_bar(total_steps, description, enabled=progress) as advance:
@@ -142,4 +152,7 @@ def fit(
                 batches += 1
                 advance(1)
             epoch_losses.append(running / max(batches, 1))
+    if trained is not model and not isinstance(trained, torch.nn.parallel.DistributedDataParallel):
+        copy_back(trained, model)  # FSDP trained a sharded copy: gather it into the model
+        model.train()
     return epoch_losses
