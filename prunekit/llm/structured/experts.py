@@ -152,7 +152,7 @@ def expert_keep_names(block_path: str, block: nn.Module, layout: ExpertsLayout,
     return out
 
 
-def remove_experts(model: nn.Module, remove: Mapping[int, Iterable[int]]) -> None:
+def remove_experts(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: bool = True) -> None:
     """Remove whole experts in place: ``{block_index: [expert, ...]}``."""
     from prunekit.llm.blocks import find_blocks
     from prunekit.llm.structured.shapes import sync_config
@@ -180,10 +180,11 @@ def remove_experts(model: nn.Module, remove: Mapping[int, Iterable[int]]) -> Non
     apply_keep(model, keep)
     for block, layout, n in counts:
         _set_counts(block, layout, n)
-    sync_config(model)
+    if sync:
+        sync_config(model)
 
 
-def shrink_expert_neurons(model: nn.Module, keep_order: Mapping[int, torch.Tensor]) -> None:
+def shrink_expert_neurons(model: nn.Module, keep_order: Mapping[int, torch.Tensor], *, sync: bool = True) -> None:
     """Keep, per block, ``keep_order[block]`` ([E, k]: kept neuron indices of each expert)."""
     from prunekit.llm.blocks import find_blocks
     from prunekit.llm.structured.shapes import sync_config
@@ -214,7 +215,8 @@ def shrink_expert_neurons(model: nn.Module, keep_order: Mapping[int, torch.Tenso
         if hasattr(experts, "intermediate_dim"):
             experts.intermediate_dim = k
     apply_keep(model, keep)
-    sync_config(model)
+    if sync:
+        sync_config(model)
 
 
 def _rest(kept: torch.Tensor, size: int) -> torch.Tensor:

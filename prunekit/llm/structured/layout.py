@@ -55,6 +55,11 @@ class AttentionLayout:
     def n_heads(self) -> int:
         return self.n_units * self.heads_per_unit
 
+    @property
+    def n_kv_heads(self) -> int:
+        """Key/value heads: one per unit, or the single shared one (multi-query)."""
+        return 1 if self.shared else self.n_units
+
 
 @dataclass(frozen=True)
 class MLPLayout:

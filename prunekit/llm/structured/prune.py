@@ -22,7 +22,10 @@ from prunekit.llm.hooks import collect_input_stats
 from prunekit.llm.sequential import block_output
 from prunekit.llm.structured.experts import expert_statistics, remove_experts, shrink_expert_neurons
 from prunekit.llm.structured.importance import block_influence, column_scores, expert_neuron_scores
+from prunekit.llm.structured.shapes import sync_config
 from prunekit.llm.structured.surgery import block_layouts, prune_heads, prune_mlp_neurons, remove_layers
+
+EXPERT_WIDTH_MULTIPLE = 8
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,8 @@ class StructuredConfig(ConfigBase):
     Attributes:
         heads: fraction of attention units (KV groups with GQA, else heads) removed.
         mlp: fraction of MLP intermediate neurons removed (dense MLPs, shared experts and
-            every routed expert).
+            every routed expert; an expert keeps a multiple of 8 neurons, as the grouped
+            expert kernels of transformers need aligned rows).
         experts: fraction of routed experts removed in every mixture-of-experts layer,
             ranked by router statistics (the weighted output each expert adds on the
             calibration text); shared experts are kept.
@@ -134,20 +138,25 @@ def _experts_plan(model: nn.Module, batches: list[dict[str, Any]] | None, config
         raise ConfigError("experts: removing experts needs calibration batches (router statistics)")
     stats = expert_statistics(model, batches)
     chosen = _lowest([stats[i]["contribution"].float() for i in moe], config.experts, config.scope)
-    return _by_block(moe, chosen), {i: {k: v.tolist() for k, v in stats[i].items()} for i in moe}
+    plan = {i: sorted(v) for i, v in _by_block(moe, chosen).items()}
+    return plan, {i: {k: v.tolist() for k, v in stats[i].items()} for i in moe}
 
 
-def _expert_neurons_plan(model: nn.Module, fraction: float) -> dict[int, torch.Tensor]:
+def _expert_neurons_plan(model: nn.Module, fraction: float, layouts: dict) -> dict[int, torch.Tensor]:
     """Per MoE block, the kept neurons of each expert ([experts, kept]), weight-scored."""
     _, blocks = find_blocks(model)
-    out = {}
+    out: dict[int, torch.Tensor] = {}
+    if fraction == 0 or not any(lay.experts for lay in layouts.values()):
+        return out
     for i, lay in block_layouts(model).items():
         ex = lay.experts
-        if ex is None or fraction == 0:
+        if ex is None:
             continue
         module = blocks[i].get_submodule(ex.module)
         scores = expert_neuron_scores({k: getattr(module, k) for k in ex.params}, ex.params, ex.size)
         k = max(1, ex.size - int(round(fraction * ex.size)))
+        if k >= EXPERT_WIDTH_MULTIPLE:  # grouped-GEMM expert kernels need 16-byte aligned rows
+            k -= k % EXPERT_WIDTH_MULTIPLE
         out[i] = torch.sort(torch.argsort(scores, dim=1, descending=True)[:, :k], dim=1).values
     return out
 
@@ -178,16 +187,17 @@ def structured_prune(
         order = torch.argsort(torch.stack(scores["blocks"])).tolist()
         plan["layers"] = sorted(order[: config.layers])
     if any(plan["heads"].values()):
-        prune_heads(model, plan["heads"])
+        prune_heads(model, plan["heads"], sync=False)
     if any(plan["mlp"].values()):
-        prune_mlp_neurons(model, plan["mlp"])
+        prune_mlp_neurons(model, plan["mlp"], sync=False)
     if any(plan["experts"].values()):
-        remove_experts(model, plan["experts"])
-    neurons = _expert_neurons_plan(model, config.mlp)
+        remove_experts(model, plan["experts"], sync=False)
+    neurons = _expert_neurons_plan(model, config.mlp, layouts)
     if neurons:
-        shrink_expert_neurons(model, neurons)
+        shrink_expert_neurons(model, neurons, sync=False)
     plan["experts_after"] = {i: lay.experts.n_experts for i, lay in block_layouts(model).items()
                              if lay.experts} if plan["experts_before"] else {}
     if plan["layers"]:
-        remove_layers(model, plan["layers"])
+        remove_layers(model, plan["layers"], sync=False)
+    sync_config(model)
     return plan

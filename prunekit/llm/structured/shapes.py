@@ -47,7 +47,7 @@ def layer_shapes(model: nn.Module) -> list[dict[str, Any]]:
     out = []
     for i, lay in block_layouts(model).items():
         att = lay.attention
-        shape: dict[str, Any] = {"num_heads": att.n_heads, "num_kv_heads": att.n_units, "head_dim": att.head_dim,
+        shape: dict[str, Any] = {"num_heads": att.n_heads, "num_kv_heads": att.n_kv_heads, "head_dim": att.head_dim,
                                  "intermediate_size": lay.mlp.size if lay.mlp else None}
         if lay.experts is not None:
             shape["num_experts"] = lay.experts.n_experts
@@ -138,8 +138,9 @@ def apply_layer_shapes(model: nn.Module, shapes: list[dict[str, Any]]) -> None:
     heads, mlp, experts, neurons = {}, {}, {}, {}
     for i, shape in enumerate(shapes):
         lay = layouts[i]
-        if shape["num_kv_heads"] < lay.attention.n_units:
-            heads[i] = range(shape["num_kv_heads"], lay.attention.n_units)
+        units = shape["num_heads"] if lay.attention.shared else shape["num_kv_heads"]
+        if units < lay.attention.n_units:
+            heads[i] = range(units, lay.attention.n_units)
         if lay.mlp is not None and (shape.get("intermediate_size") or lay.mlp.size) < lay.mlp.size:
             mlp[i] = range(shape["intermediate_size"], lay.mlp.size)
         if lay.experts is not None:
@@ -151,6 +152,11 @@ def apply_layer_shapes(model: nn.Module, shapes: list[dict[str, Any]]) -> None:
                 neurons[i] = torch.arange(k).expand(n, k)
     if heads:
         prune_heads(model, heads)
+        extra = {i: range(shapes[i]["num_heads"], lay.attention.n_units)
+                 for i, lay in block_layouts(model, list(heads)).items()
+                 if lay.attention.shared and shapes[i]["num_heads"] < lay.attention.n_units}
+        if extra:  # a group left alone is multi-query: its query heads are then removed one by one
+            prune_heads(model, extra)
     if mlp:
         prune_mlp_neurons(model, mlp)
     if experts:

@@ -95,11 +95,12 @@ def _block_config(config: object, n_heads: int, n_units: int, att: object) -> ob
     return new
 
 
-def prune_heads(model: nn.Module, remove: Mapping[int, Iterable[int]]) -> None:
+def prune_heads(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: bool = True) -> None:
     """Remove attention heads in place: ``{block_index: [unit, ...]}``.
 
     With grouped-query attention a unit is a key/value group together with its query
-    heads (``num_heads / num_kv_heads`` of them); otherwise a unit is one head.
+    heads (``num_heads / num_kv_heads`` of them); otherwise a unit is one head. With
+    ``sync=False`` the config is left for one :func:`sync_config` after several removals.
     """
     from prunekit.llm.structured.alibi import alibi_heads, set_alibi_heads
     from prunekit.llm.structured.shapes import sync_config
@@ -143,10 +144,11 @@ def prune_heads(model: nn.Module, remove: Mapping[int, Iterable[int]]) -> None:
     _apply(model, keep, attrs)
     for module, heads in alibi:
         set_alibi_heads(module, heads)
-    sync_config(model)
+    if sync:
+        sync_config(model)
 
 
-def prune_mlp_neurons(model: nn.Module, remove: Mapping[int, Iterable[int]]) -> None:
+def prune_mlp_neurons(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: bool = True) -> None:
     """Remove dense-MLP intermediate neurons in place: ``{block_index: [neuron, ...]}``."""
     from prunekit.llm.structured.shapes import sync_config
 
@@ -167,10 +169,11 @@ def prune_mlp_neurons(model: nn.Module, remove: Mapping[int, Iterable[int]]) -> 
         keep.update(_linear_keep(f"{prefix}.{mlp.inp}", block.get_submodule(mlp.inp), keep_indices(cols, drop), "in"))
     if keep:
         _apply(model, keep, [])
-        sync_config(model)
+        if sync:
+            sync_config(model)
 
 
-def remove_layers(model: nn.Module, layers: Iterable[int]) -> None:
+def remove_layers(model: nn.Module, layers: Iterable[int], *, sync: bool = True) -> None:
     """Remove whole transformer blocks in place and renumber the remaining ones."""
     from prunekit.llm.structured.shapes import sync_config
 
@@ -200,4 +203,5 @@ def remove_layers(model: nn.Module, layers: Iterable[int]) -> None:
     shapes = getattr(config, LAYER_SHAPES_FIELD, None)
     if shapes and len(shapes) == len(blocks):
         setattr(config, LAYER_SHAPES_FIELD, [s for i, s in enumerate(shapes) if i not in set(drop)])
-    sync_config(model)
+    if sync:
+        sync_config(model)
