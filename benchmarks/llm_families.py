@@ -16,7 +16,7 @@ unstructured result is ok if both unstructured variants round-trip; structured i
 its structured variants do. The last line printed is JSON
 ``{"total", "unstructured_ok", "structured_ok", "failed": {family: reason}, ...}``.
 
-Run:  PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/llm_families.py [--families mixtral,phi] [--out DIR]
+Run:  PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/llm_families.py [--families mixtral,phi] [--jobs 2] [--out DIR]
 """
 
 from __future__ import annotations
@@ -114,25 +114,36 @@ def _child(family: str, out: str, queue) -> None:
         queue.put({"error": _short(e)})
 
 
-def prune_all(names: list[str], root: Path, timeout: float) -> dict[str, dict]:
+def prune_all(names: list[str], root: Path, timeout: float, jobs: int = 1) -> dict[str, dict]:
+    """Each family in its own forked process (``jobs`` at a time), killed after ``timeout`` s."""
     ctx = mp.get_context("fork")
-    results = {}
-    for family in names:
-        start = time.perf_counter()
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_child, args=(family, str(root / family), queue))
-        proc.start()
-        try:
-            results[family] = queue.get(timeout=timeout)
-        except Exception:
-            results[family] = {"error": f"timeout after {timeout:.0f}s"}
-        proc.join(5)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-        results[family]["seconds"] = round(time.perf_counter() - start, 1)
-        print(family, json.dumps({k: v for k, v in results[family].items() if k != "trace"}), flush=True)
-    return results
+    results: dict[str, dict] = {}
+    pending = list(names)
+    running: dict[str, tuple] = {}
+    while pending or running:
+        while pending and len(running) < jobs:
+            family = pending.pop(0)
+            queue = ctx.Queue()
+            proc = ctx.Process(target=_child, args=(family, str(root / family), queue))
+            proc.start()
+            running[family] = (proc, queue, time.perf_counter())
+        for family, (proc, queue, start) in list(running.items()):
+            elapsed = time.perf_counter() - start
+            try:
+                results[family] = queue.get(timeout=0.2)
+            except Exception:
+                if elapsed < timeout and (proc.is_alive() or not queue.empty()):
+                    continue
+                results[family] = {"error": f"timeout after {timeout:.0f}s" if elapsed >= timeout
+                                   else f"process died (exit code {proc.exitcode})"}
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+            del running[family]
+            results[family]["seconds"] = round(elapsed, 1)
+            print(family, json.dumps({k: v for k, v in results[family].items() if k != "trace"}), flush=True)
+    return {n: results[n] for n in names}
 
 
 def reload_all(root: Path, timeout: int) -> dict[str, dict[str, str]]:
@@ -171,21 +182,24 @@ def reload_all(root: Path, timeout: int) -> dict[str, dict[str, str]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--families", default=None, help="comma-separated subset (default: all)")
-    ap.add_argument("--timeout", type=float, default=60, help="seconds per family")
+    ap.add_argument("--timeout", type=float, default=120, help="seconds per family")
+    ap.add_argument("--jobs", type=int, default=1, help="families pruned at once (one process each)")
     ap.add_argument("--out", default=None, help="write results.json here")
     ap.add_argument("--reload", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.reload:
         print(json.dumps(reload_all(Path(a.reload), int(a.timeout))))
         return
-    import transformers  # noqa: F401  (imported once here, before forking)
+    import importlib
 
-    import prunekit.llm  # noqa: F401
+    for module in ("transformers", "prunekit.llm", "prunekit.llm.prune", "prunekit.llm.structured.discover",
+                   "prunekit.llm.methods", "prunekit.surgery.apply", "prunekit.io"):
+        importlib.import_module(module)  # once here, before forking, not in every child
 
     names = a.families.split(",") if a.families else families()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        results = prune_all(names, Path(tmp), a.timeout)
+        results = prune_all(names, Path(tmp), a.timeout, a.jobs)
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         proc = subprocess.run([sys.executable, __file__, "--reload", tmp, "--timeout", str(int(a.timeout))],
                               capture_output=True, text=True, env=env)
@@ -207,6 +221,10 @@ def summarize(names: list[str], results: dict, reloaded: dict) -> dict:
     built, u_ok, s_ok, failed, table = 0, 0, 0, {}, {}
     for family in names:
         r = results[family]
+        if r.get("error", "").startswith("timeout"):
+            built += 1  # it may build: counted, and failed
+            failed[family] = r["error"]
+            continue
         if "error" in r or "params" not in r:
             failed[family] = "build: " + r.get("error", "did not build")
             continue
