@@ -16,7 +16,8 @@ unstructured result is ok if both unstructured variants round-trip; structured i
 its structured variants do. The last line printed is JSON
 ``{"total", "unstructured_ok", "structured_ok", "failed": {family: reason}, ...}``.
 
-Run:  PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/llm_families.py [--families mixtral,phi] [--jobs 2] [--out DIR]
+Run:  PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/llm_families.py [--families mixtral,phi] [--jobs 2]
+      [--work DIR (resumable)] [--out DIR]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import json
 import multiprocessing as mp
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -114,7 +116,7 @@ def _child(family: str, out: str, queue) -> None:
         queue.put({"error": _short(e)})
 
 
-def prune_all(names: list[str], root: Path, timeout: float, jobs: int = 1) -> dict[str, dict]:
+def prune_all(names: list[str], root: Path, timeout: float, jobs: int = 1, log: Path | None = None) -> dict[str, dict]:
     """Each family in its own forked process (``jobs`` at a time), killed after ``timeout`` s."""
     ctx = mp.get_context("fork")
     results: dict[str, dict] = {}
@@ -143,6 +145,9 @@ def prune_all(names: list[str], root: Path, timeout: float, jobs: int = 1) -> di
             del running[family]
             results[family]["seconds"] = round(elapsed, 1)
             print(family, json.dumps({k: v for k, v in results[family].items() if k != "trace"}), flush=True)
+            if log is not None:
+                with open(log, "a") as f:
+                    f.write(json.dumps({"family": family, "result": results[family]}) + "\n")
     return {n: results[n] for n in names}
 
 
@@ -185,6 +190,9 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=120, help="seconds per family")
     ap.add_argument("--jobs", type=int, default=1, help="families pruned at once (one process each)")
     ap.add_argument("--out", default=None, help="write results.json here")
+    ap.add_argument("--work", default=None, help="keep the pruned folders and a families.jsonl log here; "
+                    "a rerun with the same folder skips the families already in the log")
+    ap.add_argument("--max-families", type=int, default=None, help="prune at most N not-yet-run families")
     ap.add_argument("--reload", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.reload:
@@ -198,22 +206,37 @@ def main() -> None:
 
     names = a.families.split(",") if a.families else families()
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        results = prune_all(names, Path(tmp), a.timeout, a.jobs)
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run([sys.executable, __file__, "--reload", tmp, "--timeout", str(int(a.timeout))],
-                              capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            raise SystemExit(f"reload process failed:\n{proc.stderr[-3000:]}")
-        reloaded = json.loads(proc.stdout.strip().splitlines()[-1])
-    summary = summarize(names, results, reloaded)
+    work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="llm_families_"))
+    done = _read_jsonl(work / "families.jsonl")
+    todo = [n for n in names if n not in done]
+    if a.max_families is not None:
+        todo = todo[: a.max_families]
+    results = prune_all(todo, work / "models", a.timeout, a.jobs, log=work / "families.jsonl")
+    results = {n: {**done, **results}[n] for n in names if n in done or n in results}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, __file__, "--reload", str(work / "models"), "--timeout",
+                           str(int(a.timeout))], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"reload process failed:\n{proc.stderr[-3000:]}")
+    reloaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    summary = summarize([n for n in names if n in results], results, reloaded)
+    summary["not_run"] = [n for n in names if n not in results]
     summary["seconds"] = round(time.perf_counter() - start, 1)
     if a.out:
         from prunekit.io import atomic_write_json
 
         atomic_write_json(Path(a.out) / "results.json", {"summary": summary, "families": results,
                                                           "reloaded": reloaded})
+    if not a.work:
+        shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(summary))
+
+
+def _read_jsonl(path: Path) -> dict[str, dict]:
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {r["family"]: r["result"] for r in rows}
 
 
 def summarize(names: list[str], results: dict, reloaded: dict) -> dict:
