@@ -145,10 +145,17 @@ def expert_keep_names(block_path: str, block: nn.Module, layout: ExpertsLayout,
     """The ``apply_keep`` request removing experts ``drop`` of one block."""
     keep = torch.tensor([e for e in range(layout.n_experts) if e not in set(drop)], dtype=torch.long)
     out = {f"{block_path}.{layout.module}.{k}": {0: keep} for k in layout.params}
-    router = block.get_submodule(layout.router)
-    for k, t in list(router.named_parameters(recurse=False)) + list(router.named_buffers(recurse=False)):
-        if t is not None and t.dim() >= 1 and t.shape[0] == layout.n_experts:
-            out[f"{block_path}.{layout.router}.{k}"] = {0: keep}
+    parent = layout.module.rpartition(".")[0]
+    owners = {layout.router, parent} | {name for name, _ in block.get_submodule(parent).named_children()} \
+        if parent else {layout.router}
+    for path in owners:  # the router's rows and per-expert vectors beside it (score-correction biases)
+        full = path if path in (layout.router, parent) else f"{parent}.{path}"
+        if full == layout.module:
+            continue
+        module = block.get_submodule(full)
+        for k, t in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            if t is not None and 1 <= t.dim() <= 2 and t.shape[0] == layout.n_experts:
+                out[f"{block_path}.{full}.{k}"] = {0: keep}
     return out
 
 
