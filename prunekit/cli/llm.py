@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from prunekit.cli.llm_experts import add_experts_arguments, experts_summary
 from prunekit.llm.config import METHODS
 from prunekit.llm.recover.cli import add_recover_arguments, keep_teacher, recover_stage
 from prunekit.train.distributed import is_main_process
@@ -49,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mlp", type=float, default=0.0,
                    help="structured: fraction of MLP intermediate neurons removed")
     p.add_argument("--layers", type=int, default=0, help="structured: number of whole blocks removed")
+    add_experts_arguments(p)
     p.add_argument("--scope", choices=("layer", "global"), default="layer",
                    help="structured: same fraction in every block (layer; reloads with plain "
                    "from_pretrained for Llama-family models) or ranked across blocks (global)")
@@ -89,8 +91,8 @@ def _configs(args: argparse.Namespace) -> tuple[Any, Any]:
     from prunekit.llm.structured import StructuredConfig
 
     structured = StructuredConfig(heads=args.heads, mlp=args.mlp, layers=args.layers,
-                                  scope=args.scope)
-    wants_structured = bool(args.heads or args.mlp or args.layers)
+                                  scope=args.scope, experts=args.experts)
+    wants_structured = bool(args.heads or args.mlp or args.layers or args.experts)
     wants_unstructured = not wants_structured or args.sparsity is not None or args.pattern or args.owl
     unstructured = None
     if wants_unstructured:
@@ -106,6 +108,7 @@ def _structured_summary(plan: dict[str, Any], config: Any, seconds: float) -> di
         "removed_heads": sum(len(v) for v in plan["heads"].values()),
         "removed_mlp_neurons": sum(len(v) for v in plan["mlp"].values()),
         "removed_layers": list(plan["layers"]),
+        **experts_summary(plan),
         "seconds": seconds,
     }
 

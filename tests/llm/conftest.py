@@ -60,3 +60,13 @@ def main_output(model, inputs):
     with torch.no_grad():
         out = model(**inputs)
     return out.logits if hasattr(out, "logits") and out.logits is not None else out.last_hidden_state
+
+
+def word_level_tokenizer(text: str):
+    """A word-level fast tokenizer trained on ``text`` (saved next to tiny test models)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator([text], trainers.WordLevelTrainer(special_tokens=["[UNK]"]))
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from tests.llm.conftest import transformers
+from tests.llm.conftest import transformers, word_level_tokenizer
 
 tokenizers = pytest.importorskip("tokenizers")
 
@@ -35,12 +35,7 @@ def _only_llm_subcommand(monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator([TEXT], trainers.WordLevelTrainer(special_tokens=["[UNK]"]))
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
+    fast = word_level_tokenizer(TEXT)
     torch.manual_seed(0)
     cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                    num_attention_heads=4, num_key_value_heads=2,

@@ -1,11 +1,13 @@
-"""Where the heads and MLP neurons live in each supported block type.
+"""The name table: a fast path to the layout of the block types prunekit has met before.
 
 A :class:`BlockLayout` names, for one transformer block, the projections whose output
 rows are grouped by attention head (query, key, value), the projection whose input
 columns are (attention output), the MLP projections whose outputs are the
 intermediate neurons and the one that reads them. Layouts are found from the module
 names, so they work for Llama / Qwen2 / Mistral, GPT-2, OPT, BERT and ViT (and models
-that copy their naming).
+that copy their naming). :func:`table_layout` turns a match into a
+:class:`~prunekit.llm.structured.layout.Layout`; blocks that match no entry are probed
+instead (:mod:`prunekit.llm.structured.discover`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from prunekit.errors import UnsupportedOpError
+from prunekit.llm.structured.layout import AttentionLayout, Layout, MLPLayout, contiguous_units
 
 
 @dataclass(frozen=True)
@@ -48,17 +51,15 @@ _LAYOUTS: tuple[BlockLayout, ...] = (
 
 
 def block_layout(block: nn.Module, where: str = "block") -> BlockLayout:
-    """The layout matching ``block``'s module names; UnsupportedOpError when none does."""
-    names = {name for name, _ in block.named_modules()}
-    for layout in _LAYOUTS:
-        needed = [layout.attention, layout.q, layout.o, layout.mlp_in, *layout.mlp_out]
-        needed += [p for p in (layout.k, layout.v) if p]
-        if all(p in names for p in needed):
-            return layout
-    raise UnsupportedOpError(
-        f"{where} ({type(block).__name__}): structured pruning knows Llama/Qwen2/Mistral, GPT-2, "
-        "OPT, BERT and ViT blocks; this block's module names match none of them"
-    )
+    """The table entry matching ``block``'s module names; UnsupportedOpError when none does."""
+    layout = _name_match(block)
+    if layout is None:
+        raise UnsupportedOpError(
+            f"{where} ({type(block).__name__}): the name table knows Llama/Qwen2/Mistral, GPT-2, "
+            "OPT, BERT and ViT blocks; this block's module names match none of them (use "
+            "prunekit.llm.structured.surgery.block_layouts, which probes the block)"
+        )
+    return layout
 
 
 def head_dim(block: nn.Module, layout: BlockLayout) -> int:
@@ -85,3 +86,36 @@ def intermediate_size(block: nn.Module, layout: BlockLayout) -> int:
     from prunekit.llm.blocks import weight_2d
 
     return int(weight_2d(block.get_submodule(layout.mlp_in)).shape[1])
+
+
+def _name_match(block: nn.Module) -> BlockLayout | None:
+    names = {name for name, _ in block.named_modules()}
+    for layout in _LAYOUTS:
+        needed = [layout.attention, layout.q, layout.o, layout.mlp_in, *layout.mlp_out]
+        needed += [p for p in (layout.k, layout.v) if p]
+        if all(p in names for p in needed):
+            return layout
+    return None
+
+
+def table_layout(block: nn.Module, config: object = None) -> Layout | None:
+    """The block's :class:`Layout` from the name table (the fast path), or None if no entry matches."""
+    from prunekit.llm.blocks import weight_2d
+
+    lay = _name_match(block)
+    if lay is None:
+        return None
+    hd = head_dim(block, lay)
+    n_heads, n_kv = head_counts(block, lay)
+    per = n_heads // n_kv
+    if lay.k is None:  # fused [q | k | v], each n_heads * hd wide
+        width = n_heads * hd
+        rows = {lay.q: tuple(tuple(i + s * width for s in range(3) for i in range(h * hd, (h + 1) * hd))
+                             for h in range(n_heads))}
+    else:
+        rows = {lay.q: contiguous_units(n_kv, per * hd), lay.k: contiguous_units(n_kv, hd),
+                lay.v: contiguous_units(n_kv, hd)}
+    attention = AttentionLayout(lay.attention, lay.o, rows, contiguous_units(n_kv, per * hd), per, hd)
+    size = int(weight_2d(block.get_submodule(lay.mlp_in)).shape[1])
+    mlp = MLPLayout(lay.mlp_in, {p: contiguous_units(size, 1) for p in lay.mlp_out})
+    return Layout(lay.family, attention, mlp)

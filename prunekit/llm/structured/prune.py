@@ -1,8 +1,10 @@
-"""Score-and-remove structured pruning of a transformer: heads, MLP neurons, blocks.
+"""Score-and-remove structured pruning of a transformer: heads, MLP neurons, experts, blocks.
 
-``structured_prune(model, batches, StructuredConfig(heads=0.25, mlp=0.25, layers=2))``
-scores every unit on calibration batches (one dense forward pass), then removes the
-lowest-scoring ones with :mod:`prunekit.llm.structured.surgery`.
+``structured_prune(model, batches, StructuredConfig(heads=0.25, mlp=0.25, experts=0.25, layers=1))``
+scores every unit on calibration batches (dense forward passes), then removes the
+lowest-scoring ones with :mod:`prunekit.llm.structured.surgery` and
+:mod:`prunekit.llm.structured.experts`. Where the units are comes from each block's
+:class:`~prunekit.llm.structured.layout.Layout` (name table, else a probe of the block).
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ import torch
 from torch import nn
 
 from prunekit.config.base import ConfigBase, check_choice, check_fraction, check_positive_int
+from prunekit.errors import ConfigError
 from prunekit.llm.blocks import find_blocks, weight_2d
 from prunekit.llm.hooks import collect_input_stats
 from prunekit.llm.sequential import block_output
-from prunekit.llm.structured.families import block_layout, head_counts
-from prunekit.llm.structured.importance import block_influence, column_scores, group_scores
-from prunekit.llm.structured.surgery import prune_heads, prune_mlp_neurons, remove_layers
+from prunekit.llm.structured.experts import expert_statistics, remove_experts, shrink_expert_neurons
+from prunekit.llm.structured.importance import block_influence, column_scores, expert_neuron_scores
+from prunekit.llm.structured.shapes import sync_config
+from prunekit.llm.structured.surgery import block_layouts, prune_heads, prune_mlp_neurons, remove_layers
+
+EXPERT_WIDTH_MULTIPLE = 8
 
 
 @dataclass(frozen=True)
@@ -28,14 +34,19 @@ class StructuredConfig(ConfigBase):
 
     Attributes:
         heads: fraction of attention units (KV groups with GQA, else heads) removed.
-        mlp: fraction of MLP intermediate neurons removed.
+        mlp: fraction of MLP intermediate neurons removed (dense MLPs, shared experts and
+            every routed expert; an expert keeps a multiple of 8 neurons, as the grouped
+            expert kernels of transformers need aligned rows).
+        experts: fraction of routed experts removed in every mixture-of-experts layer,
+            ranked by router statistics (the weighted output each expert adds on the
+            calibration text); shared experts are kept.
         layers: number of whole blocks removed.
         scope: ``"layer"`` (the same fraction in every block: shapes stay uniform, so
-            plain ``from_pretrained`` reloads Llama-family models) or ``"global"``
+            plain ``from_pretrained`` reloads where the config can say it) or ``"global"``
             (ranked across blocks: non-uniform widths, reload with ``load_pruned``).
 
     Example:
-        >>> StructuredConfig(heads=0.25, mlp=0.5).scope
+        >>> StructuredConfig(heads=0.25, experts=0.25).scope
         'layer'
     """
 
@@ -43,22 +54,31 @@ class StructuredConfig(ConfigBase):
     mlp: float = 0.0
     layers: int = 0
     scope: str = "layer"
+    experts: float = 0.0
 
     def __post_init__(self) -> None:
         check_fraction("heads", self.heads)
         check_fraction("mlp", self.mlp)
+        check_fraction("experts", self.experts)
         check_positive_int("layers", self.layers, allow_zero=True)
         check_choice("scope", self.scope, ("layer", "global"))
 
 
-def collect_structured_scores(model: nn.Module, batches: list[dict[str, Any]] | None) -> dict[str, list[torch.Tensor]]:
-    """Head-group, neuron and block scores of every block (one dense pass over ``batches``)."""
+def _run(model: nn.Module, batches: list[dict[str, Any]]) -> None:
+    device = next(model.parameters()).device
+    for batch in batches:
+        model(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
+
+
+def collect_structured_scores(model: nn.Module, batches: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """Head-unit, neuron and block scores of every block (one dense pass over ``batches``)."""
     _, blocks = find_blocks(model)
-    layouts = [block_layout(b) for b in blocks]
+    layouts = block_layouts(model)
     watched = {}
-    for i, (b, lay) in enumerate(zip(blocks, layouts)):
-        watched[f"{i}.o"] = b.get_submodule(lay.o)
-        watched[f"{i}.mlp"] = b.get_submodule(lay.mlp_in)
+    for i, lay in layouts.items():
+        watched[f"{i}.o"] = blocks[i].get_submodule(lay.attention.o)
+        if lay.mlp is not None:
+            watched[f"{i}.mlp"] = blocks[i].get_submodule(lay.mlp.inp)
     influence = [torch.zeros(2) for _ in blocks]
     handles = []
     stats: dict[str, Any] = {}
@@ -70,22 +90,19 @@ def collect_structured_scores(model: nn.Module, batches: list[dict[str, Any]] | 
             handles.append(b.register_forward_hook(hook, with_kwargs=True))
         try:
             with collect_input_stats(watched, gram=False) as stats, torch.no_grad():
-                device = next(model.parameters()).device
-                for batch in batches:
-                    model(**{k: v.to(device) if isinstance(v, torch.Tensor) else v
-                             for k, v in batch.items()})
+                _run(model, batches)
         finally:
             for h in handles:
                 h.remove()
-    heads, neurons, blocks_score = [], [], []
-    for i, (b, lay) in enumerate(zip(blocks, layouts)):
-        norm_o = stats[f"{i}.o"].sq_norm if stats else None
-        norm_m = stats[f"{i}.mlp"].sq_norm if stats else None
-        _, n_kv = head_counts(b, lay)
-        heads.append(group_scores(column_scores(weight_2d(watched[f"{i}.o"]), norm_o), n_kv))
-        neurons.append(column_scores(weight_2d(watched[f"{i}.mlp"]), norm_m))
+    heads, neurons, blocks_score = [], {}, []
+    for i, lay in layouts.items():
+        cols = column_scores(weight_2d(watched[f"{i}.o"]), stats[f"{i}.o"].sq_norm if stats else None)
+        heads.append(torch.stack([cols[list(u)].sum() for u in lay.attention.cols]))
+        if lay.mlp is not None:
+            norm = stats[f"{i}.mlp"].sq_norm if stats else None
+            neurons[i] = column_scores(weight_2d(watched[f"{i}.mlp"]), norm)
         blocks_score.append(influence[i][0] / max(influence[i][1].item(), 1.0))
-    return {"heads": heads, "neurons": neurons, "blocks": blocks_score}
+    return {"heads": heads, "neurons": neurons, "blocks": blocks_score, "layouts": layouts}
 
 
 def _lowest(scores: list[torch.Tensor], fraction: float, scope: str) -> dict[int, list[int]]:
@@ -108,32 +125,79 @@ def _lowest(scores: list[torch.Tensor], fraction: float, scope: str) -> dict[int
     return chosen
 
 
+def _by_block(keys: list[int], chosen: dict[int, list[int]]) -> dict[int, list[int]]:
+    return {keys[i]: v for i, v in chosen.items()}
+
+
+def _experts_plan(model: nn.Module, batches: list[dict[str, Any]] | None, config: StructuredConfig,
+                  layouts: dict) -> tuple[dict[int, list[int]], dict[int, dict[str, list[float]]]]:
+    moe = [i for i, lay in layouts.items() if lay.experts is not None]
+    if not moe or config.experts == 0:
+        return {}, {}
+    if not batches:
+        raise ConfigError("experts: removing experts needs calibration batches (router statistics)")
+    stats = expert_statistics(model, batches)
+    chosen = _lowest([stats[i]["contribution"].float() for i in moe], config.experts, config.scope)
+    plan = {i: sorted(v) for i, v in _by_block(moe, chosen).items()}
+    return plan, {i: {k: v.tolist() for k, v in stats[i].items()} for i in moe}
+
+
+def _expert_neurons_plan(model: nn.Module, fraction: float, layouts: dict) -> dict[int, torch.Tensor]:
+    """Per MoE block, the kept neurons of each expert ([experts, kept]), weight-scored."""
+    _, blocks = find_blocks(model)
+    out: dict[int, torch.Tensor] = {}
+    if fraction == 0 or not any(lay.experts for lay in layouts.values()):
+        return out
+    for i, lay in block_layouts(model).items():
+        ex = lay.experts
+        if ex is None:
+            continue
+        module = blocks[i].get_submodule(ex.module)
+        scores = expert_neuron_scores({k: getattr(module, k) for k in ex.params}, ex.params, ex.size)
+        k = max(1, ex.size - int(round(fraction * ex.size)))
+        if k >= EXPERT_WIDTH_MULTIPLE:  # grouped-GEMM expert kernels need 16-byte aligned rows
+            k -= k % EXPERT_WIDTH_MULTIPLE
+        out[i] = torch.sort(torch.argsort(scores, dim=1, descending=True)[:, :k], dim=1).values
+    return out
+
+
 def structured_prune(
     model: nn.Module, batches: list[dict[str, Any]] | None, config: StructuredConfig
 ) -> dict[str, Any]:
-    """Remove the lowest-scoring heads, neurons and blocks in place; return the plan.
+    """Remove the lowest-scoring heads, neurons, experts and blocks in place; return the plan.
 
     Returns:
-        ``{"heads": {block: [groups]}, "mlp": {block: [neurons]}, "layers": [blocks]}``
+        ``{"heads": {block: [units]}, "mlp": {block: [neurons]}, "experts": {block: [experts]},
+        "expert_stats": {block: {...}}, "experts_before": {block: n}, "layers": [blocks]}``
         (indices refer to the model as it was before the call).
     """
     scores = collect_structured_scores(model, batches)
-    plan = {
+    layouts = scores["layouts"]
+    dense = sorted(scores["neurons"])
+    plan: dict[str, Any] = {
         "heads": _lowest(scores["heads"], config.heads, config.scope),
-        "mlp": _lowest(scores["neurons"], config.mlp, config.scope),
+        "mlp": _by_block(dense, _lowest([scores["neurons"][i] for i in dense], config.mlp, config.scope)),
         "layers": [],
+        "experts_before": {i: lay.experts.n_experts for i, lay in layouts.items() if lay.experts},
     }
+    plan["experts"], plan["expert_stats"] = _experts_plan(model, batches, config, layouts)
     if config.layers:
         if not batches:
-            from prunekit.errors import ConfigError
-
             raise ConfigError("removing whole layers needs calibration batches (block influence)")
         order = torch.argsort(torch.stack(scores["blocks"])).tolist()
         plan["layers"] = sorted(order[: config.layers])
-    if plan["heads"]:
-        prune_heads(model, plan["heads"])
-    if plan["mlp"]:
-        prune_mlp_neurons(model, plan["mlp"])
+    if any(plan["heads"].values()):
+        prune_heads(model, plan["heads"], sync=False)
+    if any(plan["mlp"].values()):
+        prune_mlp_neurons(model, plan["mlp"], sync=False)
+    if any(plan["experts"].values()):
+        remove_experts(model, plan["experts"], sync=False)
+    neurons = _expert_neurons_plan(model, config.mlp, layouts)
+    if neurons:
+        shrink_expert_neurons(model, neurons, sync=False)
+    plan["experts_after"] = {i: lay.experts.n_experts for i, lay in block_layouts(model).items()
+                             if lay.experts} if plan["experts_before"] else {}
     if plan["layers"]:
-        remove_layers(model, plan["layers"])
+        remove_layers(model, plan["layers"], sync=False)
+    sync_config(model)
     return plan

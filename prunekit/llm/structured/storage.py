@@ -79,7 +79,7 @@ def load_pruned(
         model = auto_class.from_pretrained(str(path), dtype=dtype)
         model.eval()
         return model
-    from prunekit.llm.structured.surgery import apply_layer_shapes
+    from prunekit.llm.structured.shapes import apply_layer_shapes
 
     model = auto_class.from_config(config, dtype=dtype)
     apply_layer_shapes(model, shapes)

@@ -1,10 +1,13 @@
-"""Physically remove attention heads, MLP neurons and whole blocks from transformers models.
+"""Physically remove attention units, MLP neurons and whole blocks from transformers models.
 
-The result stays a normal transformers model (same classes, smaller tensors). After
-each operation the config is updated (:func:`sync_config`): uniform shapes go into the
-standard fields; per-layer widths the config cannot express go into
-``config.prunekit_layer_shapes``, which :func:`prunekit.llm.structured.load_pruned` reads.
-Inputs are validated before anything changes, so a failed call leaves the model as it was.
+The result stays a normal transformers model (same classes, smaller tensors). Every
+removal is one request to the generic surgery primitive
+:func:`prunekit.surgery.apply.apply_keep` (the same slicing, registry ``sync`` rules and
+all-or-nothing snapshot as ``prunekit prune``), built from each block's
+:class:`~prunekit.llm.structured.layout.Layout` (:func:`block_layouts`: the name table
+as a fast path, else a probe of the block). After each operation the config is updated
+(:func:`~prunekit.llm.structured.shapes.sync_config`). Inputs are validated before
+anything changes, so a failed call leaves the model as it was.
 
 Example:
     >>> # prune_heads(model, {0: [1]})      # remove head (or KV group) 1 of block 0
@@ -21,36 +24,31 @@ from torch import nn
 
 from prunekit.errors import ModelError, UnsupportedOpError
 from prunekit.llm.blocks import _is_conv1d, find_blocks
-from prunekit.llm.structured.families import block_layout, head_counts, head_dim, intermediate_size
+from prunekit.llm.structured.layout import Layout, keep_indices
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
 
-_MLP_FIELDS = {"llama": "intermediate_size", "bert": "intermediate_size", "vit": "intermediate_size",
-               "opt": "ffn_dim", "gpt2": "n_inner"}
+_HEAD_ATTRS = ("num_heads", "num_attention_heads", "n_head", "n_heads")
+_KV_ATTRS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
+_WIDTH_ATTRS = ("all_head_size", "split_size")
 
 
-def _slice(module: nn.Module, index: torch.Tensor, side: str) -> None:
-    """Keep ``index`` of the output rows (``side="out"``) or input columns (``"in"``)."""
-    conv = _is_conv1d(module)
-    w = module.weight.data
-    out_dim = 1 if conv else 0
-    dim = out_dim if side == "out" else 1 - out_dim
-    module.weight = nn.Parameter(w.index_select(dim, index).clone(), requires_grad=module.weight.requires_grad)
-    if side == "out" and getattr(module, "bias", None) is not None:
-        module.bias = nn.Parameter(module.bias.data.index_select(0, index).clone(),
-                                   requires_grad=module.bias.requires_grad)
-    n = int(index.numel())
-    if conv:
-        if side == "out":
-            module.nf = n
-        else:
-            module.nx = n
-    elif side == "out":
-        module.out_features = n
-    else:
-        module.in_features = n
+def block_layouts(model: nn.Module, indices: Iterable[int] | None = None) -> dict[int, Layout]:
+    """The :class:`Layout` of each block (all blocks, or ``indices``)."""
+    from prunekit.llm.structured.discover import discover_layout
+    from prunekit.llm.structured.families import table_layout
+
+    path, blocks = find_blocks(model)
+    chosen = range(len(blocks)) if indices is None else indices
+    out = {}
+    for i in chosen:
+        if not 0 <= int(i) < len(blocks):
+            raise ModelError(f"block index {i} out of range; {path} has {len(blocks)} blocks")
+        out[int(i)] = table_layout(blocks[int(i)], model.config) or discover_layout(model, int(i))
+    return out
 
 
-def _check_indices(kind: str, layer: int, remove: Iterable[int], total: int) -> list[int]:
+def check_indices(kind: str, layer: int, remove: Iterable[int], total: int) -> list[int]:
+    """Sorted unique indices, validated against ``total`` (one must stay)."""
     drop = sorted(set(int(i) for i in remove))
     bad = [i for i in drop if not 0 <= i < total]
     if bad:
@@ -61,84 +59,126 @@ def _check_indices(kind: str, layer: int, remove: Iterable[int], total: int) -> 
     return drop
 
 
-def head_groups(block: nn.Module) -> int:
-    """Number of removable attention units: KV groups (grouped-query attention) or heads."""
-    return head_counts(block, block_layout(block))[1]
+def _linear_keep(prefix: str, module: nn.Module, index: torch.Tensor, side: str) -> dict[str, dict[int, torch.Tensor]]:
+    """``apply_keep`` entries keeping ``index`` of a linear's output rows or input columns."""
+    out_dim = 1 if _is_conv1d(module) else 0
+    dim = out_dim if side == "out" else 1 - out_dim
+    keep = {f"{prefix}.weight": {dim: index}}
+    if side == "out" and getattr(module, "bias", None) is not None:
+        keep[f"{prefix}.bias"] = {0: index}
+    return keep
 
 
-def prune_heads(model: nn.Module, remove: Mapping[int, Iterable[int]]) -> None:
+def _apply(model: nn.Module, keep: dict, attrs: list[tuple[nn.Module, str, object]]) -> None:
+    """Set ``attrs`` (head counts the registry's sync rules read), then slice; undo both on error."""
+    from prunekit.surgery.apply import apply_keep
+
+    saved = [(m, name, getattr(m, name)) for m, name, _ in attrs]
+    try:
+        for m, name, value in attrs:
+            setattr(m, name, value)
+        apply_keep(model, keep)
+    except BaseException:
+        for m, name, value in reversed(saved):
+            setattr(m, name, value)
+        raise
+
+
+def _block_config(config: object, n_heads: int, n_units: int, att: object) -> object:
+    """A copy of the config for one attention module that reads head counts from it at forward (Phi-3)."""
+    import copy
+
+    new = copy.copy(config)
+    new.num_attention_heads = n_heads
+    if getattr(new, "num_key_value_heads", None) == att.n_units and not att.shared:
+        new.num_key_value_heads = n_units
+    return new
+
+
+def prune_heads(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: bool = True) -> None:
     """Remove attention heads in place: ``{block_index: [unit, ...]}``.
 
     With grouped-query attention a unit is a key/value group together with its query
-    heads (``num_heads / num_kv_heads`` of them); otherwise a unit is one head.
+    heads (``num_heads / num_kv_heads`` of them); otherwise a unit is one head. With
+    ``sync=False`` the config is left for one :func:`sync_config` after several removals.
     """
+    from prunekit.llm.structured.alibi import alibi_heads, set_alibi_heads
+    from prunekit.llm.structured.shapes import sync_config
+
     path, blocks = find_blocks(model)
-    plan = {}
+    layouts = block_layouts(model, [int(i) for i in remove])
+    keep: dict = {}
+    attrs: list = []
+    alibi: list = []
     for layer, units in remove.items():
-        if not 0 <= int(layer) < len(blocks):
-            raise ModelError(f"block index {layer} out of range; {path} has {len(blocks)} blocks")
-        block = blocks[int(layer)]
-        n_heads, n_kv = head_counts(block, block_layout(block, f"{path}.{layer}"))
-        plan[int(layer)] = _check_indices("head groups", int(layer), units, n_kv)
-    for layer, drop in plan.items():
-        if drop:
-            _drop_head_groups(blocks[layer], drop)
-    sync_config(model)
-
-
-def _drop_head_groups(block: nn.Module, drop: list[int]) -> None:
-    layout = block_layout(block)
-    hd = head_dim(block, layout)
-    n_heads, n_kv = head_counts(block, layout)
-    group = n_heads // n_kv
-    keep_groups = [g for g in range(n_kv) if g not in set(drop)]
-    q_heads = [g * group + j for g in keep_groups for j in range(group)]
-    q_rows = torch.tensor([h * hd + d for h in q_heads for d in range(hd)], dtype=torch.long)
-    kv_rows = torch.tensor([g * hd + d for g in keep_groups for d in range(hd)], dtype=torch.long)
-    if layout.k is None:  # GPT-2 fused qkv: [q | k | v], each n_heads * hd wide
-        width = n_heads * hd
-        _slice(block.get_submodule(layout.q), torch.cat([q_rows, q_rows + width, q_rows + 2 * width]), "out")
-    else:
-        _slice(block.get_submodule(layout.q), q_rows, "out")
-        _slice(block.get_submodule(layout.k), kv_rows, "out")
-        _slice(block.get_submodule(layout.v), kv_rows, "out")
-    _slice(block.get_submodule(layout.o), q_rows, "in")
-    attn = block.get_submodule(layout.attention)
-    new_heads, new_kv = len(q_heads), len(keep_groups)
-    for attr, value in (("num_heads", new_heads), ("num_attention_heads", new_heads),
-                        ("num_key_value_heads", new_kv), ("all_head_size", new_heads * hd),
-                        ("split_size", new_heads * hd)):
-        if hasattr(attn, attr):
-            setattr(attn, attr, value)
-
-
-def prune_mlp_neurons(model: nn.Module, remove: Mapping[int, Iterable[int]]) -> None:
-    """Remove MLP intermediate neurons in place: ``{block_index: [neuron, ...]}``."""
-    path, blocks = find_blocks(model)
-    plan = {}
-    for layer, neurons in remove.items():
-        if not 0 <= int(layer) < len(blocks):
-            raise ModelError(f"block index {layer} out of range; {path} has {len(blocks)} blocks")
-        block = blocks[int(layer)]
-        size = intermediate_size(block, block_layout(block, f"{path}.{layer}"))
-        plan[int(layer)] = (_check_indices("MLP neurons", int(layer), neurons, size), size)
-    for layer, (drop, size) in plan.items():
+        att = layouts[int(layer)].attention
+        drop = check_indices("head groups", int(layer), units, att.n_units)
         if not drop:
             continue
-        block = blocks[layer]
-        layout = block_layout(block)
-        dropped = set(drop)
-        keep = torch.tensor([j for j in range(size) if j not in dropped], dtype=torch.long)
-        for name in layout.mlp_out:
-            _slice(block.get_submodule(name), keep, "out")
-        _slice(block.get_submodule(layout.mlp_in), keep, "in")
-    sync_config(model)
+        block, prefix = blocks[int(layer)], f"{path}.{layer}"
+        for p, rows in att.rows.items():
+            kept = keep_indices(rows + ((att.shared[p],) if att.shared.get(p) else ()), drop)
+            keep.update(_linear_keep(f"{prefix}.{p}", block.get_submodule(p), kept, "out"))
+        keep.update(_linear_keep(f"{prefix}.{att.o}", block.get_submodule(att.o), keep_indices(att.cols, drop), "in"))
+        module = block.get_submodule(att.module)
+        n_units = att.n_units - len(drop)
+        n_heads = n_units * att.heads_per_unit
+        for name in _HEAD_ATTRS:
+            if getattr(module, name, None) == att.n_heads:
+                attrs.append((module, name, n_heads))
+        for name in _KV_ATTRS:
+            if getattr(module, name, None) == att.n_units and not att.shared:
+                attrs.append((module, name, n_units))
+        if getattr(getattr(module, "config", None), "num_attention_heads", None) == att.n_heads:
+            attrs.append((module, "config", _block_config(module.config, n_heads, n_units, att)))
+        for name in _WIDTH_ATTRS:
+            if getattr(module, name, None) == att.n_heads * att.head_dim:
+                attrs.append((module, name, n_heads * att.head_dim))
+        if att.alibi:
+            old = alibi_heads(module, att.n_heads)
+            kept_units = [u for u in range(att.n_units) if u not in set(drop)]
+            alibi.append((module, [old[u * att.heads_per_unit + j] for u in kept_units
+                                   for j in range(att.heads_per_unit)]))
+    if not keep:
+        return
+    _apply(model, keep, attrs)
+    for module, heads in alibi:
+        set_alibi_heads(module, heads)
+    if sync:
+        sync_config(model)
 
 
-def remove_layers(model: nn.Module, layers: Iterable[int]) -> None:
-    """Remove whole transformer blocks in place and renumber the remaining ones."""
+def prune_mlp_neurons(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: bool = True) -> None:
+    """Remove dense-MLP intermediate neurons in place: ``{block_index: [neuron, ...]}``."""
+    from prunekit.llm.structured.shapes import sync_config
+
     path, blocks = find_blocks(model)
-    drop = _check_indices("blocks", -1, layers, len(blocks))
+    layouts = block_layouts(model, [int(i) for i in remove])
+    keep: dict = {}
+    for layer, neurons in remove.items():
+        mlp = layouts[int(layer)].mlp
+        if mlp is None:
+            raise UnsupportedOpError(f"{path}.{layer}: no dense MLP was found in this block")
+        drop = check_indices("MLP neurons", int(layer), neurons, mlp.size)
+        if not drop:
+            continue
+        block, prefix = blocks[int(layer)], f"{path}.{layer}"
+        for p, rows in mlp.outs.items():
+            keep.update(_linear_keep(f"{prefix}.{p}", block.get_submodule(p), keep_indices(rows, drop), "out"))
+        cols = tuple((j,) for j in range(mlp.size))
+        keep.update(_linear_keep(f"{prefix}.{mlp.inp}", block.get_submodule(mlp.inp), keep_indices(cols, drop), "in"))
+    if keep:
+        _apply(model, keep, [])
+        if sync:
+            sync_config(model)
+
+
+def remove_layers(model: nn.Module, layers: Iterable[int], *, sync: bool = True) -> None:
+    """Remove whole transformer blocks in place and renumber the remaining ones."""
+    from prunekit.llm.structured.shapes import sync_config
+
+    path, blocks = find_blocks(model)
+    drop = check_indices("blocks", -1, layers, len(blocks))
     if getattr(model.config, "scale_attn_by_inverse_layer_idx", False):
         raise UnsupportedOpError(
             "remove_layers: this GPT-2 config scales attention by the layer index "
@@ -153,66 +193,15 @@ def remove_layers(model: nn.Module, layers: Iterable[int]) -> None:
             if hasattr(module, "layer_idx") and isinstance(module.layer_idx, int):
                 module.layer_idx = new_index
     config = model.config
-    layer_types = getattr(config, "layer_types", None)
-    if isinstance(layer_types, list) and len(layer_types) == len(blocks):
-        config.layer_types = [t for i, t in enumerate(layer_types) if i not in set(drop)]
+    for name in ("layer_types", "mlp_only_layers"):
+        value = getattr(config, name, None)
+        if name == "layer_types" and isinstance(value, list) and len(value) == len(blocks):
+            config.layer_types = [t for i, t in enumerate(value) if i not in set(drop)]
+        elif name == "mlp_only_layers" and isinstance(value, list) and value:
+            config.mlp_only_layers = [i - sum(d < i for d in drop) for i in value if i not in set(drop)]
     config.num_hidden_layers = len(keep)
     shapes = getattr(config, LAYER_SHAPES_FIELD, None)
     if shapes and len(shapes) == len(blocks):
         setattr(config, LAYER_SHAPES_FIELD, [s for i, s in enumerate(shapes) if i not in set(drop)])
-    sync_config(model)
-
-
-def layer_shapes(model: nn.Module) -> list[dict[str, int]]:
-    """Per block: ``num_heads``, ``num_kv_heads``, ``head_dim``, ``intermediate_size``."""
-    _, blocks = find_blocks(model)
-    out = []
-    for block in blocks:
-        layout = block_layout(block)
-        heads, kv = head_counts(block, layout)
-        out.append({"num_heads": heads, "num_kv_heads": kv, "head_dim": head_dim(block, layout),
-                    "intermediate_size": intermediate_size(block, layout)})
-    return out
-
-
-def sync_config(model: nn.Module) -> None:
-    """Write the model's current shapes into its config (standard fields when possible)."""
-    config = model.config
-    shapes = layer_shapes(model)
-    family = block_layout(find_blocks(model)[1][0]).family
-    needs_field = False
-    widths = {s["intermediate_size"] for s in shapes}
-    if len(widths) == 1:
-        setattr(config, _MLP_FIELDS[family], widths.pop())
-    else:
-        needs_field = True
-    heads = {(s["num_heads"], s["num_kv_heads"], s["head_dim"]) for s in shapes}
-    if len(heads) == 1 and family == "llama":
-        h, kv, hd = heads.pop()
-        config.num_attention_heads, config.num_key_value_heads, config.head_dim = h, kv, hd
-    elif len(heads) > 1 or shapes[0]["num_heads"] != config.num_attention_heads:
-        needs_field = True
-    if needs_field:
-        setattr(config, LAYER_SHAPES_FIELD, shapes)
-    elif hasattr(config, LAYER_SHAPES_FIELD):
-        delattr(config, LAYER_SHAPES_FIELD)
-
-
-def apply_layer_shapes(model: nn.Module, shapes: list[dict[str, int]]) -> None:
-    """Shrink a freshly built model to recorded per-block shapes (keeps the first units)."""
-    _, blocks = find_blocks(model)
-    if len(shapes) != len(blocks):
-        raise ModelError(f"{LAYER_SHAPES_FIELD} lists {len(shapes)} blocks but the config builds {len(blocks)}")
-    heads, mlp = {}, {}
-    for i, (block, shape) in enumerate(zip(blocks, shapes)):
-        layout = block_layout(block)
-        _, n_kv = head_counts(block, layout)
-        if shape["num_kv_heads"] < n_kv:
-            heads[i] = range(shape["num_kv_heads"], n_kv)
-        size = intermediate_size(block, layout)
-        if shape["intermediate_size"] < size:
-            mlp[i] = range(shape["intermediate_size"], size)
-    if heads:
-        prune_heads(model, heads)
-    if mlp:
-        prune_mlp_neurons(model, mlp)
+    if sync:
+        sync_config(model)

@@ -1,0 +1,231 @@
+"""Mixture-of-experts layers: find them, score experts by router statistics, remove experts.
+
+transformers 5 stores a layer's routed experts as 3-D parameters (Mixtral / Qwen2-MoE /
+Qwen3-MoE ``gate_up_proj [E, 2I, H]``, ``down_proj [E, H, I]``) in a module with a
+``num_experts`` attribute, next to a router whose ``weight`` is ``[E, H]``. Both are
+found by those shapes, not by names (:func:`find_experts`).
+
+* :func:`expert_statistics` hooks the router and the experts module during calibration
+  forwards and returns, per expert, how often it is in the top-k (``frequency``), the
+  routing weight it receives (``mass``) and the norm of the weighted output it adds to
+  the residual stream (``contribution``, computed by the experts module's own forward on
+  that expert's tokens). Experts are ranked by ``contribution``, which is zero for an
+  expert the router never picks.
+* :func:`remove_experts` keeps the other experts' slices of every expert-indexed tensor
+  and the router's rows, and updates the ``num_experts`` attributes (the config through
+  :func:`~prunekit.llm.structured.surgery.sync_config`).
+* :func:`shrink_expert_neurons` reorders each expert's intermediate neurons so the kept
+  ones come first (a function-preserving permutation), then cuts the same count from
+  every expert, so the 3-D tensors stay 3-D.
+Shared experts (ordinary MLPs next to the routed ones) are left to the dense-MLP remover.
+
+Example:
+    >>> # stats = expert_statistics(model, batches)        # {block: {"contribution": tensor[E], ...}}
+    >>> # remove_experts(model, {1: [3, 5]})               # drop experts 3 and 5 of block 1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.errors import ModelError, UnsupportedOpError
+from prunekit.llm.structured.layout import ExpertsLayout
+
+STAT_NAMES = ("frequency", "mass", "contribution")
+
+
+def find_experts(block: nn.Module, hidden: int) -> ExpertsLayout | None:
+    """The routed experts of ``block`` (3-D parameters indexed by expert), or None."""
+    for name, module in block.named_modules():
+        n = getattr(module, "num_experts", None)
+        params = {k: p for k, p in module.named_parameters(recurse=False) if p.dim() >= 2 and p.shape[0] == n}
+        if not isinstance(n, int) or not any(p.dim() == 3 for p in params.values()):
+            continue
+        router = _router(block, name, n, hidden)
+        if router is None:
+            raise UnsupportedOpError(f"{type(block).__name__}.{name}: {n} experts but no router with a "
+                                     f"[{n}, {hidden}] weight was found in the block")
+        inner = [s for p in params.values() if p.dim() == 3 for s in p.shape[1:] if s != hidden]
+        if not inner:
+            raise UnsupportedOpError(f"{type(block).__name__}.{name}: cannot tell the experts' intermediate size")
+        size = min(inner)
+        layout: dict[str, tuple[int, int, int]] = {}
+        for k, p in params.items():
+            dims = [d for d in range(1, p.dim()) if p.shape[d] != hidden and p.shape[d] % size == 0]
+            layout[k] = (0, dims[0], p.shape[dims[0]] // size) if dims else (0, -1, 0)
+        return ExpertsLayout(name, router, layout, n, size)
+    return None
+
+
+def _router(block: nn.Module, experts: str, n: int, hidden: int) -> str | None:
+    for name, module in block.named_modules():
+        w = getattr(module, "weight", None)
+        if name != experts and isinstance(w, torch.Tensor) and tuple(w.shape) == (n, hidden):
+            return name
+    return None
+
+
+def _router_choice(out: Any, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(indices [T, k], weights [T, k])`` from a router's output (tuple, or bare logits)."""
+    if isinstance(out, tuple):
+        ints = [t for t in out if isinstance(t, torch.Tensor) and not t.is_floating_point()]
+        floats = [t for t in out if isinstance(t, torch.Tensor) and t.is_floating_point()
+                  and ints and t.shape == ints[0].shape]
+        if ints and floats:
+            return ints[0].reshape(-1, ints[0].shape[-1]), floats[0].reshape(-1, ints[0].shape[-1])
+        out = out[0]
+    probs = torch.softmax(out.float().reshape(-1, out.shape[-1]), dim=-1)
+    weights, index = torch.topk(probs, top_k, dim=-1)
+    return index, weights
+
+
+def expert_statistics(model: nn.Module, batches: Iterable[dict[str, Any]]) -> dict[int, dict[str, torch.Tensor]]:
+    """Per MoE block index: ``frequency``, ``mass`` and ``contribution`` per expert."""
+    from prunekit.llm.blocks import find_blocks
+
+    _, blocks = find_blocks(model)
+    hidden = int(model.config.hidden_size)
+    top_k = int(getattr(model.config, "num_experts_per_tok", 1) or 1)
+    layouts = {i: lay for i, b in enumerate(blocks) if (lay := find_experts(b, hidden)) is not None}
+    stats = {i: {s: torch.zeros(lay.n_experts, dtype=torch.float64) for s in STAT_NAMES}
+             for i, lay in layouts.items()}
+    handles = []
+    for i, lay in layouts.items():
+        block = blocks[i]
+        experts = block.get_submodule(lay.module)
+
+        def on_router(_m, _args, out, _i=i):
+            index, weights = _router_choice(out, top_k)
+            s = stats[_i]
+            s["frequency"] += torch.bincount(index.flatten(), minlength=len(s["frequency"])).double()
+            s["mass"].index_add_(0, index.flatten(), weights.detach().double().flatten())
+
+        def on_experts(module, args, kwargs, _out, _i=i):
+            hidden_states, index, weights = (list(args) + [kwargs.get(k) for k in
+                                             ("top_k_index", "top_k_weights")])[:3]
+            if index is None or weights is None:
+                raise UnsupportedOpError(f"{type(module).__name__}: expected (hidden, top_k_index, top_k_weights)")
+            h = hidden_states.reshape(-1, hidden_states.shape[-1])
+            index, weights = index.reshape(h.shape[0], -1), weights.reshape(h.shape[0], -1)
+            for e in index.unique().tolist():
+                tok, pos = (index == e).nonzero(as_tuple=True)
+                y = module.forward(h[tok], torch.full((len(tok), 1), e, dtype=index.dtype, device=h.device),
+                                   weights[tok, pos].unsqueeze(-1))
+                stats[_i]["contribution"][e] += y.double().norm(dim=-1).sum()
+
+        handles.append(block.get_submodule(lay.router).register_forward_hook(on_router))
+        handles.append(experts.register_forward_hook(on_experts, with_kwargs=True))
+    try:
+        with torch.no_grad():
+            device = next(model.parameters()).device
+            for batch in batches:
+                model(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
+    finally:
+        for h in handles:
+            h.remove()
+    return stats
+
+
+def _set_counts(block: nn.Module, layout: ExpertsLayout, n: int) -> None:
+    parent = layout.module.rpartition(".")[0]
+    for path in {layout.module, layout.router, parent}:
+        module = block.get_submodule(path) if path else block
+        if getattr(module, "num_experts", None) == layout.n_experts:
+            module.num_experts = n
+        if isinstance(getattr(module, "top_k", None), int) and module.top_k > n:
+            raise ModelError(f"{path}: keeping {n} experts leaves fewer than top_k={module.top_k}")
+
+
+def expert_keep_names(block_path: str, block: nn.Module, layout: ExpertsLayout,
+                      drop: list[int]) -> dict[str, dict[int, torch.Tensor]]:
+    """The ``apply_keep`` request removing experts ``drop`` of one block."""
+    keep = torch.tensor([e for e in range(layout.n_experts) if e not in set(drop)], dtype=torch.long)
+    out = {f"{block_path}.{layout.module}.{k}": {0: keep} for k in layout.params}
+    parent = layout.module.rpartition(".")[0]
+    owners = {layout.router, parent} | {name for name, _ in block.get_submodule(parent).named_children()} \
+        if parent else {layout.router}
+    for path in owners:  # the router's rows and per-expert vectors beside it (score-correction biases)
+        full = path if path in (layout.router, parent) else f"{parent}.{path}"
+        if full == layout.module:
+            continue
+        module = block.get_submodule(full)
+        for k, t in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            if t is not None and 1 <= t.dim() <= 2 and t.shape[0] == layout.n_experts:
+                out[f"{block_path}.{full}.{k}"] = {0: keep}
+    return out
+
+
+def remove_experts(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: bool = True) -> None:
+    """Remove whole experts in place: ``{block_index: [expert, ...]}``."""
+    from prunekit.llm.blocks import find_blocks
+    from prunekit.llm.structured.shapes import sync_config
+    from prunekit.llm.structured.surgery import check_indices
+    from prunekit.surgery.apply import apply_keep
+
+    path, blocks = find_blocks(model)
+    hidden = int(model.config.hidden_size)
+    keep: dict[str, dict[int, torch.Tensor]] = {}
+    counts = []
+    for layer, experts in remove.items():
+        block = blocks[int(layer)] if 0 <= int(layer) < len(blocks) else None
+        layout = find_experts(block, hidden) if block is not None else None
+        if layout is None:
+            raise ModelError(f"block {layer} of {path} has no routed experts")
+        drop = check_indices("experts", int(layer), experts, layout.n_experts)
+        if drop:
+            keep.update(expert_keep_names(f"{path}.{layer}", block, layout, drop))
+            counts.append((block, layout, layout.n_experts - len(drop)))
+    for block, layout, n in counts:
+        _set_counts(block, layout, layout.n_experts)  # validates top_k before anything changes
+        top_k = getattr(block.get_submodule(layout.router), "top_k", 0)
+        if isinstance(top_k, int) and top_k > n:
+            raise ModelError(f"keeping {n} experts leaves fewer than top_k={top_k}")
+    apply_keep(model, keep)
+    for block, layout, n in counts:
+        _set_counts(block, layout, n)
+    if sync:
+        sync_config(model)
+
+
+def shrink_expert_neurons(model: nn.Module, keep_order: Mapping[int, torch.Tensor], *, sync: bool = True) -> None:
+    """Keep, per block, ``keep_order[block]`` ([E, k]: kept neuron indices of each expert)."""
+    from prunekit.llm.blocks import find_blocks
+    from prunekit.llm.structured.shapes import sync_config
+    from prunekit.surgery.apply import apply_keep
+
+    path, blocks = find_blocks(model)
+    hidden = int(model.config.hidden_size)
+    keep: dict[str, dict[int, torch.Tensor]] = {}
+    for layer, kept in keep_order.items():
+        block = blocks[int(layer)]
+        layout = find_experts(block, hidden)
+        if layout is None:
+            raise ModelError(f"block {layer} of {path} has no routed experts")
+        experts = block.get_submodule(layout.module)
+        k = kept.shape[1]
+        for name, (_, dim, copies) in layout.params.items():
+            if dim < 0:
+                continue
+            p = getattr(experts, name)
+            order = [torch.cat([kept[e], _rest(kept[e], layout.size)]) for e in range(layout.n_experts)]
+            rows = torch.stack([torch.cat([o + c * layout.size for c in range(copies)]) for o in order])
+            with torch.no_grad():  # a per-expert permutation: the function is unchanged
+                index = rows.reshape(rows.shape[0], *([1] * (dim - 1)), rows.shape[1],
+                                     *([1] * (p.dim() - dim - 1))).expand_as(p)
+                p.copy_(torch.gather(p.detach().clone(), dim, index))
+            kept_rows = torch.cat([torch.arange(k) + c * layout.size for c in range(copies)])
+            keep[f"{path}.{layer}.{layout.module}.{name}"] = {dim: kept_rows}
+        if hasattr(experts, "intermediate_dim"):
+            experts.intermediate_dim = k
+    apply_keep(model, keep)
+    if sync:
+        sync_config(model)
+
+
+def _rest(kept: torch.Tensor, size: int) -> torch.Tensor:
+    chosen = set(kept.tolist())
+    return torch.tensor([j for j in range(size) if j not in chosen], dtype=torch.long)

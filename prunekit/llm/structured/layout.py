@@ -1,0 +1,126 @@
+"""Where one transformer block's attention units and MLP neurons live, as row / column indices.
+
+A :class:`Layout` says, for one block, which output rows of each query/key/value
+projection (separate or fused) and which input columns of the output projection belong
+to each attention *unit* (a key/value group together with its query heads; a head
+without grouped-query attention), and which output rows of each MLP input projection
+(``up`` / ``gate`` / fused ``gate_up``) belong to each intermediate neuron. Every
+remover works from these indices, whatever the family: the layouts come either from
+the name table (:mod:`.families`, a fast path) or from probing the block
+(:mod:`.discover`).
+
+Example:
+    >>> lay = AttentionLayout("attn", "attn.o", {"attn.qkv": ((0, 1, 4, 5, 8, 9), (2, 3, 6, 7, 10, 11))},
+    ...                       ((0, 1), (2, 3)), heads_per_unit=1, head_dim=2)
+    >>> lay.n_units, lay.n_heads
+    (2, 2)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class AttentionLayout:
+    """Attention units of one block.
+
+    Attributes:
+        module: path (inside the block) of the attention module whose head counts change.
+        o: path of the output projection (input columns grouped by head).
+        rows: per query/key/value projection path, the output rows of each unit.
+        cols: the output projection's input columns of each unit.
+        heads_per_unit: query heads in one unit. head_dim: channels per head.
+        alibi: the block adds per-head ALiBi slopes (Bloom); pruned heads lose their slope.
+        shared: rows every unit reads (multi-query attention's one key/value head, whose
+            query heads are then the units); they are always kept.
+    """
+
+    module: str
+    o: str
+    rows: dict[str, tuple[tuple[int, ...], ...]]
+    cols: tuple[tuple[int, ...], ...]
+    heads_per_unit: int
+    head_dim: int
+    alibi: bool = False
+    shared: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    @property
+    def n_units(self) -> int:
+        return len(self.cols)
+
+    @property
+    def n_heads(self) -> int:
+        return self.n_units * self.heads_per_unit
+
+    @property
+    def n_kv_heads(self) -> int:
+        """Key/value heads: one per unit, or the single shared one (multi-query)."""
+        return 1 if self.shared else self.n_units
+
+
+@dataclass(frozen=True)
+class MLPLayout:
+    """Intermediate neurons of one dense MLP: ``outs[path][j]`` are the rows of neuron ``j``."""
+
+    inp: str                                    # projection reading the neurons (down / fc2)
+    outs: dict[str, tuple[tuple[int, ...], ...]]
+
+    @property
+    def size(self) -> int:
+        return len(next(iter(self.outs.values())))
+
+
+@dataclass(frozen=True)
+class ExpertsLayout:
+    """Routed experts of one mixture-of-experts layer stored as 3-D tensors.
+
+    Attributes:
+        module: path of the experts module (``num_experts`` attribute, 3-D parameters).
+        router: path of the router module (a ``weight`` of shape ``[experts, hidden]``).
+        params: per 3-D parameter name of ``module``, ``(expert_dim, neuron_dim, copies)``:
+            the dim indexed by expert, the dim indexed by intermediate neuron, and how many
+            rows each neuron owns on that dim (2 for a fused ``gate_up_proj``).
+        n_experts: experts in the layer. size: intermediate neurons per expert.
+    """
+
+    module: str
+    router: str
+    params: dict[str, tuple[int, int, int]]
+    n_experts: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Everything structured pruning needs to know about one block."""
+
+    family: str
+    attention: AttentionLayout
+    mlp: MLPLayout | None
+    experts: ExpertsLayout | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def contiguous_units(n_units: int, width: int, offset: int = 0) -> tuple[tuple[int, ...], ...]:
+    """``n_units`` consecutive blocks of ``width`` indices starting at ``offset``.
+
+    Example:
+        >>> contiguous_units(2, 3, offset=1)
+        ((1, 2, 3), (4, 5, 6))
+    """
+    return tuple(tuple(range(offset + u * width, offset + (u + 1) * width)) for u in range(n_units))
+
+
+def keep_indices(units: tuple[tuple[int, ...], ...], drop: list[int]) -> torch.Tensor:
+    """The indices of every unit not in ``drop``, in order, as a long tensor.
+
+    Example:
+        >>> keep_indices(((0, 1), (2, 3), (4, 5)), [1]).tolist()
+        [0, 1, 4, 5]
+    """
+    dropped = set(drop)
+    kept = sorted(i for u, idx in enumerate(units) if u not in dropped for i in idx)
+    return torch.tensor(kept, dtype=torch.long)

@@ -1,0 +1,169 @@
+"""Per-block widths of a structurally pruned model, and the config that rebuilds them.
+
+:func:`layer_shapes` lists, per block, ``num_heads``, ``num_kv_heads`` (attention units),
+``head_dim``, ``intermediate_size`` and, where present, ``num_experts``,
+``expert_intermediate_size`` and ``alibi_heads`` (the original heads whose ALiBi slopes a
+block keeps). :func:`sync_config` writes them into the model's config: when every block
+has the same widths it tries the config's own fields (heads, key/value heads,
+intermediate sizes, expert counts, found by name and value) and keeps them only if a
+model built from that config on the meta device has exactly the pruned tensor shapes,
+so plain ``from_pretrained`` reloads it. Otherwise the list goes into the documented
+field ``prunekit_layer_shapes`` and :func:`apply_layer_shapes` (called by ``load_pruned``)
+shrinks a freshly built model to it.
+
+Example:
+    >>> # sync_config(model); model.config.num_attention_heads
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.errors import ModelError
+from prunekit.llm.blocks import find_blocks
+from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
+
+_MISSING = object()
+_FIELDS = (  # (regex on a config field name, layer_shapes keys whose values it may take)
+    (re.compile(r"^(num_attention_heads|n_head|num_heads|n_heads)$"), ("num_heads",)),
+    (re.compile(r"key_value|kv_heads|query_groups"), ("num_kv_heads",)),
+    (re.compile(r"^(num_local_experts|num_experts|n_routed_experts)$"), ("num_experts",)),
+    (re.compile(r"intermediate|ffn_dim|n_inner|ffn_hidden|inner_size"),
+     ("intermediate_size", "expert_intermediate_size")),
+)
+
+
+def layer_shapes(model: nn.Module) -> list[dict[str, Any]]:
+    """Per block: head counts, head size, MLP width and, for MoE blocks, expert count and width."""
+    from prunekit.llm.structured.alibi import alibi_heads
+    from prunekit.llm.structured.surgery import block_layouts
+
+    _, blocks = find_blocks(model)
+    out = []
+    for i, lay in block_layouts(model).items():
+        att = lay.attention
+        shape: dict[str, Any] = {"num_heads": att.n_heads, "num_kv_heads": att.n_kv_heads, "head_dim": att.head_dim,
+                                 "intermediate_size": lay.mlp.size if lay.mlp else None}
+        if lay.experts is not None:
+            shape["num_experts"] = lay.experts.n_experts
+            shape["expert_intermediate_size"] = lay.experts.size
+        if att.alibi:
+            shape["alibi_heads"] = alibi_heads(blocks[i].get_submodule(att.module), att.n_heads)
+        out.append(shape)
+    return out
+
+
+def _mismatches(model: nn.Module, config: Any) -> int:
+    """How many tensors of a model built from ``config`` differ in shape from ``model``'s."""
+    try:
+        type(config).from_dict(config.to_dict())  # what from_pretrained will validate
+        with torch.device("meta"):
+            fresh = type(model)(config)
+    except Exception:  # a config the class rejects is simply not a candidate
+        return 1 << 30
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
+    return sum(1 for k in want.keys() | got.keys() if want.get(k) != got.get(k))
+
+
+def _uniform_config(model: nn.Module, shape: dict[str, Any], alibi: bool) -> Any | None:
+    """A copy of the config whose standard fields build exactly the pruned shapes, or None."""
+    trial = copy.deepcopy(model.config)
+    setattr(trial, LAYER_SHAPES_FIELD, None)
+    best = _mismatches(model, trial)
+    if getattr(trial, "head_dim", None) != shape["head_dim"]:  # Qwen2 derives it from the head count
+        old = getattr(trial, "head_dim", None)
+        trial.head_dim = shape["head_dim"]
+        if _mismatches(model, trial) > best:
+            trial.head_dim = old
+    fields = trial.to_dict()
+    for pattern, keys in _FIELDS:
+        if alibi and keys[0] in ("num_heads", "num_kv_heads"):
+            continue  # ALiBi slopes follow the config's head count: it must stay
+        for name, value in fields.items():
+            if best == 0:
+                return trial
+            if not pattern.search(name) or not (value is None or (isinstance(value, int) and value > 0)):
+                continue
+            for key in keys:
+                new = shape.get(key)
+                if new is None or new == getattr(trial, name, None):
+                    continue
+                old = getattr(trial, name, None)
+                setattr(trial, name, new)
+                m = _mismatches(model, trial)
+                if m < best:
+                    best = m
+                    break
+                setattr(trial, name, old)
+    return trial if best == 0 else None
+
+
+def sync_config(model: nn.Module) -> None:
+    """Write the model's current shapes into its config (standard fields when they suffice)."""
+    config = model.config
+    shapes = layer_shapes(model)
+    alibi = any("alibi_heads" in s for s in shapes)
+    plain = [{k: v for k, v in s.items() if k != "alibi_heads"} for s in shapes]
+    pruned_alibi = any(s.get("alibi_heads") != list(range(len(s.get("alibi_heads", [])))) or
+                       len(s["alibi_heads"]) != s["num_heads"] for s in shapes if "alibi_heads" in s)
+    trial = None
+    if not pruned_alibi and all(s == plain[0] for s in plain):
+        trial = _uniform_config(model, plain[0], alibi)
+    if trial is not None:
+        for name, value in trial.to_dict().items():
+            if name != LAYER_SHAPES_FIELD and getattr(config, name, _MISSING) != value:
+                setattr(config, name, getattr(trial, name))
+        if hasattr(config, LAYER_SHAPES_FIELD):
+            delattr(config, LAYER_SHAPES_FIELD)
+        return
+    setattr(config, LAYER_SHAPES_FIELD, shapes)
+
+
+def apply_layer_shapes(model: nn.Module, shapes: list[dict[str, Any]]) -> None:
+    """Shrink a freshly built model to recorded per-block shapes (keeps the first units)."""
+    from prunekit.llm.structured.alibi import set_alibi_heads
+    from prunekit.llm.structured.experts import remove_experts, shrink_expert_neurons
+    from prunekit.llm.structured.surgery import block_layouts, prune_heads, prune_mlp_neurons
+
+    _, blocks = find_blocks(model)
+    if len(shapes) != len(blocks):
+        raise ModelError(f"{LAYER_SHAPES_FIELD} lists {len(shapes)} blocks but the config builds {len(blocks)}")
+    layouts = block_layouts(model)
+    heads, mlp, experts, neurons = {}, {}, {}, {}
+    for i, shape in enumerate(shapes):
+        lay = layouts[i]
+        units = shape["num_heads"] if lay.attention.shared else shape["num_kv_heads"]
+        if units < lay.attention.n_units:
+            heads[i] = range(units, lay.attention.n_units)
+        if lay.mlp is not None and (shape.get("intermediate_size") or lay.mlp.size) < lay.mlp.size:
+            mlp[i] = range(shape["intermediate_size"], lay.mlp.size)
+        if lay.experts is not None:
+            n = shape.get("num_experts", lay.experts.n_experts)
+            if n < lay.experts.n_experts:
+                experts[i] = range(n, lay.experts.n_experts)
+            k = shape.get("expert_intermediate_size", lay.experts.size)
+            if k < lay.experts.size:
+                neurons[i] = torch.arange(k).expand(n, k)
+    if heads:
+        prune_heads(model, heads)
+        extra = {i: range(shapes[i]["num_heads"], lay.attention.n_units)
+                 for i, lay in block_layouts(model, list(heads)).items()
+                 if lay.attention.shared and shapes[i]["num_heads"] < lay.attention.n_units}
+        if extra:  # a group left alone is multi-query: its query heads are then removed one by one
+            prune_heads(model, extra)
+    if mlp:
+        prune_mlp_neurons(model, mlp)
+    if experts:
+        remove_experts(model, experts)
+    if neurons:
+        shrink_expert_neurons(model, neurons)
+    for i, shape in enumerate(shapes):
+        if "alibi_heads" in shape:
+            set_alibi_heads(blocks[i].get_submodule(layouts[i].attention.module), shape["alibi_heads"])
+    setattr(model.config, LAYER_SHAPES_FIELD, shapes)

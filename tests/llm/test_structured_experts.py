@@ -1,0 +1,136 @@
+"""Mixture-of-experts: router statistics, expert removal, expert neurons, save and reload."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from prunekit.errors import ModelError
+from prunekit.llm.blocks import find_blocks
+from prunekit.llm.structured import (
+    LAYER_SHAPES_FIELD,
+    StructuredConfig,
+    block_layouts,
+    expert_statistics,
+    remove_experts,
+    save_pretrained_model,
+    shrink_expert_neurons,
+    structured_prune,
+)
+from tests.llm.conftest import main_output, transformers
+
+IDS = {"input_ids": torch.randint(3, 128, (2, 16), generator=torch.Generator().manual_seed(1))}
+
+
+def tiny_moe(family: str = "mixtral"):
+    torch.manual_seed(0)
+    kw = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+              vocab_size=128, max_position_embeddings=64, num_experts_per_tok=2)
+    if family == "qwen2_moe":
+        cfg = transformers.Qwen2MoeConfig(**kw, num_experts=8, moe_intermediate_size=48,
+                                          shared_expert_intermediate_size=80, intermediate_size=96)
+    else:
+        cfg = transformers.MixtralConfig(**kw, num_local_experts=8, intermediate_size=48)
+    return transformers.AutoModelForCausalLM.from_config(cfg).eval()
+
+
+def _never_route(model, expert: int) -> None:
+    """Router rows in +/- pairs: every token has two positive logits, expert ``expert`` gets 0."""
+    for block in find_blocks(model)[1]:
+        lay = block_layouts(model)[0].experts
+        w = block.get_submodule(lay.router).weight
+        with torch.no_grad():
+            g = torch.Generator().manual_seed(3)
+            pairs = torch.randn(3, w.shape[1], generator=g) * 10
+            rows = [pairs[0], -pairs[0], pairs[1], -pairs[1], pairs[2], -pairs[2], pairs[0] * 0.5]
+            rows.insert(expert, torch.zeros(w.shape[1]))
+            w.copy_(torch.stack(rows))
+
+
+def test_removing_a_never_routed_expert_keeps_logits():
+    model = tiny_moe()
+    _never_route(model, 4)
+    stats = expert_statistics(model, [IDS])
+    assert stats[0]["frequency"][4] == 0 and stats[1]["contribution"][4] == 0
+    assert stats[0]["frequency"].sum() == 2 * 32  # top-2 of 32 tokens
+    before = main_output(model, IDS)
+    remove_experts(model, {0: [4], 1: [4]})
+    assert model.config.num_local_experts == 7
+    assert block_layouts(model)[1].experts.n_experts == 7
+    assert torch.allclose(main_output(model, IDS), before, atol=1e-6)
+
+
+def test_removing_a_routed_expert_changes_logits():
+    model = tiny_moe()
+    before = main_output(model, IDS)
+    stats = expert_statistics(model, [IDS])
+    busiest = int(stats[0]["frequency"].argmax())
+    remove_experts(model, {0: [busiest]})
+    assert not torch.allclose(main_output(model, IDS), before, atol=1e-3)
+
+
+def test_router_statistics_rank_experts_and_structured_prune_removes_the_weakest():
+    model = tiny_moe()
+    stats = expert_statistics(model, [IDS])[0]
+    weakest = sorted(torch.argsort(stats["contribution"])[:2].tolist())
+    plan = structured_prune(model, [IDS], StructuredConfig(experts=0.25))
+    assert plan["experts"][0] == weakest
+    assert plan["experts_before"] == {0: 8, 1: 8} and plan["experts_after"] == {0: 6, 1: 6}
+
+
+def test_expert_neurons_with_zero_down_columns_are_removed_exactly():
+    model = tiny_moe()
+    lay = block_layouts(model)[0].experts
+    experts = find_blocks(model)[1][0].get_submodule(lay.module)
+    keep = torch.stack([torch.tensor([j for j in range(48) if j not in (e, e + 1, e + 2, e + 3)]) for e in range(8)])
+    with torch.no_grad():
+        for e in range(8):
+            experts.down_proj[e][:, [e, e + 1, e + 2, e + 3]] = 0
+    before = main_output(model, IDS)
+    shrink_expert_neurons(model, {0: keep})
+    assert tuple(experts.gate_up_proj.shape) == (8, 88, 64) and tuple(experts.down_proj.shape) == (8, 64, 44)
+    assert torch.allclose(main_output(model, IDS), before, atol=1e-5)
+
+
+def test_too_many_experts_removed_is_an_error_and_changes_nothing():
+    model = tiny_moe()
+    with pytest.raises(ModelError, match="top_k=2"):
+        remove_experts(model, {0: list(range(7))})
+    assert block_layouts(model)[0].experts.n_experts == 8
+
+
+RELOAD = textwrap.dedent("""
+    import sys, torch
+    from transformers import AutoModelForCausalLM
+    from prunekit.io import load_tensors
+    from prunekit.llm import load_pruned
+    folder, plain = sys.argv[1], sys.argv[2] == "plain"
+    auto = AutoModelForCausalLM
+    model = (auto.from_pretrained(folder) if plain else load_pruned(folder, auto)).eval()
+    exp = load_tensors(folder + "/expected.safetensors")
+    with torch.no_grad():
+        print((model(input_ids=exp["input_ids"]).logits - exp["logits"]).abs().max().item())
+""")
+
+
+def _reload_diff(folder, plain: bool) -> float:
+    out = subprocess.run([sys.executable, "-c", RELOAD, str(folder), "plain" if plain else "pruned"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("family,scope", [("mixtral", "layer"), ("qwen2_moe", "global")])
+def test_moe_round_trip_in_a_fresh_process(family, scope, tmp_path):
+    from prunekit.io import save_tensors
+
+    model = tiny_moe(family)
+    structured_prune(model, [IDS], StructuredConfig(experts=0.25, mlp=0.25, heads=0.5, scope=scope))
+    uniform = not hasattr(model.config, LAYER_SHAPES_FIELD)
+    assert uniform == (scope == "layer")
+    save_pretrained_model(model, tmp_path)
+    save_tensors({"logits": main_output(model, IDS).contiguous(), "input_ids": IDS["input_ids"]},
+                 tmp_path / "expected.safetensors")
+    assert _reload_diff(tmp_path, plain=uniform) < 1e-5
