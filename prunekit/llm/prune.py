@@ -18,6 +18,8 @@ from prunekit.llm.calibration import causal_lm_batches
 from prunekit.llm.config import LLMPruneConfig
 from prunekit.llm.hooks import collect_input_stats
 from prunekit.llm.methods import magnitude_keep_mask, sparsegpt_prune, wanda_keep_mask
+from prunekit.llm.methods.block_fit import fit_block
+from prunekit.llm.methods.permute_fold import permute_block_
 from prunekit.llm.methods.reconstruct import reconstruct_masked
 from prunekit.llm.methods.wanda import wanda_scores
 from prunekit.llm.owl import outlier_ratio, owl_sparsities
@@ -34,6 +36,7 @@ class LLMPruneResult:
     layer_sparsity: list[float] = field(default_factory=list)
     measured_sparsity: float = 0.0
     seconds: float = 0.0
+    block_errors: list[tuple[float, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +44,7 @@ class LLMPruneResult:
             "layer_sparsity": [round(s, 4) for s in self.layer_sparsity],
             "measured_sparsity": self.measured_sparsity,
             "seconds": self.seconds,
+            "block_errors": [[round(a, 6), round(b, 6)] for a, b in self.block_errors],
         }
 
 
@@ -75,7 +79,7 @@ def _prune_linear(lin: nn.Module, stats: Any, sparsity: float, config: LLMPruneC
             w, stats.hessian(), sparsity, config.pattern,
             blocksize=config.blocksize, percdamp=config.percdamp,
         )
-    if config.reconstruct == "layer":
+    if config.layer_fit:
         new_w = reconstruct_masked(w, new_w != 0, stats.gram, percdamp=config.percdamp)
     set_weight_2d(lin, new_w)
 
@@ -139,20 +143,29 @@ def prune_llm(
         result.layer_sparsity = sparsities
         label = f"{config.method} {config.pattern or config.sparsity}"
         with layer_progress(label, len(blocks), enabled=progress) as advance:
-            if config.method == "magnitude" and config.reconstruct == "none":
+            if config.method == "magnitude" and not config.needs_calibration:
                 for i, block in enumerate(blocks):
                     for lin in find_linears(block).values():
                         _prune_linear(lin, None, sparsities[i], config)
                     advance()
             else:
-                gram = config.method == "sparsegpt" or config.reconstruct != "none"
+                gram = config.method == "sparsegpt" or config.layer_fit
                 for i, block, run in sequential_blocks(model, batches):
                     linears = find_linears(block)
                     with collect_input_stats(linears, gram=gram) as stats:
-                        run()
+                        dense_outputs = run(keep_outputs=config.block_fit)
+                    if config.permute and config.pattern is not None:
+                        permute_block_(block, stats, config.method, config.pattern.n,
+                                       config.pattern.m, config.percdamp)
                     for name, lin in linears.items():
                         _prune_linear(lin, stats[name], sparsities[i], config)
                     del stats
+                    if dense_outputs is not None:
+                        inputs = run.inputs
+                        fit = fit_block(block, inputs.hidden, inputs.args, inputs.kwargs, dense_outputs,
+                                        steps=config.block_steps, lr=config.block_lr)
+                        result.block_errors.append((fit.error_before, fit.error_after))
+                        del dense_outputs
                     advance()
     finally:
         model.train(was_training)

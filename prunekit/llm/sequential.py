@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,27 +83,43 @@ def block_output(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+class BlockRun:
+    """``run()`` of :func:`sequential_blocks`: forwards every calibration batch through a block.
+
+    ``run(keep_outputs=True)`` also returns the block's outputs, one tensor per batch (e.g.
+    the dense block's outputs, the targets of block reconstruction); ``inputs`` holds the
+    block's calibration inputs.
+    """
+
+    def __init__(self, block: nn.Module, inputs: BlockInputs) -> None:
+        self.block = block
+        self.inputs = inputs
+
+    def __call__(self, keep_outputs: bool = False) -> list[torch.Tensor] | None:
+        outputs: list[torch.Tensor] = []
+        with torch.no_grad():
+            for h, a, kw in zip(self.inputs.hidden, self.inputs.args, self.inputs.kwargs):
+                out = self.block(h, *a, **kw)
+                if keep_outputs:
+                    outputs.append(block_output(out).detach())
+        return outputs if keep_outputs else None
+
+
 def sequential_blocks(
     model: nn.Module, batches: Iterable[dict[str, Any]]
-) -> Iterator[tuple[int, nn.Module, Callable[[], None]]]:
+) -> Iterator[tuple[int, nn.Module, BlockRun]]:
     """Yield ``(index, block, run)`` for every block, in order, with sequential inputs.
 
-    ``run()`` forwards every calibration batch through the block (call it inside
-    :func:`prunekit.llm.hooks.collect_input_stats`). When the loop resumes, the
-    generator recomputes the block's outputs *with its current (pruned) weights* and
-    makes them the next block's inputs.
+    ``run()`` (a :class:`BlockRun`) forwards every calibration batch through the block
+    (call it inside :func:`prunekit.llm.hooks.collect_input_stats`). When the loop
+    resumes, the generator recomputes the block's outputs *with its current (pruned)
+    weights* and makes them the next block's inputs.
     """
     _, blocks = find_blocks(model)
     inputs = capture_block_inputs(model, blocks, batches)
 
     for index, block in enumerate(blocks):
-
-        def run(_block=block) -> None:
-            with torch.no_grad():
-                for h, a, kw in zip(inputs.hidden, inputs.args, inputs.kwargs):
-                    _block(h, *a, **kw)
-
-        yield index, block, run
+        yield index, block, BlockRun(block, inputs)
         with torch.no_grad():
             for j, (h, a, kw) in enumerate(zip(inputs.hidden, inputs.args, inputs.kwargs)):
                 inputs.hidden[j] = block_output(block(h, *a, **kw)).detach()

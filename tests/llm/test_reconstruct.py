@@ -66,5 +66,5 @@ def test_layer_reconstruction_keeps_masks_and_moves_outputs_less(method, pattern
 
 def test_reconstruct_choice_is_validated():
     with pytest.raises(ConfigError, match="reconstruct must be one of"):
-        LLMPruneConfig(reconstruct="block")
+        LLMPruneConfig(reconstruct="blocks")
     assert LLMPruneConfig("magnitude", reconstruct="layer").needs_calibration
