@@ -36,6 +36,9 @@ class LLMPruneConfig(ConfigBase):
         permute: with an N:M pattern, permute the input channels of the linears whose
             producer can absorb the permutation (o_proj, down_proj) so that important
             weights fall into different groups; the model's function is unchanged.
+        single_pass_mb: when all calibration tokens fit one block forward within this many
+            MB, each block is pruned inside one forward (each linear pruned as its input
+            arrives; no second pass); 0 always uses two passes (statistics, then outputs).
 
     Example:
         >>> LLMPruneConfig(method="sparsegpt", pattern="2:4").pattern
@@ -55,6 +58,7 @@ class LLMPruneConfig(ConfigBase):
     block_steps: int = 64
     block_lr: float = 1e-4
     permute: bool = False
+    single_pass_mb: int = 2048
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
@@ -78,6 +82,7 @@ class LLMPruneConfig(ConfigBase):
         check_positive_int("blocksize", self.blocksize)
         check_positive_int("batch_size", self.batch_size)
         check_positive_int("block_steps", self.block_steps)
+        check_positive_int("single_pass_mb", self.single_pass_mb, allow_zero=True)
         if not 0 < self.block_lr < 1:
             raise ConfigError(f"block_lr must be in (0, 1), got {self.block_lr}")
         if self.permute and self.pattern is None:

@@ -83,11 +83,23 @@ def test_permute_block_keeps_function_and_raises_wanda_retained_score():
     assert torch.allclose(after, before, atol=1e-5)
 
 
+def _uneven_llama():
+    """A tiny Llama whose o_proj / down_proj input channels differ in importance, as trained
+    LLMs' do (random init makes every channel alike, and then no permutation can help)."""
+    model = tiny_llama(seed=1).eval()
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for block in find_blocks(model)[1]:
+            for lin in (block.self_attn.o_proj, block.mlp.down_proj):
+                lin.weight.mul_(torch.exp(1.5 * torch.randn(lin.weight.shape[1], generator=g)))
+    return model
+
+
 @pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
 def test_prune_with_permute_holds_2_4_and_moves_outputs_less(method):
     windows = torch.randint(0, 128, (8, 32), generator=torch.Generator().manual_seed(0))
-    dense = tiny_llama(seed=1).eval()
-    plain, permuted = tiny_llama(seed=1).eval(), tiny_llama(seed=1).eval()
+    dense = _uneven_llama()
+    plain, permuted = _uneven_llama(), _uneven_llama()
     prune_llm(plain, windows, LLMPruneConfig(method, pattern="2:4"), progress=False)
     r = prune_llm(permuted, windows, LLMPruneConfig(method, pattern="2:4", permute=True), progress=False)
     assert r.measured_sparsity == pytest.approx(0.5, abs=1e-6)

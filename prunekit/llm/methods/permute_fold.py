@@ -140,6 +140,26 @@ def consumer_scores(weight: torch.Tensor, stats: InputStats | None, method: str,
     return w / inv_diag.sqrt().unsqueeze(0)
 
 
+def permute_pair_(block: nn.Module, pair: FoldPair, stats: InputStats | None, method: str, n: int, m: int,
+                  percdamp: float = 0.01) -> torch.Tensor | None:
+    """Choose one pair's permutation from the consumer's scores, fold it, permute ``stats``; in place.
+
+    Returns the consumer's input permutation (new channel ``j`` is old channel ``perm[j]``),
+    or None when the consumer's width is not a multiple of ``m``.
+    """
+    lin = find_linears(block)[pair.consumer]
+    if weight_2d(lin).shape[1] % m:
+        return None
+    scores = consumer_scores(weight_2d(lin), stats, method, percdamp)
+    cperm, pperm = pair_permutation(pair, scores, n, m)
+    apply_fold_(block, pair, cperm, pperm)
+    if stats is not None:
+        stats.sq_norm = stats.sq_norm[cperm]
+        if stats.gram is not None:
+            stats.gram = stats.gram[cperm][:, cperm]
+    return cperm
+
+
 def permute_block_(block: nn.Module, stats: dict[str, InputStats], method: str, n: int, m: int,
                    percdamp: float = 0.01) -> list[str]:
     """Choose and fold the N:M permutations of one block; permute the consumers' statistics too.
@@ -147,19 +167,8 @@ def permute_block_(block: nn.Module, stats: dict[str, InputStats], method: str, 
     Returns the consumers permuted. The block computes the same function afterwards (up
     to float rounding), so pruning it with ``stats`` picks groups in the permuted order.
     """
-    linears = find_linears(block)
     done = []
     for pair in foldable_pairs(block):
-        lin = linears[pair.consumer]
-        if weight_2d(lin).shape[1] % m:
-            continue
-        st = stats.get(pair.consumer)
-        scores = consumer_scores(weight_2d(lin), st, method, percdamp)
-        cperm, pperm = pair_permutation(pair, scores, n, m)
-        apply_fold_(block, pair, cperm, pperm)
-        if st is not None:
-            st.sq_norm = st.sq_norm[cperm]
-            if st.gram is not None:
-                st.gram = st.gram[cperm][:, cperm]
-        done.append(pair.consumer)
+        if permute_pair_(block, pair, stats.get(pair.consumer), method, n, m, percdamp) is not None:
+            done.append(pair.consumer)
     return done
