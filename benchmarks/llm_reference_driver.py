@@ -11,6 +11,9 @@ conventions of 2023 to the installed transformers:
 
 * their calibration loaders download C4; a stand-in ``get_loaders`` hands them our
   windows in their ``[(input_ids, target)]`` format (the download module is not imported);
+* their SparseGPT calls ``torch.cuda.synchronize()`` after each layer (to time it on a
+  GPU); on a machine without CUDA that call raises, so it is a no-op there (nothing runs
+  asynchronously on the CPU);
 * transformers 5 decoder layers need the rotary ``position_embeddings`` from the model
   and return a tensor; a thin wrapper computes them from ``position_ids`` (as the model
   itself does) and returns a 1-tuple, which is what their ``layer(...)[0]`` expects.
@@ -87,6 +90,8 @@ def run_sparsegpt(src: Path, model: nn.Module, windows: torch.Tensor, args: argp
     sys.path.insert(0, str(src))
     import llama  # noqa: E402  (their code: llama.py of IST-DASLab/sparsegpt)
 
+    if not torch.cuda.is_available():
+        torch.cuda.synchronize = lambda *a, **k: None  # this child process only; see the module doc
     n, m = _nm(args.pattern)
     llama.args = argparse.Namespace(  # their module reads its CLI arguments from a global
         nsamples=args.nsamples, true_sequential=False, minlayer=-1, maxlayer=1000, prune_only="",

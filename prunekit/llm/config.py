@@ -55,8 +55,8 @@ class LLMPruneConfig(ConfigBase):
     percdamp: float = 0.01
     batch_size: int = 8
     reconstruct: str = "none"
-    block_steps: int = 64
-    block_lr: float = 1e-4
+    block_steps: int = 16
+    block_lr: float = 3e-4
     permute: bool = False
     single_pass_mb: int = 2048
 
