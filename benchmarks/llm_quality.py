@@ -113,6 +113,8 @@ def run(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         _append(log, {"name": "dense", "ppl": ppl(), "eval_seconds": time.perf_counter() - start, **common})
     for s in todo:
+        if s["name"] in _done(out):  # another shard measured it meanwhile
+            continue
         model.load_state_dict(dense)
         cfg = LLMPruneConfig(method=s["method"], reconstruct=s["reconstruct"], permute=s["permute"],
                              batch_size=args.batch_size, block_steps=args.block_steps,

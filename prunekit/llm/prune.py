@@ -179,7 +179,7 @@ def prune_llm(
         result.layer_sparsity = sparsities
         label = f"{config.method} {config.pattern or config.sparsity}"
         with layer_progress(label, len(blocks), enabled=progress) as advance:
-            if config.method == "magnitude" and not config.needs_calibration:
+            if config.method == "magnitude" and config.reconstruct == "none" and not config.permute:
                 for i, block in enumerate(blocks):
                     for lin in find_linears(block).values():
                         _prune_linear(lin, None, sparsities[i], config)

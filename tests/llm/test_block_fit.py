@@ -10,6 +10,7 @@ from prunekit.llm.methods.block_fit import block_error, fit_block
 from prunekit.llm.prune import prune_llm
 from prunekit.llm.sequential import sequential_blocks
 from tests.llm.conftest import tiny_llama
+from tests.llm.test_reconstruct import _logits_error
 
 
 def _windows(seed=0, n=8):
@@ -52,11 +53,7 @@ def test_block_reconstruction_keeps_masks_and_outputs_closer(method, pattern):
     assert len(result.block_errors) == 2
     assert all(after < before for before, after in result.block_errors)
     held_out = _windows(seed=1, n=4)
-    with torch.no_grad():
-        ref = dense(input_ids=held_out).logits
-        err_plain = float((plain(input_ids=held_out).logits - ref).pow(2).mean())
-        err_fit = float((fitted(input_ids=held_out).logits - ref).pow(2).mean())
-    assert err_fit < err_plain
+    assert _logits_error(fitted, dense, held_out) < _logits_error(plain, dense, held_out)
 
 
 def test_layer_then_block_is_at_least_as_close_as_layer_alone_on_block_error():
