@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from prunekit.cli.llm_experts import add_experts_arguments, experts_summary
+from prunekit.cli.llm_reconstruct import add_reconstruct_arguments, reconstruct_options
 from prunekit.llm.config import METHODS
 from prunekit.llm.recover.cli import add_recover_arguments, keep_teacher, recover_stage
 from prunekit.train.distributed import is_main_process
@@ -42,9 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "alone, no unstructured step runs)")
     p.add_argument("--pattern", default=None, help="N:M pattern such as 2:4 or 4:8")
     p.add_argument("--owl", action="store_true", help="OWL non-uniform layer sparsity")
-    p.add_argument("--reconstruct", choices=("none", "layer"), default="none",
-                   help="after masking, re-fit each layer's kept weights to the dense layer's outputs on "
-                   "the calibration text (layer: ADMM least squares, mask fixed)")
+    add_reconstruct_arguments(p)
     p.add_argument("--heads", type=float, default=0.0,
                    help="structured: fraction of attention units removed (KV groups with GQA, else heads)")
     p.add_argument("--mlp", type=float, default=0.0,
@@ -98,7 +97,7 @@ def _configs(args: argparse.Namespace) -> tuple[Any, Any]:
     if wants_unstructured:
         sparsity = 0.5 if args.sparsity is None else args.sparsity
         unstructured = LLMPruneConfig(method=args.method, sparsity=sparsity, pattern=args.pattern,
-                                      owl=args.owl, reconstruct=args.reconstruct)
+                                      owl=args.owl, **reconstruct_options(args))
     return (structured if wants_structured else None), unstructured
 
 

@@ -10,7 +10,7 @@ from prunekit.errors import ConfigError
 from prunekit.patterns.nm import NM
 
 METHODS: tuple[str, ...] = ("magnitude", "wanda", "sparsegpt")
-RECONSTRUCT: tuple[str, ...] = ("none", "layer")
+RECONSTRUCT: tuple[str, ...] = ("none", "layer", "block", "layer+block")
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,17 @@ class LLMPruneConfig(ConfigBase):
         batch_size: calibration windows per forward.
         reconstruct: ``"none"`` or ``"layer"``: after the mask is chosen, re-fit each layer's
             kept weights to the dense layer's outputs on the calibration inputs (ADMM least
-            squares with the mask fixed; works after any method or pattern).
+            squares with the mask fixed; works after any method or pattern); ``"block"``:
+            after a block's masks are chosen, ``block_steps`` Adam steps fit the sparse
+            block's outputs to the dense block's outputs (masks held exactly);
+            ``"layer+block"``: both, the layer fit first.
+        block_steps: optimiser steps of the block fit. block_lr: its Adam learning rate.
+        permute: with an N:M pattern, permute the input channels of the linears whose
+            producer can absorb the permutation (o_proj, down_proj) so that important
+            weights fall into different groups; the model's function is unchanged.
+        single_pass_mb: when all calibration tokens fit one block forward within this many
+            MB, each block is pruned inside one forward (each linear pruned as its input
+            arrives; no second pass); 0 always uses two passes (statistics, then outputs).
 
     Example:
         >>> LLMPruneConfig(method="sparsegpt", pattern="2:4").pattern
@@ -45,6 +55,10 @@ class LLMPruneConfig(ConfigBase):
     percdamp: float = 0.01
     batch_size: int = 8
     reconstruct: str = "none"
+    block_steps: int = 16
+    block_lr: float = 3e-4
+    permute: bool = False
+    single_pass_mb: int = 2048
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
@@ -67,6 +81,12 @@ class LLMPruneConfig(ConfigBase):
             raise ConfigError(f"owl_threshold must be positive, got {self.owl_threshold}")
         check_positive_int("blocksize", self.blocksize)
         check_positive_int("batch_size", self.batch_size)
+        check_positive_int("block_steps", self.block_steps)
+        check_positive_int("single_pass_mb", self.single_pass_mb, allow_zero=True)
+        if not 0 < self.block_lr < 1:
+            raise ConfigError(f"block_lr must be in (0, 1), got {self.block_lr}")
+        if self.permute and self.pattern is None:
+            raise ConfigError("permute=True only helps N:M patterns; give pattern='2:4' or drop permute")
         if not 0 <= self.percdamp < 1:
             raise ConfigError(f"percdamp must be in [0, 1), got {self.percdamp}")
 
@@ -78,4 +98,14 @@ class LLMPruneConfig(ConfigBase):
     @property
     def needs_calibration(self) -> bool:
         """Whether activations are needed (everything but plain magnitude)."""
-        return self.method != "magnitude" or self.owl or self.reconstruct != "none"
+        return self.method != "magnitude" or self.owl or self.reconstruct != "none" or self.permute
+
+    @property
+    def layer_fit(self) -> bool:
+        """Whether each linear's kept weights are re-fitted by least squares."""
+        return self.reconstruct in ("layer", "layer+block")
+
+    @property
+    def block_fit(self) -> bool:
+        """Whether each block's kept weights are fitted to the dense block's outputs."""
+        return self.reconstruct in ("block", "layer+block")

@@ -18,11 +18,14 @@ from prunekit.llm.calibration import causal_lm_batches
 from prunekit.llm.config import LLMPruneConfig
 from prunekit.llm.hooks import collect_input_stats
 from prunekit.llm.methods import magnitude_keep_mask, sparsegpt_prune, wanda_keep_mask
+from prunekit.llm.methods.block_fit import BlockFit, fit_block
+from prunekit.llm.methods.permute_fold import permute_block_
 from prunekit.llm.methods.reconstruct import reconstruct_masked
 from prunekit.llm.methods.wanda import wanda_scores
 from prunekit.llm.owl import outlier_ratio, owl_sparsities
 from prunekit.llm.progress import layer_progress
-from prunekit.llm.sequential import sequential_blocks
+from prunekit.llm.sequential import BlockRun, sequential_blocks
+from prunekit.llm.single_pass import can_single_pass, prune_in_single_pass
 from prunekit.patterns.nm import check_nm_divides
 
 
@@ -34,6 +37,7 @@ class LLMPruneResult:
     layer_sparsity: list[float] = field(default_factory=list)
     measured_sparsity: float = 0.0
     seconds: float = 0.0
+    block_errors: list[tuple[float, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +45,7 @@ class LLMPruneResult:
             "layer_sparsity": [round(s, 4) for s in self.layer_sparsity],
             "measured_sparsity": self.measured_sparsity,
             "seconds": self.seconds,
+            "block_errors": [[round(a, 6), round(b, 6)] for a, b in self.block_errors],
         }
 
 
@@ -75,9 +80,44 @@ def _prune_linear(lin: nn.Module, stats: Any, sparsity: float, config: LLMPruneC
             w, stats.hessian(), sparsity, config.pattern,
             blocksize=config.blocksize, percdamp=config.percdamp,
         )
-    if config.reconstruct == "layer":
+    if config.layer_fit:
         new_w = reconstruct_masked(w, new_w != 0, stats.gram, percdamp=config.percdamp)
     set_weight_2d(lin, new_w)
+
+
+def _prune_block(block: nn.Module, run: BlockRun, sparsity: float, config: LLMPruneConfig,
+                 gram: bool) -> BlockFit | None:
+    """Prune one block from its calibration inputs (one pass when it fits, else two); then
+    the block fit when asked. ``run``'s inputs are left for the generator to move on."""
+    linears = find_linears(block)
+    dense_outputs = None
+    if can_single_pass(block, run, config):
+        if config.block_fit:
+            dense_outputs = run(keep_outputs=True)
+        block_inputs = list(run.inputs.hidden)
+        prune_in_single_pass(block, run, config, partial_prune(sparsity, config), gram)
+        if dense_outputs is None:
+            return None
+        run.inputs.hidden[:] = block_inputs  # the fit needs the inputs; outputs are recomputed after it
+        run.outputs_ready = False
+    else:
+        with collect_input_stats(linears, gram=gram) as stats:
+            dense_outputs = run(keep_outputs=config.block_fit)
+        if config.permute and config.pattern is not None:
+            permute_block_(block, stats, config.method, config.pattern.n, config.pattern.m, config.percdamp)
+        for name, lin in linears.items():
+            _prune_linear(lin, stats[name], sparsity, config)
+        del stats
+        if dense_outputs is None:
+            return None
+    inputs = run.inputs
+    return fit_block(block, inputs.hidden, inputs.args, inputs.kwargs, dense_outputs,
+                     steps=config.block_steps, lr=config.block_lr)
+
+
+def partial_prune(sparsity: float, config: LLMPruneConfig) -> Any:
+    """``prune(module, stats)`` for one block's sparsity (the single-pass hooks call it)."""
+    return lambda lin, stats: _prune_linear(lin, stats, sparsity, config)
 
 
 def owl_block_ratios(model: nn.Module, batches: list[dict[str, Any]], threshold: float,
@@ -139,20 +179,17 @@ def prune_llm(
         result.layer_sparsity = sparsities
         label = f"{config.method} {config.pattern or config.sparsity}"
         with layer_progress(label, len(blocks), enabled=progress) as advance:
-            if config.method == "magnitude" and config.reconstruct == "none":
+            if config.method == "magnitude" and config.reconstruct == "none" and not config.permute:
                 for i, block in enumerate(blocks):
                     for lin in find_linears(block).values():
                         _prune_linear(lin, None, sparsities[i], config)
                     advance()
             else:
-                gram = config.method == "sparsegpt" or config.reconstruct != "none"
+                gram = config.method == "sparsegpt" or config.layer_fit
                 for i, block, run in sequential_blocks(model, batches):
-                    linears = find_linears(block)
-                    with collect_input_stats(linears, gram=gram) as stats:
-                        run()
-                    for name, lin in linears.items():
-                        _prune_linear(lin, stats[name], sparsities[i], config)
-                    del stats
+                    fit = _prune_block(block, run, sparsities[i], config, gram)
+                    if fit is not None:
+                        result.block_errors.append((fit.error_before, fit.error_after))
                     advance()
     finally:
         model.train(was_training)

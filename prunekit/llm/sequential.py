@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,27 +83,110 @@ def block_output(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+class BlockRun:
+    """``run()`` of :func:`sequential_blocks`: forwards every calibration batch through a block.
+
+    ``run(keep_outputs=True)`` also returns the block's outputs, one tensor per batch (e.g.
+    the dense block's outputs, the targets of block reconstruction); ``inputs`` holds the
+    block's calibration inputs.
+    """
+
+    def __init__(self, block: nn.Module, inputs: BlockInputs) -> None:
+        self.block = block
+        self.inputs = inputs
+        #: set by :meth:`single_pass`: the block's outputs are already the next inputs
+        self.outputs_ready = False
+
+    def single_pass(self, hooks: dict[nn.Module, Any]) -> None:
+        """One forward of all batches at once with forward pre-hooks on ``hooks``' modules.
+
+        The hooks see every calibration token of a linear's input in one call, so they
+        can prune the linear before it is applied: layers later in the block then see
+        the pruned layers' outputs, and the block's output is the pruned block's output
+        (kept as the next block's input: no second pass). Needs :func:`mergeable` inputs.
+        """
+        sizes = [h.shape[0] for h in self.inputs.hidden]
+        merged = torch.cat(self.inputs.hidden, 0)
+        handles = [m.register_forward_pre_hook(fn) for m, fn in hooks.items()]
+        try:
+            with torch.no_grad():
+                out = block_output(self.block(merged, *self.inputs.args[0], **self.inputs.kwargs[0]))
+        finally:
+            for handle in handles:
+                handle.remove()
+        self.inputs.hidden[:] = [t.detach() for t in torch.split(out, sizes, 0)]
+        self.outputs_ready = True
+
+    def __call__(self, keep_outputs: bool = False) -> list[torch.Tensor] | None:
+        outputs: list[torch.Tensor] = []
+        with torch.no_grad():
+            for h, a, kw in zip(self.inputs.hidden, self.inputs.args, self.inputs.kwargs):
+                out = self.block(h, *a, **kw)
+                if keep_outputs:
+                    outputs.append(block_output(out).detach())
+        return outputs if keep_outputs else None
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+            return False
+        batch_free = a.dim() == 0 or a.shape[0] == 1
+        return batch_free and a.shape == b.shape and bool(torch.equal(a, b))
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a is b or a == b
+
+
+def mergeable(inputs: BlockInputs) -> bool:
+    """Whether all batches can run as one: same shape but the batch dimension, and the rest
+    of the call (masks, positions, rotary tables) identical and batch-free."""
+    if not inputs.hidden:
+        return False
+    first = inputs.hidden[0]
+    for h, a, kw in zip(inputs.hidden, inputs.args, inputs.kwargs):
+        if h.shape[1:] != first.shape[1:]:
+            return False
+        try:
+            if not (_same(a, inputs.args[0]) and _same(kw, inputs.kwargs[0])):
+                return False
+        except (RuntimeError, TypeError, ValueError):
+            return False
+    return True
+
+
+def merged_bytes(inputs: BlockInputs, widest: int) -> int:
+    """A generous estimate of one block's working memory when all batches run at once.
+
+    ``widest``: the largest linear output width in the block (e.g. the MLP's).
+    """
+    if not inputs.hidden:
+        return 0
+    tokens = sum(h[..., 0].numel() for h in inputs.hidden)
+    hidden = inputs.hidden[0].shape[-1]
+    return tokens * (8 * hidden + 4 * widest) * inputs.hidden[0].element_size()
+
+
 def sequential_blocks(
     model: nn.Module, batches: Iterable[dict[str, Any]]
-) -> Iterator[tuple[int, nn.Module, Callable[[], None]]]:
+) -> Iterator[tuple[int, nn.Module, BlockRun]]:
     """Yield ``(index, block, run)`` for every block, in order, with sequential inputs.
 
-    ``run()`` forwards every calibration batch through the block (call it inside
-    :func:`prunekit.llm.hooks.collect_input_stats`). When the loop resumes, the
-    generator recomputes the block's outputs *with its current (pruned) weights* and
-    makes them the next block's inputs.
+    ``run()`` (a :class:`BlockRun`) forwards every calibration batch through the block
+    (call it inside :func:`prunekit.llm.hooks.collect_input_stats`). When the loop
+    resumes, the generator recomputes the block's outputs *with its current (pruned)
+    weights* and makes them the next block's inputs.
     """
     _, blocks = find_blocks(model)
     inputs = capture_block_inputs(model, blocks, batches)
 
     for index, block in enumerate(blocks):
-
-        def run(_block=block) -> None:
-            with torch.no_grad():
-                for h, a, kw in zip(inputs.hidden, inputs.args, inputs.kwargs):
-                    _block(h, *a, **kw)
-
+        run = BlockRun(block, inputs)
         yield index, block, run
+        if run.outputs_ready:
+            continue
         with torch.no_grad():
             for j, (h, a, kw) in enumerate(zip(inputs.hidden, inputs.args, inputs.kwargs)):
                 inputs.hidden[j] = block_output(block(h, *a, **kw)).detach()

@@ -49,22 +49,24 @@ def test_layer_reconstruction_keeps_masks_and_moves_outputs_less(method, pattern
     prune_llm(plain, windows, LLMPruneConfig(method, 0.6, pattern=pattern), progress=False)
     cfg = LLMPruneConfig(method, 0.6, pattern=pattern, reconstruct="layer")
     result = prune_llm(refit, windows, cfg, progress=False)
-    # the re-fit keeps the method's mask: magnitude's everywhere; Wanda's in the first block
-    # (later blocks see the re-fitted blocks' outputs, so their statistics differ on purpose)
+    # the re-fit keeps the method's mask: magnitude's everywhere; Wanda's in the layers that
+    # read the first block's input (q/k/v; the layers after them, and later blocks, see the
+    # re-fitted layers' outputs, so their statistics differ on purpose)
     assert result.measured_sparsity == pytest.approx(0.5 if pattern else 0.6, abs=0.01)
-    same_masks = {"magnitude": "layers.", "wanda": "layers.0."}.get(method)
+    same_masks = {"magnitude": ("layers.",), "wanda": ("layers.0.self_attn.q", "layers.0.self_attn.k",
+                                                       "layers.0.self_attn.v")}.get(method, ())
     checked = 0
     for (n, a), (_, b) in zip(plain.named_parameters(), refit.named_parameters()):
-        if same_masks and same_masks in n and n.endswith("proj.weight"):
+        if any(s in n for s in same_masks) and n.endswith("proj.weight"):
             assert torch.equal(a == 0, b == 0), n
             assert not torch.equal(a, b), n  # and the kept weights did change
             checked += 1
-    assert checked == {"magnitude": 14, "wanda": 7}.get(method, 0)
+    assert checked == {"magnitude": 14, "wanda": 3}.get(method, 0)
     held_out = torch.randint(0, 128, (4, 32), generator=torch.Generator().manual_seed(1))
     assert _logits_error(refit, dense, held_out) < _logits_error(plain, dense, held_out)
 
 
 def test_reconstruct_choice_is_validated():
     with pytest.raises(ConfigError, match="reconstruct must be one of"):
-        LLMPruneConfig(reconstruct="block")
+        LLMPruneConfig(reconstruct="blocks")
     assert LLMPruneConfig("magnitude", reconstruct="layer").needs_calibration

@@ -1,7 +1,9 @@
 """One-shot pruning methods for transformer linear layers (pure: tensors in, tensors out)."""
 
 from prunekit.llm.config import METHODS
+from prunekit.llm.methods.block_fit import BlockFit, fit_block
 from prunekit.llm.methods.magnitude import magnitude_keep_mask
+from prunekit.llm.methods.permute import balanced_permutation, nm_retained
 from prunekit.llm.methods.reconstruct import reconstruct_masked
 from prunekit.llm.methods.select import row_keep_mask, tensor_keep_mask
 from prunekit.llm.methods.sparsegpt import sparsegpt_prune
@@ -14,6 +16,10 @@ __all__ = [
     "wanda_scores",
     "sparsegpt_prune",
     "reconstruct_masked",
+    "fit_block",
+    "BlockFit",
+    "balanced_permutation",
+    "nm_retained",
     "row_keep_mask",
     "tensor_keep_mask",
 ]

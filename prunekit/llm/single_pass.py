@@ -1,0 +1,79 @@
+"""Prune a block's linears *inside* one forward of all calibration tokens (one pass per block).
+
+The two-pass scheme (statistics on the dense block, prune, forward again for the next
+block's inputs) costs two block forwards. When every calibration batch fits in one call
+(:func:`prunekit.llm.sequential.mergeable`, within a memory budget), a forward
+pre-hook on each linear sees all of its input tokens at once: it computes the input
+statistics, prunes the layer and lets the forward continue with the pruned weight. The
+layers after it in the block then see the pruned layers' outputs ("true sequential"
+inside the block, as SparseGPT's ``--true-sequential``), and the block's output is
+already the pruned block's output: one forward per block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.llm.blocks import find_linears, weight_2d
+from prunekit.llm.config import LLMPruneConfig
+from prunekit.llm.hooks import InputStats
+from prunekit.llm.methods.permute_fold import foldable_pairs, permute_pair_
+from prunekit.llm.sequential import BlockRun, mergeable, merged_bytes
+
+
+def can_single_pass(block: nn.Module, run: BlockRun, config: LLMPruneConfig) -> bool:
+    """Whether this block is pruned in one pass: the budget allows and the batches merge."""
+    if config.single_pass_mb <= 0:
+        return False
+    widest = max((weight_2d(m).shape[0] for m in find_linears(block).values()), default=1)
+    if merged_bytes(run.inputs, widest) > config.single_pass_mb * 2**20:
+        return False
+    return mergeable(run.inputs)
+
+
+def prune_in_single_pass(
+    block: nn.Module,
+    run: BlockRun,
+    config: LLMPruneConfig,
+    prune_linear: Callable[[nn.Module, InputStats], None],
+    gram: bool,
+) -> None:
+    """Prune every linear of ``block`` in one forward; ``run``'s inputs become the next block's.
+
+    ``prune_linear(module, stats)`` prunes one layer from its input statistics. Linears fed
+    the very same tensor (q/k/v, gate/up) share one statistics object. With
+    ``config.permute`` and a pattern, a consumer's input channels are permuted (and folded
+    into its producers) before it is pruned; its input in this forward is permuted to match.
+    """
+    linears = find_linears(block)
+    pairs = {p.consumer: p for p in foldable_pairs(block)} if config.permute and config.pattern else {}
+    last: dict[str, Any] = {"x": None, "stats": None}
+
+    def make_hook(name: str) -> Callable[..., Any]:
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+            x = args[0]
+            if last["x"] is x:
+                stats = last["stats"]
+            else:
+                stats = InputStats(weight_2d(module).shape[1], gram=gram, device=x.device)
+                stats.accumulate(x)
+                last["x"], last["stats"] = x, stats
+            new_args = None
+            if name in pairs:
+                assert config.pattern is not None
+                perm = permute_pair_(block, pairs[name], stats, config.method, config.pattern.n,
+                                     config.pattern.m, config.percdamp)
+                if perm is not None:
+                    new_args = (x[..., perm.to(x.device)], *args[1:])
+                    last["x"] = None
+            prune_linear(module, stats)
+            return new_args
+
+        return hook
+
+    with torch.no_grad():
+        run.single_pass({module: make_hook(name) for name, module in linears.items()})
