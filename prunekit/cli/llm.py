@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from prunekit.llm.config import METHODS
+from prunekit.llm.offload.cli import add_out_of_core_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -77,6 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "on a busy shared machine)")
     p.add_argument("--out", default=None, help="folder for metrics.json and model/")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_out_of_core_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -121,6 +123,10 @@ def run(args: argparse.Namespace) -> int:
     from prunekit.llm.structured import LAYER_SHAPES_FIELD, save_pretrained_model, structured_prune
     from prunekit.metrics import count_nonzero, count_params
 
+    if args.max_memory is not None:
+        from prunekit.llm.offload.cli import run_out_of_core
+
+        return run_out_of_core(args)
     structured, config = _configs(args)
     resolve_model(args.model)  # fail fast on a bad path, before reading any text
     needs_calib = structured is not None or (config is not None and config.needs_calibration)
