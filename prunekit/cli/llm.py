@@ -72,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sparse-dtype", choices=("float32", "bfloat16", "int8"), default="float32",
                    help="value dtype of the sparse-runtime weights (float32 is exact)")
     p.add_argument("--skip-ppl-before", action="store_true", help="do not evaluate the dense model")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when present)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when present); out of core "
+                   "(--max-memory) the block being calibrated and pruned is on it, the rest on disk")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's choice; 1 is often fastest "
                    "on a busy shared machine)")
@@ -112,6 +113,7 @@ def _structured_summary(plan: dict[str, Any], config: Any, seconds: float) -> di
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from prunekit.config.device import resolve_device
     from prunekit.data.text import read_text
     from prunekit.errors import ConfigError
     from prunekit.io import atomic_write_json
@@ -137,9 +139,7 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
         torch.set_num_threads(args.threads)
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device)
     progress = not args.no_progress
 
     tokenizer = load_tokenizer(args.model)

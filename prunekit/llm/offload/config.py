@@ -6,10 +6,12 @@ import re
 from dataclasses import dataclass
 
 from prunekit.config.base import ConfigBase, check_choice
+from prunekit.config.device import DEVICES, resolve_device
 from prunekit.errors import ConfigError
 
+__all__ = ["SPILL", "DEVICES", "OutOfCoreConfig", "parse_memory", "resolve_device"]
+
 SPILL: tuple[str, ...] = ("auto", "memory", "disk")
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
@@ -36,23 +38,6 @@ def parse_memory(text: str | int) -> int:
     if value <= 0:
         raise ConfigError(f"max_memory must be positive, got {text!r}")
     return value
-
-
-def resolve_device(name: str) -> str:
-    """``"cpu"`` or ``"cuda"`` for ``"cpu" | "cuda" | "auto"`` (auto: cuda when present).
-
-    Example:
-        >>> resolve_device("cpu")
-        'cpu'
-    """
-    import torch
-
-    check_choice("device", name, DEVICES)
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but torch sees no CUDA GPU; use cpu or auto")
-    return name
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,8 @@ def test_cli_out_of_core_matches_in_memory_and_reloads_in_a_fresh_process(tiny_f
         (["--max-memory", "2GB", "--heads", "0.5"], "--heads need the whole model in memory"),
         (["--max-memory", "2GB", "--owl"], "--owl need the whole model in memory"),
         (["--max-memory", "10KB"], "is below what one block"),
+        (["--device", "tpu"], "device must be one of ['auto', 'cpu', 'cuda'], got 'tpu'"),
+        (["--max-memory", "2GB", "--device", "tpu"], "device must be one of ['auto', 'cpu', 'cuda'], got 'tpu'"),
     ],
 )
 def test_cli_out_of_core_errors_are_one_line(tiny_folder, tmp_path, capsys, extra, needle):
