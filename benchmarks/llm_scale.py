@@ -153,6 +153,7 @@ def write_smollm2(folder: Path) -> None:
     from prunekit.llm.structured import save_pretrained_model
 
     save_pretrained_model(load_model("smollm2-135m"), folder, load_tokenizer("smollm2-135m"))
+    print(json.dumps({"folder": str(folder)}))
 
 
 def step(argv: list[str], log: Path) -> dict | None:
@@ -161,7 +162,7 @@ def step(argv: list[str], log: Path) -> dict | None:
     code, seconds, rss, tail = run_child([__file__, "--step", *argv], log)
     if code != 0:
         raise SystemExit(f"step {argv} failed ({code}):\n{tail}")
-    return json.loads(tail.strip().splitlines()[-1]) if tail.strip() else None
+    return json.loads(tail.strip().splitlines()[-1])
 
 
 def smollm2_equality(work: Path, log_dir: Path, eval_tokens: int) -> dict:
@@ -196,7 +197,9 @@ def main() -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="1.5b")
     parser.add_argument("--work", default="/tmp/prunekit-llm-scale", help="scratch folder (needs ~13 GB)")
     parser.add_argument("--eval-tokens", type=int, default=16384, help="SmolLM2 perplexity tokens")
-    parser.add_argument("--skip-smollm2", action="store_true")
+    parser.add_argument("--methods", default="wanda,sparsegpt", help="comma-separated methods of the large run")
+    parser.add_argument("--skip-smollm2", action="store_true", help="no SmolLM2 in-memory vs out-of-core pair")
+    parser.add_argument("--only-smollm2", action="store_true", help="only the SmolLM2 pair (results smollm2.json)")
     parser.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/llm_scale")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at once (Wanda, SparseGPT, SmolLM2 pair); >1 on a busy machine saves wall "
@@ -221,6 +224,14 @@ def main() -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
     print(f"disk free in {work}: {shutil.disk_usage(work).free / 1e9:.1f} GB", flush=True)
     start = time.perf_counter()
+    if args.only_smollm2:
+        result = smollm2_equality(work, log_dir, args.eval_tokens)
+        result["seconds"] = round(time.perf_counter() - start, 1)
+        if save:
+            (RESULTS / "smollm2.json").write_text(json.dumps(result, indent=1) + "\n")
+        shutil.rmtree(work, ignore_errors=True)
+        print(json.dumps(result))
+        return
     model = work / "model"
     if args.reuse_model and (model / "written.json").is_file():
         written = json.loads((model / "written.json").read_text())
@@ -232,7 +243,7 @@ def main() -> None:
     lock = threading.Lock()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         runs = {m: pool.submit(scale_run, model, work, args.size, m, log_dir, save, lock)
-                for m in ("wanda", "sparsegpt")}
+                for m in args.methods.split(",")}
         smol = None if args.skip_smollm2 else pool.submit(smollm2_equality, work, log_dir, args.eval_tokens)
         result = {"size": args.size, "model": written, "max_memory": "2GB", "nsamples": 8, "seqlen": 512,
                   "threads": 1, "jobs": args.jobs, "runs": {m: f.result() for m, f in runs.items()}}

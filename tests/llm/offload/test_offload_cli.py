@@ -5,46 +5,18 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
-from tests.llm.conftest import transformers
-from tests.llm.test_cli import TEXT, _main
+from tests.llm import test_cli as base
 
 pytest.importorskip("tokenizers")
-
-
-@pytest.fixture(autouse=True)
-def _only_llm_subcommand(monkeypatch):
-    import prunekit.cli.main as cli_main
-
-    monkeypatch.setattr(cli_main, "SUBCOMMANDS", ("prunekit.cli.llm",))
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator([TEXT], trainers.WordLevelTrainer(special_tokens=["[UNK]"]))
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                                   num_attention_heads=4, num_key_value_heads=2,
-                                   vocab_size=len(fast), max_position_embeddings=64)
-    folder = tmp_path_factory.mktemp("tiny-llama-ooc")
-    transformers.LlamaForCausalLM(cfg).save_pretrained(str(folder))
-    fast.save_pretrained(str(folder))
-    (folder / "text.txt").write_text(TEXT)
-    return folder
+_main = base._main
+tiny_folder = base.tiny_folder  # the same tiny Llama folder fixture as the in-memory CLI tests
+_only_llm_subcommand = base._only_llm_subcommand
 
 
 def _argv(folder, out, *extra):
     return ["llm", "--model", str(folder), "--calib", str(folder / "text.txt"), "--eval", str(folder / "text.txt"),
-            "--nsamples", "4", "--seqlen", "16", "--eval-window", "16", "--eval-stride", "8", "--no-progress",
+            "--nsamples", "4", "--seqlen", "16", "--eval-window", "16", "--eval-stride", "16", "--no-progress",
             "--threads", "1", "--device", "cpu", "--out", str(out), *extra]
 
 
@@ -58,8 +30,8 @@ print(json.dumps({"same_keys": set(a) == set(b), "equal": all(torch.equal(a[k], 
 """
 
 
-@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
-def test_cli_out_of_core_matches_in_memory_and_reloads_in_a_fresh_process(tiny_folder, tmp_path, method):
+def test_cli_out_of_core_matches_in_memory_and_reloads_in_a_fresh_process(tiny_folder, tmp_path):
+    method = "sparsegpt"
     memory, offload = tmp_path / "memory", tmp_path / "offload"
     assert _main(_argv(tiny_folder, memory, "--method", method)) == 0
     assert _main(_argv(tiny_folder, offload, "--method", method, "--max-memory", "1GB", "--spill", "disk")) == 0
