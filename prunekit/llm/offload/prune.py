@@ -68,11 +68,16 @@ def _current_rss() -> int:
 
 
 def _working_bytes(blocks: nn.ModuleList, gram: bool) -> int:
-    """One block's weights three times over (weights, pruning copies) plus its statistics."""
+    """One block's weights and their serialised shard, a linear's pruning copies, the block's
+    statistics and, with Hessians, the three float64 ``in x in`` factors SparseGPT /
+    reconstruction hold at once."""
     block = max(blocks, key=_bytes)
-    stats = sum((lin.weight.shape[-1] ** 2 if gram else lin.weight.shape[-1]) * 4
-                for lin in find_linears(block).values())
-    return 3 * _bytes(block) + stats
+    linears = list(find_linears(block).values())
+    widths = [lin.weight.shape[-1] for lin in linears]
+    stats = sum((w**2 if gram else w) * 4 for w in widths)
+    factors = 3 * max(widths) ** 2 * 8 if gram else 0
+    copies = 4 * max(lin.weight.numel() for lin in linears) * DTYPE.itemsize
+    return 2 * _bytes(block) + copies + stats + factors
 
 
 def _write_config(folder: Path, out: Path, tokenizer: Any) -> None:
@@ -141,13 +146,14 @@ def prune_llm_out_of_core(
     embed_names = outside_blocks(model, head=False) if batches else []
     params = dict(model.named_parameters())
     embed_bytes = sum(params[n].numel() * DTYPE.itemsize for n in embed_names)
-    if working + embed_bytes > offload.max_memory:
+    needed = max(working, embed_bytes)  # the embeddings are freed before the first block is loaded
+    if needed > offload.max_memory:
         raise ConfigError(
             f"max_memory {offload.max_memory / 1e9:.2f} GB is below what one block of {path} needs "
-            f"(~{(working + embed_bytes) / 1e9:.2f} GB: weights, pruning copies, statistics and embeddings); "
-            f"use at least {(working + embed_bytes + _current_rss()) / 1e9:.1f}GB"
+            f"(~{needed / 1e9:.2f} GB: weights, pruning copies, statistics; or the embeddings); "
+            f"use at least {(needed + _current_rss()) / 1e9:.1f}GB"
         )
-    room = offload.max_memory - working - embed_bytes - _current_rss()
+    room = offload.max_memory - needed - _current_rss()
     start = time.perf_counter()
     result = OutOfCoreResult(block_path=path, output=str(out), device=device,
                              block_mb=max(_bytes(b) for b in blocks) / 2**20)
