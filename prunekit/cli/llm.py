@@ -24,6 +24,7 @@ from typing import Any
 from prunekit.cli.llm_experts import add_experts_arguments, experts_summary
 from prunekit.cli.llm_reconstruct import add_reconstruct_arguments, reconstruct_options
 from prunekit.llm.config import METHODS
+from prunekit.llm.offload.cli import add_out_of_core_arguments
 from prunekit.llm.recover.cli import add_recover_arguments, keep_teacher, recover_stage
 from prunekit.train.distributed import is_main_process
 
@@ -74,13 +75,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sparse-dtype", choices=("float32", "bfloat16", "int8"), default="float32",
                    help="value dtype of the sparse-runtime weights (float32 is exact)")
     p.add_argument("--skip-ppl-before", action="store_true", help="do not evaluate the dense model")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when present)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when present); out of core "
+                   "(--max-memory) the block being calibrated and pruned is on it, the rest on disk")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's choice; 1 is often fastest "
                    "on a busy shared machine)")
     p.add_argument("--out", default=None, help="folder for metrics.json and model/")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_recover_arguments(p)
+    add_out_of_core_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -115,6 +118,7 @@ def _structured_summary(plan: dict[str, Any], config: Any, seconds: float) -> di
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from prunekit.config.device import resolve_device
     from prunekit.data.text import read_text
     from prunekit.errors import ConfigError
     from prunekit.io import atomic_write_json
@@ -126,6 +130,10 @@ def run(args: argparse.Namespace) -> int:
     from prunekit.llm.structured import LAYER_SHAPES_FIELD, save_pretrained_model, structured_prune
     from prunekit.metrics import count_nonzero, count_params
 
+    if args.max_memory is not None:
+        from prunekit.llm.offload.cli import run_out_of_core
+
+        return run_out_of_core(args)
     structured, config = _configs(args)
     resolve_model(args.model)  # fail fast on a bad path, before reading any text
     needs_calib = structured is not None or (config is not None and config.needs_calibration)
@@ -136,9 +144,7 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
         torch.set_num_threads(args.threads)
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device)
     progress = not args.no_progress
 
     tokenizer = load_tokenizer(args.model)

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from prunekit.cli.args import fraction, positive_int
+from prunekit.config.device import resolve_device, to_device
 from prunekit.errors import ConfigError, require
 from prunekit.io import atomic_write_json
 from prunekit.structured.config import ALLOCATIONS, IMPORTANCES, StructuredConfig
@@ -66,6 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="tokens per example for hf: text models (default 128)")
     p.add_argument("--ignore", action="append", default=[], help="module name to leave alone")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads")
+    p.add_argument("--device", default="auto",
+                   help="cpu, cuda or auto (cuda when present): where the model is traced, pruned and timed")
     p.add_argument("--latency-runs", type=positive_int, default=10,
                    help="timed runs per latency measurement (median)")
     p.add_argument("--out", required=True, help="output folder")
@@ -144,7 +147,7 @@ def _taylor_data(model: torch.nn.Module, x: torch.Tensor, batches: int = 4):
     gen = torch.Generator().manual_seed(0)
     data = []
     for _ in range(batches):
-        xb = torch.randn((8,) + tuple(x.shape[1:]), generator=gen)
+        xb = torch.randn((8,) + tuple(x.shape[1:]), generator=gen).to(x.device)
         with torch.no_grad():
             yb = model.eval()(xb).argmax(-1)
         data.append((xb, yb))
@@ -182,8 +185,10 @@ def run(args: argparse.Namespace) -> int:
         target_latency=args.target_latency, latency_batch=args.batch,
         latency_runs=args.latency_runs,
     )
+    device = resolve_device(args.device)
     model, task = load_model(args.model)
     x = example_input(task, args.input_size, args.frames, model, args.seq_len)
+    model, x = model.to(device), to_device(x, device)
     dense = copy.deepcopy(model)
     kwargs = {}
     if args.importance in ("taylor", "hessian"):
@@ -206,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
         "config": config.to_dict(),
         "ratio_used": round(result.ratio, 4),
         "threads": torch.get_num_threads(),
+        "device": device,
         "before": before,
         "after": after,
         "prune_seconds": round(seconds, 3),

@@ -31,8 +31,12 @@ def inverse_hessian_cholesky(hessian: torch.Tensor, percdamp: float = 0.01) -> t
             Hd = H.clone()
             Hd[idx, idx] += damp
             L = torch.linalg.cholesky(Hd)
+            del Hd  # each factor is n x n doubles: free them as soon as they are used
             Hinv = torch.cholesky_inverse(L)
-            return torch.linalg.cholesky(Hinv, upper=True).float()
+            del L
+            U = torch.linalg.cholesky(Hinv, upper=True)
+            del Hinv
+            return U.float()
         except torch.linalg.LinAlgError:
             damp = damp * 10 if damp > 0 else 1e-6 * max(mean_diag, 1e-12)
     raise torch.linalg.LinAlgError("SparseGPT: the Hessian stayed singular after damping")
