@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from prunekit.graph.atoms import NONE
+from prunekit.graph.atoms import NONE, compress_slices
 from prunekit.graph.guard import VIEWISH
 from prunekit.graph.index_rules import (
     INDEX_REDUCTIONS,
@@ -93,8 +93,20 @@ def _split_coupling(ctx, in_shape, out_shape, out_lab):
         ref = out_lab
         for d in out_big[:-1]:
             ref = ref.narrow(d, 0, 1)
-        ctx.table.couple(out_lab, ref.expand_as(out_lab))
+        if _channel_split(ctx, out_lab, o0, o1):
+            ctx.heads.add(ctx.current_view, out_lab, out_big)  # head dims or whole heads
+        else:
+            ctx.table.couple(out_lab, ref.expand_as(out_lab))
         ctx.alias(out_lab, ref.expand_as(out_lab))
+
+
+def _channel_split(ctx, out_lab, o0: int, o1: int) -> bool:
+    """Whether a view splits a channel dim (out dims ``o0:o1``) into heads: labelled, not
+    split before, and its labels repeat along every other dim (tokens, pixels)."""
+    if ctx.heads.owner(out_lab) is not None or not bool((out_lab > 0).any()):
+        return False
+    small = compress_slices(out_lab)[0]
+    return all(small.shape[d] <= 2 for d in range(small.dim()) if not o0 <= d < o1)
 
 
 def _view_blocks(a, b):

@@ -22,6 +22,7 @@ from prunekit.errors import UnsupportedOpError
 from prunekit.graph import rules, weights
 from prunekit.graph.atoms import FIXED, AtomTable
 from prunekit.graph.guard import VIEWISH, traced_forward
+from prunekit.graph.head_modes import SplitModes
 from prunekit.graph.labels import ParamRef
 from prunekit.graph.shapes import is_heavy, shape_only_call
 from prunekit.graph.size_recorder import SizeRecorder
@@ -75,6 +76,7 @@ class TraceContext:
         self.lost: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._alias = torch.zeros(0, dtype=torch.int64)  # atom -> coupled atom (see alias)
         self.sizes_stored = False  # the running split takes its sizes from an attribute
+        self.heads = SplitModes(self.table)  # head dims or whole heads (graph.head_modes)
 
     def lab(self, t: Any):
         if not isinstance(t, torch.Tensor):

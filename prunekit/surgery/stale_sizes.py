@@ -181,6 +181,8 @@ def _candidates(model: nn.Module, stale: _Stale) -> tuple[str, list[_Candidate],
                     whole.append(_Candidate(path, name, stale.slot.where, v, w))
                 elif list(val).count(v) == 1:
                     direct.append(_Candidate(path, name, list(val).index(v), v, w))
+        if depth == 0 and not whole:  # a helper method of a child (``self.rel_pos.get_bias()``)
+            whole = _whole_in_children(module, path, stale)
         if len(whole) == 1:
             return path, whole, False
         if whole or direct:
@@ -188,6 +190,22 @@ def _candidates(model: nn.Module, stale: _Stale) -> tuple[str, list[_Candidate],
         if derived:
             return path, derived, True
     return "", [], False
+
+
+def _whole_in_children(module: nn.Module, path: str, stale: _Stale) -> list[_Candidate]:
+    """Sequence attributes of ``module``'s children equal to all of the call's integers
+    (``self.bias_shape`` of a child whose method the module called)."""
+    out = []
+    for child_name, child in module.named_children():
+        rule = rule_for(child)
+        if rule is not None and rule.sync is not None:
+            continue
+        for name, val in vars(child).items():
+            if not name.startswith("_") and isinstance(val, (tuple, list)) and \
+                    list(val) == list(stale.record.values):
+                out.append(_Candidate(f"{path}.{child_name}" if path else child_name, name,
+                                      stale.slot.where, stale.slot.old, stale.new))
+    return out
 
 
 def _describe(stale: _Stale) -> str:
