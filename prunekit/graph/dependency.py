@@ -161,10 +161,13 @@ def _apply_width_ties(graph: DependencyGraph) -> None:
                 # indices per unit: heads x head_dim puts one unit at every head
                 na, nb = (n / graph.groups[g[0]].size for n, g in
                           ((src.size, a), (rec.dims[dkey].size, b)))
-                if na == 1 and nb == int(nb):
-                    tie = (a[0], b[0], int(nb))
-                elif nb == 1 and na == int(na):
-                    tie = (b[0], a[0], int(na))
+                # kept(a) * na == kept(b) * nb (units of several indices: head-dim pairs)
+                if na != int(na) or nb != int(nb):
+                    tie = None
+                elif nb % na == 0:
+                    tie = (a[0], b[0], int(nb // na))
+                elif na % nb == 0:
+                    tie = (b[0], a[0], int(na // nb))
             if tie is None:
                 frozen.update(x for x in a + b if x is not None)
             elif tie[:2] not in known and tie[1::-1] not in known:
