@@ -77,11 +77,16 @@ class AttnNet(nn.Module):
         return self.head(h + self.attn(h))
 
 
+def traced(model: nn.Module, *shape: int):
+    """(model in eval mode, a seeded input of ``shape``, its dependency graph)."""
+    torch.manual_seed(0)
+    x = torch.randn(*shape)
+    return model.eval(), x, build_dependency_graph(model.eval(), x)
+
+
 def test_default_scale_attention_loses_whole_heads_and_their_bias_rows():
     torch.manual_seed(0)
-    model = AttnNet().eval()
-    x = torch.randn(1, 6, 5)
-    graph = build_dependency_graph(model, x)
+    model, x, graph = traced(AttnNet(), 1, 6, 5)
     heads = graph.group_of("attn.qkv.weight", 0)
     assert heads is not None and heads.size == 4  # one unit per head
     assert heads.index[("attn.qkv.weight", 0)].shape == (4, 24)  # q, k, v rows of a head
@@ -132,9 +137,7 @@ class RotaryAttention(nn.Module):
 
 def test_rotary_head_dims_go_in_pairs_with_the_frequencies():
     torch.manual_seed(0)
-    model = RotaryAttention().eval()
-    x = torch.randn(1, 5, 32)
-    graph = build_dependency_graph(model, x)
+    model, x, graph = traced(RotaryAttention(), 1, 5, 32)
     qk = graph.group_of("wq.weight", 0)
     assert qk is not None and graph.group_of("inv_freq", 0) is qk
     assert qk.size == 8  # pairs (i, i + 8) of the 16 head dims
