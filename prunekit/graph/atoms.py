@@ -128,18 +128,9 @@ class AtomTable:
     # -- coupling ---------------------------------------------------------------------
     def couple(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """Record that atoms ``a[i]`` and ``b[i]`` must be removed together (broadcast)."""
-        a, b = torch.broadcast_tensors(torch.as_tensor(a), torch.as_tensor(b))
-        if a.numel() > 4096:
-            a, b = compress_slices(a, b)
-        a, b = a.reshape(-1), b.reshape(-1)
-        keep = (a >= 0) & (b >= 0) & (a != b)
-        if not bool(keep.any()):
-            return
-        a, b = a[keep], b[keep]
-        if a.numel() > 64:
-            key = torch.unique((a << 32) | b)
-            a, b = key >> 32, key & 0xFFFFFFFF
-        self._pairs.append(torch.stack([a, b]))
+        pairs = coupling_pairs(a, b)
+        if pairs is not None:
+            self._pairs.append(pairs)
 
     def mark_inexact(self, labels: torch.Tensor) -> None:
         """Atoms whose removal changes outputs even when dead (normalised/softmaxed over)."""
@@ -147,15 +138,38 @@ class AtomTable:
         u = torch.unique(small.reshape(-1))
         self.inexact.append(u[u > 0])
 
-    def components(self) -> np.ndarray:
-        """Connected component id of every atom (index = atom id; id = smallest member)."""
+    def components(self, extra: list[torch.Tensor] | None = None) -> np.ndarray:
+        """Connected component id of every atom (index = atom id; id = smallest member),
+        with the ``extra`` pairs (see ``coupling_pairs``) counted besides the recorded ones."""
         n = self.next_id
-        if not self._pairs:
+        pairs = self._pairs + list(extra or [])
+        if not pairs:
             return np.arange(n)
-        p = torch.cat(self._pairs, dim=1)
+        p = torch.cat(pairs, dim=1)
         lo, hi = torch.minimum(p[0], p[1]), torch.maximum(p[0], p[1])
         key = torch.unique((lo << 32) | hi)
         return connected_components(n, (key >> 32).numpy(), (key & 0xFFFFFFFF).numpy())
+
+
+def coupling_pairs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
+    """The ``[2, n]`` atom pairs that coupling ``a`` with ``b`` (broadcast) records, or None.
+
+    Example:
+        >>> coupling_pairs(torch.tensor([3, 4, -1]), torch.tensor([5])).tolist()
+        [[3, 4], [5, 5]]
+    """
+    a, b = torch.broadcast_tensors(torch.as_tensor(a), torch.as_tensor(b))
+    if a.numel() > 4096:
+        a, b = compress_slices(a, b)
+    a, b = a.reshape(-1), b.reshape(-1)
+    keep = (a >= 0) & (b >= 0) & (a != b)
+    if not bool(keep.any()):
+        return None
+    a, b = a[keep], b[keep]
+    if a.numel() > 64:
+        key = torch.unique((a << 32) | b)
+        a, b = key >> 32, key & 0xFFFFFFFF
+    return torch.stack([a, b])
 
 
 def connected_components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:

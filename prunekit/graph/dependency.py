@@ -123,7 +123,10 @@ def build_dependency_graph(model: nn.Module, example_input: Any) -> DependencyGr
         raise ModelError(f"the model's forward failed on the example input: {exc}") from exc
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters(remove_duplicate=False)}
     shapes.update({n: tuple(b.shape) for n, b in model.named_buffers(remove_duplicate=False)})
-    comp = ctx.table.components()
+    comp, whole_heads = ctx.heads.resolve()
+    for key in whole_heads:  # splits that lose whole heads keep their other counts
+        if key in splits:
+            splits[key] = ctx.heads.guard_counts(key)
     groups = build_groups(ctx.table, shapes, comp)
     graph = DependencyGraph(groups, shapes, ops=ctx.ops_seen, output_shapes=out_shapes,
                             splits=splits, view_counts=view_counts,
@@ -148,17 +151,23 @@ def _apply_width_ties(graph: DependencyGraph) -> None:
         for src, dkey in rec.ties:
             a = [owner.get(c) for c in set(src.atoms.tolist())]
             b = [owner.get(c) for c in set(rec.dims[dkey].atoms.tolist()) if c >= 0]
-            if not any(x is not None for x in a) or set(a) == set(b):
+            if set(a) == set(b):
+                continue
+            if not any(x is not None for x in a):  # the input's width cannot shrink
+                frozen.update(x for x in b if x is not None)
                 continue
             tie = None
             if len(set(a)) == 1 and len(set(b)) == 1 and None not in b:
                 # indices per unit: heads x head_dim puts one unit at every head
                 na, nb = (n / graph.groups[g[0]].size for n, g in
                           ((src.size, a), (rec.dims[dkey].size, b)))
-                if na == 1 and nb == int(nb):
-                    tie = (a[0], b[0], int(nb))
-                elif nb == 1 and na == int(na):
-                    tie = (b[0], a[0], int(na))
+                # kept(a) * na == kept(b) * nb (units of several indices: head-dim pairs)
+                if na != int(na) or nb != int(nb):
+                    tie = None
+                elif nb % na == 0:
+                    tie = (a[0], b[0], int(nb // na))
+                elif na % nb == 0:
+                    tie = (b[0], a[0], int(na // nb))
             if tie is None:
                 frozen.update(x for x in a + b if x is not None)
             elif tie[:2] not in known and tie[1::-1] not in known:

@@ -43,7 +43,7 @@ def pointwise(ctx, func, args, kwargs, out):
         a, b = _aligned(result, other)
         if a is not None:
             ctx.table.couple(a, b)
-        else:
+        elif not _shared_by_heads(ctx, result, other):
             _fix_unpaired(ctx, other)
         result = torch.where(result >= 0, result, other.expand(shape))
     result = result.contiguous()
@@ -107,6 +107,22 @@ def _fix_unpaired(ctx, other: torch.Tensor) -> None:
             atoms = atoms[atoms > 0]
             ctx.table.couple(atoms, torch.zeros_like(atoms))
             return
+
+
+def _shared_by_heads(ctx, full: torch.Tensor, other: torch.Tensor) -> bool:
+    """``other`` broadcast over the heads of a split channel dim (a rotary ``cos`` /
+    ``sin`` table, a per-dim scale): it shrinks with the head dims in head-dims mode and
+    stays whole in whole-heads mode (``prunekit.graph.head_modes``). False when ``full``
+    comes from no split."""
+    from prunekit.graph.head_modes import DIMS, HEADS
+
+    split = ctx.heads.owner(full)
+    if split is None:
+        return False
+    o = other.reshape((1,) * (full.dim() - other.dim()) + tuple(other.shape))
+    ctx.heads.couple(split, DIMS, full, o.expand(full.shape))
+    ctx.heads.fix(split, HEADS, other)
+    return True
 
 
 def _broadcastable(small, big):

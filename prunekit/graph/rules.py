@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from prunekit.graph.atoms import NONE, compress_dims
+from prunekit.graph.atoms import NONE, compress_dims, compress_slices
 from prunekit.graph.derived import view_axes
 from prunekit.graph.guard import VIEWISH
 from prunekit.graph.index_rules import (
@@ -102,8 +102,20 @@ def _split_coupling(ctx, in_shape, out_shape, out_lab):
         ref = lab
         for d in out_big[:-1]:
             ref = ref.narrow(d, 0, 1)
-        ctx.table.couple(lab, ref.expand_as(lab))
+        if _channel_split(ctx, lab, o0, o1):
+            ctx.heads.add(ctx.current_view, lab, out_big)  # head dims or whole heads
+        else:
+            ctx.table.couple(lab, ref.expand_as(lab))
         ctx.alias(lab, ref.expand_as(lab))
+
+
+def _channel_split(ctx, out_lab, o0: int, o1: int) -> bool:
+    """Whether a view splits a channel dim (out dims ``o0:o1``) into heads: labelled, not
+    split before, and its labels repeat along every other dim (tokens, pixels)."""
+    if ctx.heads.owner(out_lab) is not None or not bool((out_lab > 0).any()):
+        return False
+    small = compress_slices(out_lab)[0]
+    return all(small.shape[d] <= 2 for d in range(small.dim()) if not o0 <= d < o1)
 
 
 def _view_blocks(a, b):

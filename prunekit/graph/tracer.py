@@ -23,6 +23,7 @@ from prunekit.graph import derived_ops, rules, weights
 from prunekit.graph.atoms import FIXED, AtomTable
 from prunekit.graph.derived import Derived, param_axes, try_derive
 from prunekit.graph.guard import VIEWISH, traced_forward
+from prunekit.graph.head_modes import SplitModes
 from prunekit.graph.labels import ParamRef
 from prunekit.graph.shapes import is_heavy, shape_only_call
 from prunekit.graph.size_recorder import SizeRecorder
@@ -81,6 +82,7 @@ class TraceContext:
         self.sum_reduced: set = set()  # parameter axes summed over (see graph.derived_ops)
         self.pending: list = []  # actions of the derivation being traced (graph.derived)
         self.axis_links: dict = {}  # parameter axes a derivation made one (graph.derived_ops)
+        self.heads = SplitModes(self.table)  # head dims or whole heads (graph.head_modes)
 
     def lab(self, t: Any):
         if not isinstance(t, torch.Tensor):

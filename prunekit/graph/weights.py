@@ -103,10 +103,13 @@ def matmul(ctx, func, args, kwargs, out):
         return None
     table = ctx.table
     k = a.shape[-1]
-    virt = table.virtual_atoms(k)
+    batched = name in ("bmm", "baddbmm") and a.dim() == 3  # contracted per batch (head)
+    virt = table.virtual_atoms(a.shape[0] * k).view(a.shape[0], k) if batched else \
+        table.virtual_atoms(k)
     row = col = None
     indexed = []  # per operand: whether its contracted dim has an identity per index
     varies = False
+    varying = []  # labels of the operands whose contracted dim is a channel dim
     for lab, t, cdim, is_a in ((la, a, a.dim() - 1, True), (lb, b, b.dim() - 2, False)):
         indexed.append(False)
         if lab is None:
@@ -136,8 +139,12 @@ def matmul(ctx, func, args, kwargs, out):
         c = torch.where(hi == lo, hi, torch.full_like(hi, NONE))
         if bool(((hi != lo) & (hi >= 0)).any()):
             # labels vary along the contracted dim: it is a channel dim, couple per index
-            idx, labels = per_index_pairs(lab, cdim)
-            table.couple(virt[idx], labels)
+            varying.append(lab)
+            if batched:  # per batch index (head): its own contraction
+                table.couple(virt.unsqueeze(1 if is_a else 2).expand_as(lab), lab)
+            else:
+                idx, labels = per_index_pairs(lab, cdim)
+                table.couple(virt[idx], labels)
             indexed[-1] = varies = True
         if is_a:
             row = c
@@ -150,6 +157,8 @@ def matmul(ctx, func, args, kwargs, out):
     shape = out.shape
     if row is not None and not bool((row >= 0).any()):
         row = None
+    if batched and len(varying) == 2 and row is None and (col is None or not bool((col >= 0).any())):
+        return _head_scores(ctx, varying[0], virt, shape)
     if col is not None and row is None:
         result = col.unsqueeze(-2).expand(shape)
     else:
@@ -178,13 +187,42 @@ def _derived_pair(ctx, t, cdim: int):
     return wd.atoms(cdim), wd.atoms(1 - cdim, producer=True)
 
 
+def _head_scores(ctx, q: torch.Tensor, virt: torch.Tensor, shape) -> torch.Tensor | None:
+    """Labels of attention scores ``q @ k^T`` ``(B*H, N, S)`` computed from head-split
+    channels: one virtual atom per batch index (head). In whole-heads mode it is the head
+    (a bias or scale added per head goes with it), in head-dims mode it is fixed (such a
+    bias stays whole); see ``prunekit.graph.head_modes``."""
+    from prunekit.graph.head_modes import DIMS, HEADS
+
+    split = ctx.heads.owner(q)
+    if split is None:
+        return None
+    scores = ctx.table.virtual_atoms(shape[0])
+    ctx.heads.claim(scores, split)
+    ctx.heads.fix(split, DIMS, scores)
+    ctx.heads.couple(split, HEADS, scores, virt[:, 0])
+    return scores.view(-1, 1, 1).expand(shape).contiguous()
+
+
 def _follow_channel(ctx, lab, dim, tensors):
+    """Couple dim 0 of each parameter in ``tensors`` with the channels of ``lab``'s
+    ``dim``. A parameter shared by the heads of a split channel dim (``q_norm`` over the
+    head dim) follows the head dims in head-dims mode and stays whole in whole-heads
+    mode (``prunekit.graph.head_modes``)."""
+    from prunekit.graph.head_modes import DIMS, HEADS
+
     idx, labels = per_index_pairs(lab, dim)
+    split = ctx.heads.owner(lab) if idx.numel() > lab.shape[dim] else None
     for t in tensors:
         wd = WeightDims(ctx, t) if isinstance(t, torch.Tensor) and t.dim() == 1 else None
         if wd is None or not wd.ok or not wd.has(0):
             continue
-        ctx.table.couple(wd.atoms(0)[idx], labels)
+        atoms = wd.atoms(0)
+        if split is None:
+            ctx.table.couple(atoms[idx], labels)
+        else:
+            ctx.heads.couple(split, DIMS, atoms[idx], labels)
+            ctx.heads.fix(split, HEADS, atoms)
 
 
 def _tuple_like(out, lab):
@@ -252,26 +290,27 @@ def embedding(ctx, func, args, kwargs, out):
 
 
 def attention(ctx, func, args, kwargs, out):
+    """Fused attention: q and k meet per head along the head dim, v's channels flow out.
+
+    The default scale ``1/sqrt(head dim)`` keeps every head's size (whole heads only);
+    a mask added to the scores stays whole, or loses the removed heads' slices when its
+    split takes whole heads (see ``prunekit.graph.head_modes``).
+    """
     q, k, v = (_mat(ctx, t) for t in args[:3])
     mask = kwargs.get("attn_mask", kwargs.get("attn_bias"))
     if mask is None and len(args) > 3 and isinstance(args[3], torch.Tensor):
         mask = args[3]
     mask_lab = _mat(ctx, mask) if isinstance(mask, torch.Tensor) else None
-    if mask_lab is not None:  # added to the scores, whose heads and tokens stay: keep it whole
-        ctx.table.couple(mask_lab, torch.zeros_like(mask_lab))
     if kwargs.get("scale") is None and not ctx.keeps_attention_scale():
         # the default scale 1/sqrt(head_dim) would change with pruned query/key dims
         for lab in (q, k):
             if lab is not None:
-                ctx.table.couple(lab, torch.zeros_like(lab))
-        q = k = None
+                ctx.table.couple(lab, lab.narrow(-1, 0, 1).expand_as(lab))
     main = out[0] if isinstance(out, (tuple, list)) else out
-    e = args[0].shape[-1]
-    virt = ctx.table.virtual_atoms(e)
-    for lab in (q, k):
-        if lab is not None:
-            idx, labels = per_index_pairs(lab, lab.dim() - 1)
-            ctx.table.couple(virt[idx], labels)
+    virt = head_contraction(ctx, args[0], args[1], q, k)
+    split = ctx.heads.owner(q if q is not None else k)
+    if mask_lab is not None:
+        per_head_bias(ctx, split, mask_lab, virt.narrow(-1, 0, 1))
     if v is None:
         return None
     col = const_along(v, [v.dim() - 2], keepdim=True)
@@ -280,3 +319,39 @@ def attention(ctx, func, args, kwargs, out):
         col = col.repeat_interleave(main.shape[-3] // col.shape[-3], dim=-3)
     res = col.expand(main.shape).contiguous()
     return _tuple_like(out, res)
+
+
+def head_contraction(ctx, q_t, k_t, q, k) -> torch.Tensor:
+    """Couple q and k position by position within each head (batch index); returns the
+    virtual atoms ``(..., heads of q, 1, E)`` of the contraction."""
+    kb = tuple(k_t.shape[:-2])
+    e = q_t.shape[-1]
+    n = int(torch.tensor(kb).prod()) if kb else 1
+    virt = ctx.table.virtual_atoms(n * e).view(*kb, 1, e)
+    if k is not None:
+        ctx.table.couple(k, virt.expand_as(k))
+    if q_t.dim() >= 3 and k_t.dim() >= 3 and q_t.shape[-3] != k_t.shape[-3] and k_t.shape[-3] > 0:
+        virt = virt.repeat_interleave(q_t.shape[-3] // k_t.shape[-3], dim=-3)  # grouped query
+    if q is not None:
+        ctx.table.couple(q, virt.expand(*q.shape[:-2], 1, e).expand_as(q))
+    return virt
+
+
+def per_head_bias(ctx, split, bias: torch.Tensor, heads: torch.Tensor) -> None:
+    """A bias added to attention scores ``(..., H, N, S)``: whole in head-dims mode; in
+    whole-heads mode its head slices go with the heads (``heads``: one atom per head,
+    ``(..., H, 1, 1)``) when it has one slice per head."""
+    per_head = split is not None and bias.dim() >= 3 and heads.dim() >= 3 and \
+        bias.shape[-3] == heads.shape[-3] and bias.shape[-3] > 1
+    if not per_head:
+        ctx.table.couple(bias, torch.zeros_like(bias))
+        return
+    from prunekit.graph.head_modes import DIMS, HEADS
+
+    n = bias.shape[-3]
+    per = bias.movedim(-3, 0).reshape(n, -1)  # one row per head (the table gathered)
+    key = torch.unique((per.clamp(min=0) << 16) | torch.arange(n)[:, None])
+    key = key[key >= 1 << 16]  # labelled elements only
+    atoms, head = key >> 16, key & 0xFFFF
+    ctx.heads.fix(split, DIMS, atoms)
+    ctx.heads.couple(split, HEADS, atoms, heads.reshape(-1, n)[0][head])

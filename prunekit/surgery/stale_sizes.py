@@ -181,6 +181,9 @@ def _candidates(model: nn.Module, stale: _Stale) -> tuple[str, list[_Candidate],
                     whole.append(_Candidate(path, name, stale.slot.where, v, w))
                 elif list(val).count(v) == 1:
                     direct.append(_Candidate(path, name, list(val).index(v), v, w))
+        if depth == 0:  # or a method of a child reads it (``self.rel_pos.get_bias()``)
+            child_whole, child_direct = _in_children(module, path, stale)
+            whole, direct = whole or child_whole, direct + child_direct
         if len(whole) == 1:
             return path, whole, False
         if whole or direct:
@@ -188,6 +191,28 @@ def _candidates(model: nn.Module, stale: _Stale) -> tuple[str, list[_Candidate],
         if derived:
             return path, derived, True
     return "", [], False
+
+
+def _in_children(module: nn.Module, path: str,
+                 stale: _Stale) -> tuple[list[_Candidate], list[_Candidate]]:
+    """Attributes of ``module``'s children (a child whose method the module called, e.g.
+    ``self.rel_pos.get_bias()``): (sequences equal to all of the call's integers, ints
+    equal to the stale one)."""
+    v, w = stale.slot.old, stale.new
+    whole, direct = [], []
+    for child_name, child in module.named_children():
+        rule = rule_for(child)
+        if rule is not None and rule.sync is not None:
+            continue
+        where = f"{path}.{child_name}" if path else child_name
+        for name, val in vars(child).items():
+            if name.startswith("_"):
+                continue
+            if is_int(val) and val == v:
+                direct.append(_Candidate(where, name, None, v, w))
+            elif isinstance(val, (tuple, list)) and list(val) == list(stale.record.values):
+                whole.append(_Candidate(where, name, stale.slot.where, v, w))
+    return whole, direct
 
 
 def _describe(stale: _Stale) -> str:

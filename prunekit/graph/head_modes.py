@@ -1,0 +1,182 @@
+"""Head dims or whole heads: the two ways a channel dim split into heads can shrink.
+
+A reshape ``(B, N, C) -> (B, N, 3, H, D)`` (attention heads, channel-shuffle groups)
+keeps working after a cut in two ways:
+
+* ``DIMS`` - the same positions go in every slice of the leading dims: ``H`` heads
+  of a smaller head size (the tracer's default);
+* ``HEADS`` - whole slices of the head dim (``H``, the one before the innermost) go,
+  every position of them and of the other leading dims (q, k and v of the head)
+  together: fewer heads of the same size.
+
+Some couplings hold in one way only. The default attention scale ``1/sqrt(D)``,
+rotary tables shared by the heads and per-head tables are the cases: a tensor broadcast
+over the heads (``cos`` / ``sin`` of a rotary embedding, a ``q_norm`` weight) shrinks with
+the head dims in ``DIMS`` and stays whole in ``HEADS``; a per-head table (relative
+position bias, Swin-v2's logit scale) stays whole in ``DIMS`` and loses the removed
+heads' rows in ``HEADS``. Label rules record such couplings per split with
+:meth:`SplitModes.couple`; after the trace :meth:`SplitModes.resolve` keeps ``DIMS``
+wherever its units stay removable and switches a split whose head dims all collapse
+into one unit (or are fixed) to ``HEADS`` when that gives one unit per head.
+
+Example:
+    >>> from prunekit.graph.atoms import AtomTable
+    >>> t = AtomTable()
+    >>> w = t.dim_atoms("qkv.weight", 0, 8, producer=True)
+    >>> modes = SplitModes(t)
+    >>> i = modes.add(("attn", 0), w.view(1, 2, 4), [1, 2])  # 2 heads of 4 dims
+    >>> modes.couple(i, DIMS, w, torch.zeros_like(w))  # head dims cannot shrink ...
+    >>> comp, chosen = modes.resolve()
+    >>> chosen, len({int(comp[a]) for a in w})  # ... so whole heads: 2 units
+    ({('attn', 0): 1}, 2)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from prunekit.graph.atoms import FIXED, NONE, AtomTable, compress_slices, coupling_pairs
+
+DIMS, HEADS = 0, 1
+
+
+@dataclass
+class SplitChoice:
+    """One split reshape: its labels (compressed), the head dim, the leading counts the
+    guard must see kept in each mode, and the couplings of each mode."""
+
+    key: tuple[str, int] | None
+    labels: torch.Tensor
+    head_dim: int
+    counts: tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]
+    pairs: tuple[list[torch.Tensor], list[torch.Tensor]] = field(default_factory=lambda: ([], []))
+
+
+def _narrowed(labels: torch.Tensor, dims: list[int]) -> torch.Tensor:
+    ref = labels
+    for d in dims:
+        ref = ref.narrow(d, 0, 1)
+    return ref.expand_as(labels)
+
+
+class SplitModes:
+    """The split reshapes of one trace and the couplings that depend on their mode."""
+
+    def __init__(self, table: AtomTable) -> None:
+        self.table = table
+        self.choices: list[SplitChoice] = []
+        self._owner = torch.full((0,), -1, dtype=torch.int64)  # atom id -> split index
+
+    # -- during the trace -----------------------------------------------------------
+    def owner(self, labels: torch.Tensor | None) -> int | None:
+        """The split the labelled atoms of ``labels`` come from (the most frequent one)."""
+        if labels is None or self._owner.numel() == 0:
+            return None
+        small = compress_slices(labels)[0] if labels.numel() > 4096 else labels
+        atoms = small.reshape(-1)
+        atoms = atoms[(atoms > 0) & (atoms < self._owner.numel())]
+        if atoms.numel() == 0:
+            return None
+        own = self._owner[atoms]
+        own = own[own >= 0]
+        if own.numel() == 0:
+            return None
+        return int(torch.mode(own).values)
+
+    def claim(self, atoms: torch.Tensor, index: int) -> None:
+        """Mark ``atoms`` (not yet owned) as belonging to split ``index``."""
+        atoms = atoms.reshape(-1)
+        atoms = atoms[atoms > 0]
+        if atoms.numel() == 0:
+            return
+        top = int(atoms.max()) + 1
+        if self._owner.numel() < top:
+            grown = torch.full((max(top, 2 * self._owner.numel()),), -1, dtype=torch.int64)
+            grown[: self._owner.numel()] = self._owner
+            self._owner = grown
+        free = self._owner[atoms] < 0
+        self._owner[atoms[free]] = index
+
+    def add(self, key: tuple[str, int] | None, labels: torch.Tensor,
+            big: list[int]) -> int:
+        """Record a split of ``labels``' channel dim into ``big`` (dims of size > 1, the
+        innermost last); returns its index. Its two couplings are recorded per mode."""
+        head = big[-2]
+        small = compress_slices(labels, keep_dim=head)[0] if labels.numel() > 4096 else labels
+        shape = tuple(labels.shape)
+        counts = (tuple((d, shape[d]) for d in big[:-1]),
+                  tuple((d, shape[d]) for d in big if d != head))
+        choice = SplitChoice(key, small, head, counts)
+        self.choices.append(choice)
+        index = len(self.choices) - 1
+        for mode, dims in ((DIMS, big[:-1]), (HEADS, [d for d in big if d != head])):
+            self.couple(index, mode, small, _narrowed(small, dims))
+        self.claim(torch.unique(small), index)
+        return index
+
+    def couple(self, index: int, mode: int, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Couple ``a`` with ``b`` (broadcast) only if split ``index`` takes ``mode``."""
+        pairs = coupling_pairs(a, b)
+        if pairs is not None:
+            self.choices[index].pairs[mode].append(pairs)
+
+    def fix(self, index: int, mode: int, labels: torch.Tensor) -> None:
+        """Keep the atoms of ``labels`` whole if split ``index`` takes ``mode``."""
+        atoms = torch.unique(labels)
+        atoms = atoms[atoms > 0]
+        self.couple(index, mode, atoms, torch.full_like(atoms, FIXED))
+
+    # -- after the trace ------------------------------------------------------------
+    def _components(self, modes: list[int]) -> np.ndarray:
+        extra = [p for c, m in zip(self.choices, modes) for p in c.pairs[m]]
+        return self.table.components(extra)
+
+    def _units(self, choice: SplitChoice, comp: np.ndarray) -> torch.Tensor:
+        """Component of each labelled element of the split (NONE where fixed / unlabelled)."""
+        lab = choice.labels
+        ok = lab > 0
+        c = torch.from_numpy(comp)[lab.clamp(0, len(comp) - 1)]
+        return torch.where(ok & (c != int(comp[FIXED])), c, torch.full_like(c, NONE))
+
+    def _collapsed(self, choice: SplitChoice, comp: np.ndarray) -> bool:
+        u = self._units(choice, comp)
+        return torch.unique(u[u >= 0]).numel() <= 1
+
+    def _one_per_head(self, choice: SplitChoice, comp: np.ndarray) -> bool:
+        """Every unit lies within one index of the head dim, and there are at least 2."""
+        from prunekit.graph.labels import per_index_pairs
+
+        u = self._units(choice, comp)
+        idx, units = per_index_pairs(u, choice.head_dim)
+        return units.numel() >= 2 and torch.unique(units).numel() == units.numel()
+
+    def resolve(self) -> tuple[np.ndarray, dict[tuple[str, int], int]]:
+        """Choose every split's mode and record its couplings in the table; return the
+        components under that choice and ``{split key: HEADS}`` for the splits that take
+        whole heads."""
+        modes = [DIMS] * len(self.choices)
+        comp = self._components(modes)
+        collapsed = [i for i, c in enumerate(self.choices) if self._collapsed(c, comp)]
+        if collapsed:
+            trial = list(modes)
+            for i in collapsed:
+                trial[i] = HEADS
+            comp_heads = self._components(trial)
+            good = [i for i in collapsed if self._one_per_head(self.choices[i], comp_heads)]
+            for i in good:
+                modes[i] = HEADS
+            if good:
+                comp = comp_heads if len(good) == len(collapsed) else self._components(modes)
+        self.table._pairs.extend(p for c, m in zip(self.choices, modes) for p in c.pairs[m])
+        return comp, {c.key: HEADS for c, m in zip(self.choices, modes)
+                      if m == HEADS and c.key is not None}
+
+    def guard_counts(self, key: tuple[str, int]) -> tuple[tuple[int, int], ...] | None:
+        """The leading counts split ``key`` must keep in ``HEADS`` mode."""
+        for c in self.choices:
+            if c.key == key:
+                return c.counts[HEADS]
+        return None
