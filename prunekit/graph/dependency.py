@@ -192,6 +192,9 @@ def _apply_module_rules(model: nn.Module, graph: DependencyGraph) -> None:
         if rule.ties is not None:
             for tie in rule.ties(module, prefix):
                 a, b = graph.group_of(*tie.primary), graph.group_of(*tie.dependent)
+                if a is not None and b is not None and a.id == b.id and \
+                        a.index[tie.primary].shape[1] == tie.factor * a.index[tie.dependent].shape[1]:
+                    continue  # one group already removes factor x as many indices of primary
                 if a is None or b is None or a.id == b.id:
                     frozen.update(x.id for x in (a, b) if x is not None)
                 else:
