@@ -123,6 +123,7 @@ def build_dependency_graph(model: nn.Module, example_input: Any) -> DependencyGr
         raise ModelError(f"the model's forward failed on the example input: {exc}") from exc
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters(remove_duplicate=False)}
     shapes.update({n: tuple(b.shape) for n, b in model.named_buffers(remove_duplicate=False)})
+    _buffers_produce_nothing(ctx.table, model)
     comp = ctx.table.components()
     groups = build_groups(ctx.table, shapes, comp)
     graph = DependencyGraph(groups, shapes, ops=ctx.ops_seen, output_shapes=out_shapes,
@@ -134,10 +135,22 @@ def build_dependency_graph(model: nn.Module, example_input: Any) -> DependencyGr
     return graph
 
 
+def _buffers_produce_nothing(table, model: nn.Module) -> None:
+    """A buffer is not a learned channel: its slices go only with a parameter's (a BN's
+    running statistics). A coordinate table (ConViT's ``rel_indices``, rebuilt by the
+    forward when its shape differs) is then never cut on its own."""
+    buffers = {n for n, _ in model.named_buffers(remove_duplicate=False)}
+    params = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    for block in table.blocks:
+        if block.tensor in buffers and block.tensor not in params:
+            block.producer = False
+
+
 def _apply_width_ties(graph: DependencyGraph) -> None:
     """A module that sizes an output dim from its input's width (``B, N, C = x.shape``
-    ... ``reshape(B, N, C)``) needs both to keep the same count: tie their groups, or
-    freeze the input's group when the output dim cannot shrink (see graph.sizes)."""
+    ... ``reshape(B, N, C)`` or ``reshape(B, N, H, C // H)``) needs both to keep
+    proportional counts: tie their groups, or freeze them when that cannot hold (see
+    graph.sizes)."""
     owner: dict[int, int] = {}
     for g in graph.groups:
         if g.comps is not None:
@@ -145,20 +158,26 @@ def _apply_width_ties(graph: DependencyGraph) -> None:
     frozen: set[int] = set()
     known = {(a, b) for a, b, _ in graph.ties}
     for rec in graph.sizes.values():
-        for src, dkey in rec.ties:
+        for src, dkey, k, held in rec.ties:
             a = [owner.get(c) for c in set(src.atoms.tolist())]
             b = [owner.get(c) for c in set(rec.dims[dkey].atoms.tolist()) if c >= 0]
-            if not any(x is not None for x in a) or set(a) == set(b):
+            if set(a) == set(b):
                 continue
+            if not any(x is not None for x in a):  # the input's width never changes
+                frozen.update(x for x in b if x is not None)
+                continue
+            if None in b and held:  # the output never shrinks, and its size is an
+                continue  # attribute: the forward reads that, not the input's width
             tie = None
             if len(set(a)) == 1 and len(set(b)) == 1 and None not in b:
-                # indices per unit: heads x head_dim puts one unit at every head
+                # indices per unit: heads x head_dim puts one unit at every head;
+                # count(input) = k * count(output): kept_a * na = k * kept_b * nb
                 na, nb = (n / graph.groups[g[0]].size for n, g in
                           ((src.size, a), (rec.dims[dkey].size, b)))
-                if na == 1 and nb == int(nb):
-                    tie = (a[0], b[0], int(nb))
-                elif nb == 1 and na == int(na):
-                    tie = (b[0], a[0], int(na))
+                if na == 1 and k * nb == int(k * nb):
+                    tie = (a[0], b[0], int(k * nb))
+                elif nb == 1 and na / k == int(na / k) and na >= k:
+                    tie = (b[0], a[0], int(na / k))
             if tie is None:
                 frozen.update(x for x in a + b if x is not None)
             elif tie[:2] not in known and tie[1::-1] not in known:

@@ -19,7 +19,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakIdKeyDictionary
 
 from prunekit.errors import UnsupportedOpError
-from prunekit.graph import rules, weights
+from prunekit.graph import contraction, dual, rules, weights
 from prunekit.graph.atoms import FIXED, AtomTable
 from prunekit.graph.guard import VIEWISH, traced_forward
 from prunekit.graph.labels import ParamRef
@@ -29,8 +29,8 @@ from prunekit.graph.size_recorder import SizeRecorder
 WEIGHT_RULES = {
     "convolution": weights.convolution,
     "_convolution": weights.convolution,
-    "mm": weights.matmul, "bmm": weights.matmul, "addmm": weights.matmul,
-    "baddbmm": weights.matmul,
+    "mm": contraction.matmul, "bmm": contraction.matmul, "addmm": contraction.matmul,
+    "baddbmm": contraction.matmul,
     "native_batch_norm": weights.batch_norm,
     "_native_batch_norm_legit": weights.batch_norm,
     "_native_batch_norm_legit_no_training": weights.batch_norm,
@@ -46,6 +46,9 @@ WEIGHT_RULES = {
     "scaled_dot_product_attention": weights.attention,
 }
 
+# rules that read and write second labels themselves (the others: ``dual.carry``)
+SECOND_AWARE = {contraction.matmul, rules.pointwise}
+
 
 class TraceContext:
     """Holds labels of live tensors, the atom table and the current module path."""
@@ -53,6 +56,8 @@ class TraceContext:
     def __init__(self, model: nn.Module) -> None:
         self.table = AtomTable()
         self.labels: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        # second labels of tensors indexed by two channel sets (see prunekit.graph.dual)
+        self.second: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self.tensor_names: dict[int, str] = {}
         self.module_stack: list[str] = []
         self.modules_by_name = dict(model.named_modules())
@@ -151,7 +156,7 @@ class TraceContext:
     def has_labels(self, args, kwargs) -> bool:
         for a in tree_leaves((args, kwargs)):
             if isinstance(a, torch.Tensor):
-                if a in self.labels or id(a) in self.tensor_names:
+                if a in self.labels or id(a) in self.tensor_names or a in self.second:
                     return True
         return False
 
@@ -170,6 +175,8 @@ class TraceContext:
             for o in tree_leaves(out):
                 if isinstance(o, torch.Tensor):
                     self.set(o, None)
+                    if o in self.second:
+                        del self.second[o]
                     if lost:
                         self.lost[o] = True
             return
@@ -186,16 +193,28 @@ class TraceContext:
                 raise self.unsupported(func, "no label rule for this op")
         try:
             result = rule(self, func, args, kwargs, out)
+            carried = [] if rule in SECOND_AWARE else dual.carry(
+                self, func, name, args, kwargs, out, (rules.SAME_SHAPE, rules.REDUCTIONS))
         except UnsupportedOpError:
             raise
         except Exception as exc:  # a rule failing is a tracer limitation: say where
             raise self.unsupported(func, f"label rule failed: {type(exc).__name__}: {exc}") from exc
+        for o in tree_leaves(out):
+            if isinstance(o, torch.Tensor) and o in self.second:
+                del self.second[o]
+        for o, sec in carried:
+            self.second[o] = sec
         self._assign(out, result)
         main = out[0] if isinstance(out, (tuple, list)) and out else out
         if isinstance(main, torch.Tensor) and self.labels.get(main) is None:
             self.lost[main] = True  # computed from channels, identity lost (attention scores)
 
     def _assign(self, out, result) -> None:
+        if isinstance(result, dual.Dual):
+            if isinstance(out, torch.Tensor):
+                self.set(out, result.primary)
+                self.second[out] = result.second
+            return
         if isinstance(out, (tuple, list)):
             results = result if isinstance(result, (tuple, list)) else (result,) + (None,) * (
                 len(out) - 1)

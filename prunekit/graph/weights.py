@@ -1,12 +1,12 @@
-"""Label rules for ops that own weights: convolution, matmul, norms, embedding, PReLU,
-and fused attention. They know which weight dim is produced (a new channel identity),
-which is consumed (coupled to the incoming channels), and which is followed (norms)."""
+"""Label rules for ops that own weights: convolution, norms, embedding, PReLU, and
+fused attention (matrix products: ``prunekit.graph.contraction``). They know which
+weight dim is produced (a new channel identity), which is consumed (coupled to the
+incoming channels), and which is followed (norms)."""
 
 from __future__ import annotations
 
 import torch
 
-from prunekit.graph.atoms import NONE
 from prunekit.graph.labels import ParamRef, const_along, per_index_pairs
 
 
@@ -75,78 +75,6 @@ def convolution(ctx, func, args, kwargs, out):
     if bref is not None:
         table.couple(table.dim_atoms(bref.name, 0, cout), out_labels)
     return _channel_out(out_labels, out.shape, cdim)
-
-
-def _dim_atoms_of(ctx, ref: ParamRef, view_dim: int, producer: bool):
-    if ref.dims is None:
-        return None
-    d = ref.dims[view_dim]
-    if d is None:
-        return None
-    return ctx.table.dim_atoms(ref.name, d, ref.base_shape[d], producer=producer)
-
-
-def matmul(ctx, func, args, kwargs, out):
-    name = func.__name__.split(".")[0]
-    if name in ("addmm", "baddbmm", "addbmm"):
-        bias, a, b = args[0], args[1], args[2]
-    else:
-        bias, a, b = None, args[0], args[1]
-    la, lb = ctx.lab(a), ctx.lab(b)
-    lbias = ctx.lab(bias) if bias is not None else None
-    if la is None and lb is None and lbias is None:
-        return None
-    table = ctx.table
-    k = a.shape[-1]
-    virt = table.virtual_atoms(k)
-    row = col = None
-    for lab, t, cdim, is_a in ((la, a, a.dim() - 1, True), (lb, b, b.dim() - 2, False)):
-        if lab is None:
-            continue
-        odim = t.dim() - 2 if is_a else t.dim() - 1
-        if isinstance(lab, ParamRef) and lab.dims is not None:
-            c_atoms = _dim_atoms_of(ctx, lab, cdim, producer=False)
-            o_atoms = _dim_atoms_of(ctx, lab, odim, producer=True)
-            if c_atoms is not None:
-                table.couple(virt, c_atoms)
-            if o_atoms is not None:
-                if is_a:
-                    row = o_atoms
-                else:
-                    col = o_atoms
-            continue
-        if isinstance(lab, ParamRef):
-            lab = lab.materialize(table)
-        hi, lo = lab.amax(dim=cdim), lab.amin(dim=cdim)
-        c = torch.where(hi == lo, hi, torch.full_like(hi, NONE))
-        if bool(((hi != lo) & (hi >= 0)).any()):
-            # labels vary along the contracted dim: it is a channel dim, couple per index
-            idx, labels = per_index_pairs(lab, cdim)
-            table.couple(virt[idx], labels)
-        if is_a:
-            row = c
-        else:
-            col = c
-    shape = out.shape
-    if row is not None and not bool((row >= 0).any()):
-        row = None
-    if col is not None and row is None:
-        result = col.unsqueeze(-2).expand(shape)
-    else:
-        result = torch.full(shape, NONE, dtype=torch.int64)
-        if row is not None:
-            result = torch.where(result >= 0, result, row.unsqueeze(-1).expand(shape))
-        if col is not None:
-            c = col.unsqueeze(-2).expand(shape)
-            result = torch.where(c >= 0, c, result)
-    if lbias is not None:
-        blab = lbias.materialize(table) if isinstance(lbias, ParamRef) else lbias
-        bl = blab.expand(shape)
-        table.couple(torch.where(result >= 0, result, bl), bl)
-        result = torch.where(result >= 0, result, bl)
-    if not bool((result >= 0).any()):
-        return None
-    return result.contiguous()
 
 
 def _follow_channel(ctx, lab, dim, tensors):

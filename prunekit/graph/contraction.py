@@ -1,0 +1,158 @@
+"""Label rule of matrix products (``mm``, ``bmm``, ``addmm``, ``baddbmm``).
+
+For ``out[..., i, j] = sum_k a[..., i, k] b[..., k, j]``:
+
+* labels that vary along the contracted dim ``k`` are channels read by the product:
+  the two operands' indices of ``k`` are coupled (through one virtual atom per index);
+* labels of ``a`` constant along ``k`` index the rows ``i`` of the output, those of ``b``
+  its columns ``j``. When both exist (cross-covariance attention ``q^T k``, an SSM
+  state ``x @ B^T``, a token MLP over channels) the output carries both: the columns
+  as its labels, the rows as second labels (``prunekit.graph.dual``);
+* the batch dims must keep matching slices: where one operand has a unit per batch
+  slice (talking-heads attention: a linear layer mixing heads), the other must lose
+  the same slice; if it has no such unit, the slice is fixed.
+
+Parameters keep travelling as ``ParamRef`` views (a linear layer's weight is never
+expanded to per-element labels).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from prunekit.graph.atoms import NONE
+from prunekit.graph.dual import Dual, fix
+from prunekit.graph.labels import ParamRef, const_along, per_index_pairs
+
+
+def _dim_atoms_of(ctx, ref: ParamRef, view_dim: int, producer: bool):
+    if ref.dims is None:
+        return None
+    d = ref.dims[view_dim]
+    if d is None:
+        return None
+    return ctx.table.dim_atoms(ref.name, d, ref.base_shape[d], producer=producer)
+
+
+def _layers(ctx, t, lab) -> list[torch.Tensor]:
+    """The per-element label tensors of an activation: its labels and second labels."""
+    out = []
+    if lab is not None:
+        out.append(lab.materialize(ctx.table) if isinstance(lab, ParamRef) else lab)
+    sec = ctx.second.get(t) if isinstance(t, torch.Tensor) else None
+    if sec is not None:
+        out.append(sec)
+    return out
+
+
+def _contract(ctx, layers, cdim: int, virt: torch.Tensor) -> list[torch.Tensor]:
+    """Couple the labels varying along the contracted dim to ``virt``; return the label
+    tensors constant along it (rows of ``a`` / columns of ``b``). Labels constant over
+    whole batch slices are the slices' identity, not the rows' (``_couple_batch``)."""
+    kept = []
+    for lab in layers:
+        hi, lo = lab.amax(dim=cdim), lab.amin(dim=cdim)
+        if bool(((hi != lo) & (hi >= 0)).any()):
+            idx, labels = per_index_pairs(lab, cdim)
+            ctx.table.couple(virt[idx], labels)
+        c = torch.where(hi == lo, hi, torch.full_like(hi, NONE))
+        if not bool((c >= 0).any()):
+            continue
+        if c.dim() >= 2 and bool((_slice_units(c.unsqueeze(-1)) >= 0).any()):
+            continue
+        kept.append(c)
+    return kept
+
+
+def _slice_units(lab: torch.Tensor) -> torch.Tensor:
+    """Per batch slice of a ``[..., m, n]`` label tensor: its label if the whole slice
+    has that one label and the label changes across slices, else NONE."""
+    per = const_along(lab, [lab.dim() - 2, lab.dim() - 1], keepdim=False)
+    batch = list(range(per.dim()))
+    if not batch:
+        return per
+    same = const_along(per, batch, keepdim=True)
+    return torch.where(same >= 0, torch.full_like(per, NONE), per)
+
+
+def _couple_batch(ctx, la: list[torch.Tensor], lb: list[torch.Tensor]) -> None:
+    """Batch slices that a unit of one operand removes must go in the other too."""
+    units_a = [_slice_units(x) for x in la if x.dim() >= 3]
+    units_b = [_slice_units(x) for x in lb if x.dim() >= 3]
+    for mine, theirs in ((units_a, units_b), (units_b, units_a)):
+        for u in mine:
+            if not bool((u > 0).any()):
+                continue
+            partner = torch.full_like(u, NONE)
+            for v in theirs:
+                if v.shape == u.shape:
+                    partner = torch.where(partner >= 0, partner, v)
+            ok = (u > 0) & (partner >= 0)
+            ctx.table.couple(u[ok], partner[ok])
+            fix(ctx, u[(u > 0) & (partner < 0)])
+
+
+def _combine(ctx, labs: list[torch.Tensor]):
+    """One label tensor, or a ``Dual`` when two overlap; further ones are fixed."""
+    labs = [x for x in labs if bool((x >= 0).any())]
+    if not labs:
+        return None
+    primary, second = labs[0], None
+    for x in labs[1:]:
+        if not bool(((primary >= 0) & (x >= 0)).any()):
+            primary = torch.where(primary >= 0, primary, x)  # disjoint: one label each
+        elif second is None:
+            second = x
+        else:
+            fix(ctx, x)
+    primary = primary.contiguous()
+    return primary if second is None else Dual(primary, second.contiguous())
+
+
+def matmul(ctx, func, args, kwargs, out):
+    name = func.__name__.split(".")[0]
+    if name in ("addmm", "baddbmm", "addbmm"):
+        bias, a, b = args[0], args[1], args[2]
+    else:
+        bias, a, b = None, args[0], args[1]
+    la, lb = ctx.lab(a), ctx.lab(b)
+    lbias = ctx.lab(bias) if bias is not None else None
+    if la is None and lb is None and lbias is None and not (a in ctx.second or b in ctx.second):
+        return None
+    table = ctx.table
+    virt = table.virtual_atoms(a.shape[-1])
+    rows: list[torch.Tensor] = []
+    cols: list[torch.Tensor] = []
+    dense: dict[bool, list[torch.Tensor]] = {True: [], False: []}
+    for lab, t, is_a in ((la, a, True), (lb, b, False)):
+        cdim = t.dim() - 1 if is_a else t.dim() - 2
+        odim = t.dim() - 2 if is_a else t.dim() - 1
+        if isinstance(lab, ParamRef) and lab.dims is not None and t not in ctx.second:
+            c_atoms = _dim_atoms_of(ctx, lab, cdim, producer=False)
+            o_atoms = _dim_atoms_of(ctx, lab, odim, producer=True)
+            if c_atoms is not None:
+                table.couple(virt, c_atoms)
+            if o_atoms is not None:
+                (rows if is_a else cols).append(o_atoms)
+            continue
+        layers = _layers(ctx, t, lab)
+        dense[is_a] = layers
+        (rows if is_a else cols).extend(_contract(ctx, layers, cdim, virt))
+    if dense[True] and dense[False]:
+        _couple_batch(ctx, dense[True], dense[False])
+    shape = out.shape
+    labs = [c.unsqueeze(-2).expand(shape) for c in cols]
+    labs += [r.unsqueeze(-1).expand(shape) for r in rows]
+    result = _combine(ctx, labs)
+    if lbias is not None:
+        blab = lbias.materialize(table) if isinstance(lbias, ParamRef) else lbias
+        bl = blab.expand(shape)
+        main = result.primary if isinstance(result, Dual) else result
+        if main is None:
+            main = torch.full(shape, NONE, dtype=torch.int64)
+        table.couple(torch.where(main >= 0, main, bl), bl)
+        main = torch.where(main >= 0, main, bl).contiguous()
+        result = Dual(main, result.second) if isinstance(result, Dual) else main
+        if not bool((main >= 0).any()):
+            return None
+    return result
