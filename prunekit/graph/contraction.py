@@ -92,15 +92,20 @@ def _couple_batch(ctx, la: list[torch.Tensor], lb: list[torch.Tensor]) -> None:
             fix(ctx, u[(u > 0) & (partner < 0)])
 
 
-def _combine(ctx, labs: list[torch.Tensor]):
-    """One label tensor, or a ``Dual`` when two overlap; further ones are fixed."""
-    labs = [x for x in labs if bool((x >= 0).any())]
-    if not labs:
+def _combine(ctx, labs: list[torch.Tensor], tables: list[bool]):
+    """One label tensor, or a ``Dual`` when two overlap; further ones are fixed.
+    ``tables[i]``: ``labs[i]`` are the rows of a buffer (a coordinate table), which
+    only fill elements no other label has."""
+    pairs = [(x, t) for x, t in zip(labs, tables) if bool((x >= 0).any())]
+    if not pairs:
         return None
+    labs, tables = [x for x, _ in pairs], [t for _, t in pairs]
     primary, second = labs[0], None
-    for x in labs[1:]:
+    for x, table in zip(labs[1:], tables[1:]):
         if not bool(((primary >= 0) & (x >= 0)).any()):
             primary = torch.where(primary >= 0, primary, x)  # disjoint: one label each
+        elif table:
+            continue
         elif second is None:
             second = x
         else:
@@ -123,6 +128,7 @@ def matmul(ctx, func, args, kwargs, out):
     virt = table.virtual_atoms(a.shape[-1])
     rows: list[torch.Tensor] = []
     cols: list[torch.Tensor] = []
+    tables: set[int] = set()  # ids of rows / columns that index a buffer
     dense: dict[bool, list[torch.Tensor]] = {True: [], False: []}
     for lab, t, is_a in ((la, a, True), (lb, b, False)):
         cdim = t.dim() - 1 if is_a else t.dim() - 2
@@ -134,6 +140,8 @@ def matmul(ctx, func, args, kwargs, out):
                 table.couple(virt, c_atoms)
             if o_atoms is not None:
                 (rows if is_a else cols).append(o_atoms)
+                if lab.name in ctx.buffer_names:
+                    tables.add(id(o_atoms))
             continue
         layers = _layers(ctx, t, lab)
         dense[is_a] = layers
@@ -143,7 +151,7 @@ def matmul(ctx, func, args, kwargs, out):
     shape = out.shape
     labs = [c.unsqueeze(-2).expand(shape) for c in cols]
     labs += [r.unsqueeze(-1).expand(shape) for r in rows]
-    result = _combine(ctx, labs)
+    result = _combine(ctx, labs, [id(x) in tables for x in cols + rows])
     if lbias is not None:
         blab = lbias.materialize(table) if isinstance(lbias, ParamRef) else lbias
         bl = blab.expand(shape)

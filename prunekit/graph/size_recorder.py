@@ -160,7 +160,7 @@ class SizeRecorder(TorchFunctionMode):
             if not isinstance(t, torch.Tensor):
                 continue
             factors = _leading_products(call.values, slot.where) if slot.side == "out" else []
-            tie = bool(factors) and self._input_fits(slot.old, factors)
+            tie = bool(factors) and self._input_fits(slot.old, factors, t, slot.dim)
             if slot.old not in plausible and not tie:
                 continue
             key = (slot.side, slot.dim)
@@ -181,11 +181,20 @@ class SizeRecorder(TorchFunctionMode):
         module = self.modules.get(self.stack[-1]) if self.stack else None
         return self._inputs.get(id(module), ()) if module is not None else ()
 
-    def _input_fits(self, value: int, factors: list[int]) -> bool:
-        """Whether an input of the running module has a dim of ``k * value``."""
-        sizes = {int(s) for t in self._module_inputs() if isinstance(t, torch.Tensor)
-                 for s in t.shape}
-        return any(f * value in sizes for f in factors)
+    def _input_fits(self, value: int, factors: list[int], out: torch.Tensor, dim: int) -> bool:
+        """Whether an input of the running module has a dim of ``k * value`` that is not
+        the output's dim itself (same labels: a window partition keeps the channels)."""
+        mine = _first_slice(self.ctx.labels.get(out), dim)
+        for t in self._module_inputs():
+            if not isinstance(t, torch.Tensor):
+                continue
+            for d, size in enumerate(t.shape):
+                if not any(f * value == size for f in factors):
+                    continue
+                theirs = _first_slice(self.ctx.labels.get(t), d)
+                if mine is None or theirs is None or not torch.equal(mine, theirs):
+                    return True
+        return False
 
     def _width_ties(self, rec: SizeRecord, key: tuple[str, int], value: int,
                     factors: list[int]) -> None:
@@ -204,6 +213,16 @@ class SizeRecorder(TorchFunctionMode):
                 if src is not None and src.index is not None and _per_channel(src):
                     rec.ties.append((src, key, k, value in _held(self.modules.get(self.stack[-1]))))
                     return
+
+
+def _first_slice(lab, dim: int) -> torch.Tensor | None:
+    """The labels along ``dim`` at index 0 of every other dim (None for a parameter)."""
+    if not isinstance(lab, torch.Tensor) or dim >= lab.dim():
+        return None
+    for d in range(lab.dim()):
+        if d != dim:
+            lab = lab.narrow(d, 0, 1)
+    return lab.reshape(-1)
 
 
 def _leading_products(values: list, where: int) -> list[int]:

@@ -63,9 +63,11 @@ class TraceContext:
         self.modules_by_name = dict(model.named_modules())
         for n, p in model.named_parameters(remove_duplicate=False):
             self.tensor_names.setdefault(id(p), n)
+        self.buffer_names: set[str] = set()
         for n, b in model.named_buffers(remove_duplicate=False):
             if b.is_floating_point():  # integer buffers (position ids, indices) hold no channels
                 self.tensor_names.setdefault(id(b), n)
+                self.buffer_names.add(self.tensor_names[id(b)])
         self._tensors_alive = [p for p in model.parameters()] + [b for b in model.buffers()]
         self.ops_seen = 0
         self.view_counts: dict[str, int] = {}
