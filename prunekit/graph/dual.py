@@ -148,12 +148,3 @@ def _fitted(ctx, outs, seconds) -> list:
         if bool((sec > 0).any()):
             pairs.append((out, sec.contiguous()))
     return pairs
-
-
-def split_layers(primary: torch.Tensor | None, second: torch.Tensor | None, dims: list[int]):
-    """(layer indexing ``dims``, the other layer) among a tensor's primary and second
-    labels; (None, None) when neither indexes exactly those dims."""
-    for a, b in ((primary, second), (second, primary)):
-        if a is not None and bool((a > 0).any()) and varying_dims(a) == dims:
-            return a, b
-    return None, None
