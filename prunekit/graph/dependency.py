@@ -45,6 +45,9 @@ class DependencyGraph:
     # group's ``comps`` index the same components (see prunekit.graph.sizes)
     sizes: dict = field(default_factory=dict)
     n_components: int = 0
+    # groups (by a member (tensor, dim)) kept prunable on a guess: a module reshapes to a
+    # size that both an attribute and its input's width hold; frozen if the cut fails
+    optional_freeze: list[tuple[str, int]] = field(default_factory=list)
 
     def group_of(self, tensor: str, dim: int) -> Group | None:
         for g in self.groups:
@@ -166,8 +169,11 @@ def _apply_width_ties(graph: DependencyGraph) -> None:
             if not any(x is not None for x in a):  # the input's width never changes
                 frozen.update(x for x in b if x is not None)
                 continue
-            if None in b and held:  # the output never shrinks, and its size is an
-                continue  # attribute: the forward reads that, not the input's width
+            if None in b and held:  # the output never shrinks, and its size is also an
+                # attribute: the forward probably reads that (timm's attn_dim), not the
+                # input's width (PVT-v2's C); the pruner freezes them if the cut fails
+                graph.optional_freeze.extend(graph.groups[x].members[0] for x in a if x is not None)
+                continue
             tie = None
             if len(set(a)) == 1 and len(set(b)) == 1 and None not in b:
                 # indices per unit: heads x head_dim puts one unit at every head;

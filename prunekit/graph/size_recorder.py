@@ -201,7 +201,10 @@ class SizeRecorder(TorchFunctionMode):
         """An output dim sized like a channel dim of the module's input (``B, N, C =
         x.shape`` then ``reshape(B, N, C)``), or a ``k``-th of it where the ``k`` slices
         come just before (``reshape(B, N, self.num_heads, C // self.num_heads)``), must
-        keep that many channels of the input: ``count(input) == k * count(output)``."""
+        keep that many channels of the input: ``count(input) == k * count(output)``.
+        Only a channel dim of the output counts (not a spatial dim sized alike)."""
+        if not _per_channel(rec.dims[key]):
+            return
         for t in self._module_inputs():
             if not isinstance(t, torch.Tensor):
                 continue
