@@ -9,6 +9,7 @@ the layer-type rules (protected dims, count ties between groups).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import torch
@@ -45,6 +46,9 @@ class DependencyGraph:
     # group's ``comps`` index the same components (see prunekit.graph.sizes)
     sizes: dict = field(default_factory=dict)
     n_components: int = 0
+    # groups (by a member (tensor, dim)) kept prunable on a guess: a module reshapes to a
+    # size that both an attribute and its input's width hold; frozen if the cut fails
+    optional_freeze: list[tuple[str, int]] = field(default_factory=list)
 
     def group_of(self, tensor: str, dim: int) -> Group | None:
         for g in self.groups:
@@ -123,6 +127,7 @@ def build_dependency_graph(model: nn.Module, example_input: Any) -> DependencyGr
         raise ModelError(f"the model's forward failed on the example input: {exc}") from exc
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters(remove_duplicate=False)}
     shapes.update({n: tuple(b.shape) for n, b in model.named_buffers(remove_duplicate=False)})
+    _buffers_produce_nothing(ctx.table, model)
     comp, whole_heads = ctx.heads.resolve()
     for key in whole_heads:  # splits that lose whole heads keep their other counts
         if key in splits:
@@ -137,10 +142,22 @@ def build_dependency_graph(model: nn.Module, example_input: Any) -> DependencyGr
     return graph
 
 
+def _buffers_produce_nothing(table, model: nn.Module) -> None:
+    """A buffer is not a learned channel: its slices go only with a parameter's (a BN's
+    running statistics). A coordinate table (ConViT's ``rel_indices``, rebuilt by the
+    forward when its shape differs) is then never cut on its own."""
+    buffers = {n for n, _ in model.named_buffers(remove_duplicate=False)}
+    params = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    for block in table.blocks:
+        if block.tensor in buffers and block.tensor not in params:
+            block.producer = False
+
+
 def _apply_width_ties(graph: DependencyGraph) -> None:
     """A module that sizes an output dim from its input's width (``B, N, C = x.shape``
-    ... ``reshape(B, N, C)``) needs both to keep the same count: tie their groups, or
-    freeze the input's group when the output dim cannot shrink (see graph.sizes)."""
+    ... ``reshape(B, N, C)`` or ``reshape(B, N, H, C // H)``) needs both to keep
+    proportional counts: tie their groups, or freeze them when that cannot hold (see
+    graph.sizes)."""
     owner: dict[int, int] = {}
     for g in graph.groups:
         if g.comps is not None:
@@ -148,26 +165,35 @@ def _apply_width_ties(graph: DependencyGraph) -> None:
     frozen: set[int] = set()
     known = {(a, b) for a, b, _ in graph.ties}
     for rec in graph.sizes.values():
-        for src, dkey in rec.ties:
+        for src, dkey, k, held in rec.ties:
             a = [owner.get(c) for c in set(src.atoms.tolist())]
             b = [owner.get(c) for c in set(rec.dims[dkey].atoms.tolist()) if c >= 0]
             if set(a) == set(b):
                 continue
-            if not any(x is not None for x in a):  # the input's width cannot shrink
+            if not any(x is not None for x in a):  # the input's width never changes
                 frozen.update(x for x in b if x is not None)
                 continue
+            # an output dim whose indices all lie in one unit (the head dim of a split that
+            # loses whole heads, graph.head_modes) never shrinks either: heads go instead
+            whole = _spans_dim(rec.dims[dkey])
+            if (None in b or whole) and held:  # the output never shrinks, and its size is also an
+                # attribute: the forward probably reads that (timm's attn_dim), not the
+                # input's width (PVT-v2's C); the pruner freezes them if the cut fails
+                graph.optional_freeze.extend(graph.groups[x].members[0] for x in a if x is not None)
+                continue
             tie = None
-            if len(set(a)) == 1 and len(set(b)) == 1 and None not in b:
-                # indices per unit: heads x head_dim puts one unit at every head
-                na, nb = (n / graph.groups[g[0]].size for n, g in
+            if not whole and len(set(a)) == 1 and len(set(b)) == 1 and None not in b:
+                # indices per unit: heads x head_dim puts one unit at every head;
+                # count(input) = k * count(output): kept_a * na = k * kept_b * nb
+                na, nb = (Fraction(n, graph.groups[g[0]].size) for n, g in
                           ((src.size, a), (rec.dims[dkey].size, b)))
-                # kept(a) * na == kept(b) * nb (units of several indices: head-dim pairs)
-                if na != int(na) or nb != int(nb):
-                    tie = None
-                elif nb % na == 0:
-                    tie = (a[0], b[0], int(nb // na))
-                elif na % nb == 0:
-                    tie = (b[0], a[0], int(na // nb))
+                # units of several indices (head-dim pairs) on either side: the ratio
+                # kept_a / kept_b = k * nb / na must be a whole number one way round
+                r = k * nb / na
+                if r.denominator == 1:
+                    tie = (a[0], b[0], int(r))
+                elif r.numerator == 1:
+                    tie = (b[0], a[0], r.denominator)
             if tie is None:
                 frozen.update(x for x in a + b if x is not None)
             elif tie[:2] not in known and tie[1::-1] not in known:
@@ -175,6 +201,19 @@ def _apply_width_ties(graph: DependencyGraph) -> None:
                 known.add(tie[:2])
     if frozen:
         _drop(graph, frozen)
+
+
+def _spans_dim(src) -> bool:
+    """Whether every unit along a recorded dim covers all of its indices (the head dim of
+    a split that loses whole heads): removing units never shrinks that dim."""
+    if src.index is None or src.atoms is None or src.size < 2:
+        return False
+    ok = src.atoms >= 0
+    pairs = {(int(i), int(c)) for i, c in zip(src.index[ok], src.atoms[ok])}
+    per: dict[int, int] = {}
+    for _, c in pairs:
+        per[c] = per.get(c, 0) + 1
+    return bool(per) and all(n == src.size for n in per.values())
 
 
 def _apply_module_rules(model: nn.Module, graph: DependencyGraph) -> None:

@@ -129,6 +129,18 @@ class SplitModes:
         atoms = atoms[atoms > 0]
         self.couple(index, mode, atoms, torch.full_like(atoms, FIXED))
 
+    def head_of(self, index: int, labels: torch.Tensor) -> torch.Tensor:
+        """The head (index along split ``index``'s head dim) of every element of
+        ``labels``; -1 where an element is not one of that split's channels."""
+        from prunekit.graph.labels import per_index_pairs
+
+        choice = self.choices[index]
+        idx, atoms = per_index_pairs(choice.labels, choice.head_dim)
+        table = torch.full((int(atoms.max()) + 1 if atoms.numel() else 1,), -1, dtype=torch.int64)
+        table[atoms] = idx
+        ok = (labels > 0) & (labels < table.numel())
+        return torch.where(ok, table[labels.clamp(0, table.numel() - 1)], torch.full_like(labels, -1))
+
     # -- after the trace ------------------------------------------------------------
     def _components(self, modes: list[int]) -> np.ndarray:
         extra = [p for c, m in zip(self.choices, modes) for p in c.pairs[m]]

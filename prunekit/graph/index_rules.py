@@ -41,6 +41,21 @@ def fix_varying(ctx, lab: torch.Tensor, dims: list[int]) -> None:
         _fix(ctx, lab[varying.expand_as(lab)])
 
 
+def fix_addressed(ctx, lab: torch.Tensor, dim: int) -> None:
+    """``select(dim, i)`` reads index ``i`` by its position: where a unit owns a whole
+    slice along ``dim`` (one label over the slice, another at the next index: the
+    elements of ``weights = nn.Parameter(torch.ones(3))`` read as ``weights[i]``), a cut
+    would shift which slice ``i`` is, so those units are fixed. Slices holding several
+    units (``qkv[0]``, stacked branches) never shrink as a whole and stay prunable."""
+    if lab.dim() == 0 or lab.numel() == 0 or lab.shape[dim] < 2:
+        return
+    dim %= lab.dim()
+    others = [d for d in range(lab.dim()) if d != dim]
+    per = const_along(ctx.same_unit(lab), others, keepdim=False) if others else ctx.same_unit(lab)
+    if bool((per > 0).any()) and int(per.amax()) != int(per.amin()):
+        _fix(ctx, per)
+
+
 def _fix(ctx, lab: torch.Tensor) -> None:
     """Couple every distinct channel atom in ``lab`` to FIXED."""
     atoms = torch.unique(lab)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from prunekit.graph.atoms import NONE, compress_slices
+from prunekit.graph.dual import Dual, fix, varying_dims
 from prunekit.graph.labels import const_along
 from prunekit.graph.labels import label_of as _label
 
@@ -20,21 +21,25 @@ def pointwise(ctx, func, args, kwargs, out):
     main = outs[0]
     if not isinstance(main, torch.Tensor):
         return None
-    labs = []
-    for t in tensors:
-        lab = _label(ctx, t)
-        if lab is None:
-            continue
-        if lab.dim() > main.dim() or not _broadcastable(lab.shape, main.shape):
-            continue
-        labs.append(lab)
+    fits = [t for t in tensors if t.dim() <= main.dim() and _broadcastable(t.shape, main.shape)]
+    if any(t in ctx.second for t in fits):
+        result = _with_seconds(ctx, fits, main.shape)
+    else:
+        labs = [x for x in (_label(ctx, t) for t in fits) if x is not None]
+        result = _combine(ctx, labs, [t.shape for t in fits if t in ctx.lost], main.shape)
+    if result is None:
+        return None
+    return tuple(result for _ in outs) if isinstance(out, (tuple, list)) else result
+
+
+def _combine(ctx, labs: list[torch.Tensor], lost: list, shape) -> torch.Tensor | None:
+    """Couple the operands' labels element by element; the result's labels. ``lost``:
+    shapes of operands computed from channels whose identity was lost."""
     if not labs:
         return None
-    shape = main.shape
-    lost = [torch.full(t.shape, NONE, dtype=torch.int64) for t in tensors
-            if t in ctx.lost and t.dim() <= main.dim() and _broadcastable(t.shape, main.shape)]
-    if lost:
-        _fix_unmatched(ctx, labs + lost, len(shape))
+    lost_labs = [torch.full(s, NONE, dtype=torch.int64) for s in lost]
+    if lost_labs:
+        _fix_unmatched(ctx, labs + lost_labs, len(shape))
     full = [x for x in labs if tuple(x.shape) == tuple(shape)]
     part = [x for x in labs if tuple(x.shape) != tuple(shape)]
     ordered = full + part
@@ -46,8 +51,51 @@ def pointwise(ctx, func, args, kwargs, out):
         elif not _shared_by_heads(ctx, result, other):
             _fix_unpaired(ctx, other)
         result = torch.where(result >= 0, result, other.expand(shape))
-    result = result.contiguous()
-    return tuple(result for _ in outs) if isinstance(out, (tuple, list)) else result
+    return result.contiguous()
+
+
+def _with_seconds(ctx, tensors: list[torch.Tensor], shape):
+    """Operands with second labels (``prunekit.graph.dual``): each label tensor pairs
+    with the operands' labels that index the same dims; a label tensor indexing dims
+    along which an operand without such labels is full is fixed (its channels cannot
+    shrink alone)."""
+    nd = len(shape)
+    holder = next(t for t in tensors if t in ctx.second)
+    sec = ctx.second[holder]
+
+    def dims_of(lab):  # the dims a unit of ``lab`` removes slices of (heads aliased)
+        return varying_dims(ctx.same_unit(lab).reshape((1,) * (nd - lab.dim()) + tuple(lab.shape)))
+
+    s_dims = dims_of(sec)
+    firsts, lost_first, seconds = [], [], [sec]  # lost_first: shapes
+    members: dict[int, set[int]] = {0: set(), 1: {id(holder)}}
+    for t in tensors:
+        lab = _label(ctx, t)
+        if t is not holder and t in ctx.second:
+            fix(ctx, ctx.second[t])  # a second pair of channel sets: not followed
+        if lab is None:
+            if t in ctx.lost:
+                lost_first.append(t.shape)
+            continue
+        dims = dims_of(lab)
+        if t is not holder and dims and dims == s_dims:
+            seconds.append(lab)
+            members[1].add(id(t))
+        else:
+            firsts.append(lab)
+            members[0].add(id(t))
+    primary = _combine(ctx, firsts, lost_first, shape)
+    second = _combine(ctx, seconds, [], shape)
+    for k, lab in ((0, primary), (1, second)):
+        dims = dims_of(lab) if lab is not None else []
+        for t in tensors:
+            full = (1,) * (nd - t.dim()) + tuple(t.shape)
+            if id(t) not in members[k] and any(full[d] > 1 for d in dims):
+                fix(ctx, lab)
+                break
+    if primary is None:
+        return second
+    return primary if second is None else Dual(primary, second)
 
 
 def _fix_unmatched(ctx, labs: list[torch.Tensor], nd: int) -> None:
@@ -120,9 +168,22 @@ def _shared_by_heads(ctx, full: torch.Tensor, other: torch.Tensor) -> bool:
     if split is None:
         return False
     o = other.reshape((1,) * (full.dim() - other.dim()) + tuple(other.shape))
+    # broadcast across heads (not only across the positions of one head: a per-head
+    # table such as XCiT's temperature stays whole through _fix_unpaired)
+    spread = [d for d in range(full.dim()) if o.shape[d] == 1 and full.shape[d] > 1]
+    small = compress_slices(full)[0] if full.numel() > 4096 else full
+    heads = ctx.heads.head_of(split, small)
+    if not any(_varies_along(heads, d) for d in spread):
+        return False
     ctx.heads.couple(split, DIMS, full, o.expand(full.shape))
     ctx.heads.fix(split, HEADS, other)
     return True
+
+
+def _varies_along(heads: torch.Tensor, d: int) -> bool:
+    """Whether two owned elements of ``heads`` along dim ``d`` lie in different heads."""
+    first = heads.narrow(d, 0, 1)
+    return bool(((heads != first) & (heads >= 0) & (first >= 0)).any())
 
 
 def _broadcastable(small, big):

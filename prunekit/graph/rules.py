@@ -24,6 +24,7 @@ from prunekit.graph.index_rules import (
     ROI,
     SELECTIONS,
     SINKS,
+    fix_addressed,
     fix_varying,
     roi,
     selection,
@@ -157,6 +158,8 @@ def structural(ctx, func, args, kwargs, out):
         return res
     if name == "constant_pad_nd":
         return torch.constant_pad_nd(lab, args[1], NONE)
+    if name == "select":
+        fix_addressed(ctx, lab, args[1])
     if name in ("as_strided", "as_strided_"):
         if tuple(out.shape) == tuple(lab.shape):
             return lab
@@ -260,6 +263,7 @@ def reduction(ctx, func, args, kwargs, out):
         dims = list(range(lab.dim()))
     dims = [d % max(lab.dim(), 1) for d in dims]
     lab = ctx.same_unit(lab)  # slices coupled position by position (radix, groups) sum exactly
+    lab = _stacked_slices(ctx, lab, dims)
     if name in INDEX_REDUCTIONS and isinstance(out, (tuple, list)) or name in ("argmax", "argmin"):
         fix_varying(ctx, lab, dims)  # the positions it returns are channel indices
     res = const_along(lab, dims, keepdim)
@@ -275,6 +279,27 @@ def reduction(ctx, func, args, kwargs, out):
         else:
             fitted.append(None)
     return tuple(fitted) if isinstance(out, (tuple, list)) else fitted[0]
+
+
+def _stacked_slices(ctx, lab: torch.Tensor, dims: list[int]) -> torch.Tensor:
+    """Reducing over stacked branches (``torch.stack(paths).sum(0)``: selective-kernel
+    attention, the mean of two classifier heads) adds channel ``c`` of every branch:
+    where the labels vary along both the reduced and a kept dim, the slices along the
+    reduced dims must lose the same channels. Couple them to the first slice and return
+    the labels with the first slice's atoms."""
+    kept = [d for d in range(lab.dim()) if d not in dims and lab.shape[d] > 1]
+    if not kept or not dims or lab.numel() == 0:
+        return lab
+    mixed = (const_along(lab, dims, True) < 0) & (lab.amax(dim=dims, keepdim=True) >= 0)
+    if not bool(mixed.any()) or not bool((const_along(lab, kept, True) < 0).any()):
+        return lab
+    ref = lab
+    for d in dims:
+        ref = ref.narrow(d, 0, 1)
+    ref = ref.expand_as(lab)
+    both = (lab >= 0) & (ref >= 0)
+    ctx.table.couple(lab[both], ref[both])
+    return torch.where(both, ref, lab)
 
 
 def spatial(ctx, func, args, kwargs, out):

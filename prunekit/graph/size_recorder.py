@@ -69,6 +69,19 @@ def _plausible_values(modules) -> set[int]:
     return found
 
 
+def _held(module) -> set[int]:
+    """The integers a module holds as attributes (ints and elements of int sequences)."""
+    found: set[int] = set()
+    for k, v in vars(module).items() if module is not None else ():
+        if k.startswith("_"):
+            continue
+        if is_int(v):
+            found.add(v)
+        elif isinstance(v, (tuple, list)) and all(is_int(x) for x in v):
+            found.update(v)
+    return found
+
+
 class SizeRecorder(TorchFunctionMode):
     """During a trace: record the size-taking calls (see the module docstring)."""
 
@@ -149,10 +162,12 @@ class SizeRecorder(TorchFunctionMode):
         plausible = self._plausible[stack]
         rec = SizeRecord(name, stack, list(call.values), [])
         for slot in call.slots:
-            if slot.old not in plausible:
-                continue
             t = out if slot.side == "out" else call.tensor
             if not isinstance(t, torch.Tensor):
+                continue
+            factors = _leading_products(call.values, slot.where) if slot.side == "out" else []
+            tie = bool(factors) and self._input_fits(slot.old, factors, t, slot.dim)
+            if slot.old not in plausible and not tie:
                 continue
             key = (slot.side, slot.dim)
             if key not in rec.dims:
@@ -160,23 +175,73 @@ class SizeRecorder(TorchFunctionMode):
                 if src is None:
                     continue
                 rec.dims[key] = src
-            if slot.hi <= rec.dims[key].size:
+            if slot.hi > rec.dims[key].size:
+                continue
+            if slot.old in plausible:
                 rec.slots.append(slot)
-                if slot.side == "out":
-                    self._width_ties(rec, key, slot.old)
-        return rec if rec.slots else None
+            if tie:  # also a size computed at run time (C // self.num_heads)
+                self._width_ties(rec, key, slot.old, factors)
+        return rec if rec.slots or rec.ties else None
 
-    def _width_ties(self, rec: SizeRecord, key: tuple[str, int], value: int) -> None:
-        """An output dim sized like a channel dim of the module's input (``B, N, C =
-        x.shape`` then ``reshape(B, N, C)``) must keep as many channels as that input."""
+    def _module_inputs(self) -> tuple:
         module = self.modules.get(self.stack[-1]) if self.stack else None
-        for t in self._inputs.get(id(module), ()) if module is not None else ():
-            if not isinstance(t, torch.Tensor) or t is None:
+        return self._inputs.get(id(module), ()) if module is not None else ()
+
+    def _input_fits(self, value: int, factors: list[int], out: torch.Tensor, dim: int) -> bool:
+        """Whether an input of the running module has a dim of ``k * value`` that is not
+        the output's dim itself (same labels: a window partition keeps the channels)."""
+        mine = _first_slice(self.ctx.labels.get(out), dim)
+        for t in self._module_inputs():
+            if not isinstance(t, torch.Tensor):
+                continue
+            for d, size in enumerate(t.shape):
+                if not any(f * value == size for f in factors):
+                    continue
+                theirs = _first_slice(self.ctx.labels.get(t), d)
+                if mine is None or theirs is None or not torch.equal(mine, theirs):
+                    return True
+        return False
+
+    def _width_ties(self, rec: SizeRecord, key: tuple[str, int], value: int,
+                    factors: list[int]) -> None:
+        """An output dim sized like a channel dim of the module's input (``B, N, C =
+        x.shape`` then ``reshape(B, N, C)``), or a ``k``-th of it where the ``k`` slices
+        come just before (``reshape(B, N, self.num_heads, C // self.num_heads)``), must
+        keep that many channels of the input: ``count(input) == k * count(output)``.
+        Only a channel dim of the output counts (not a spatial dim sized alike)."""
+        if not _per_channel(rec.dims[key]):
+            return
+        for t in self._module_inputs():
+            if not isinstance(t, torch.Tensor):
                 continue
             for d in range(t.dim()):
-                if t.shape[d] != value:
+                k = next((f for f in factors if t.shape[d] == f * value), None)
+                if k is None:
                     continue
                 src = _dim_source(self.ctx, t, d)
                 if src is not None and src.index is not None and _per_channel(src):
-                    rec.ties.append((src, key))
+                    rec.ties.append((src, key, k, value in _held(self.modules.get(self.stack[-1]))))
                     return
+
+
+def _first_slice(lab, dim: int) -> torch.Tensor | None:
+    """The labels along ``dim`` at index 0 of every other dim (None for a parameter)."""
+    if not isinstance(lab, torch.Tensor) or dim >= lab.dim():
+        return None
+    for d in range(lab.dim()):
+        if d != dim:
+            lab = lab.narrow(d, 0, 1)
+    return lab.reshape(-1)
+
+
+def _leading_products(values: list, where: int) -> list[int]:
+    """1, then the products of the integers just before ``values[where]`` (1, a, a*b ...
+    for ``(..., b, a, values[where])``), while they are positive."""
+    out, prod = [1], 1
+    for v in reversed(values[:where]):
+        if not is_int(v) or v < 1:
+            break
+        prod *= v
+        if v > 1:
+            out.append(prod)
+    return out

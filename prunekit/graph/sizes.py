@@ -233,8 +233,9 @@ class SizeRecord:
     values: list
     slots: list[Slot]
     dims: dict[tuple[str, int], DimSource] = field(default_factory=dict)
-    # (input channel dim, key of an output dim in ``dims``) that must keep equal counts
-    ties: list[tuple[DimSource, tuple[str, int]]] = field(default_factory=list)
+    # (input channel dim, key of an output dim in ``dims``, k, held): count(input) must
+    # stay k * count(output); ``held``: the integer is also an attribute of the module
+    ties: list[tuple[DimSource, tuple[str, int], int, bool]] = field(default_factory=list)
 
 
 # -- after the trace --------------------------------------------------------------------
@@ -285,13 +286,13 @@ def finalize(records: dict, src_table, dst_table, comp: np.ndarray) -> dict:
             comps = np.where(atoms >= 0, comp[np.clip(atoms, 0, len(comp) - 1)], -1)
             dims[dkey] = DimSource(src.size, index=index.astype(np.int64), atoms=comps)
         ties = []
-        for src, dkey in rec.ties:
+        for src, dkey, k, held in rec.ties:
             atoms = trans[src.atoms] if trans is not None else src.atoms
             comps = np.where(atoms >= 0, comp[np.clip(atoms, 0, len(comp) - 1)], -1)
             if dkey in dims:
-                ties.append((DimSource(src.size, index=src.index, atoms=comps), dkey))
+                ties.append((DimSource(src.size, index=src.index, atoms=comps), dkey, k, held))
         slots = [s for s in rec.slots if (s.side, s.dim) in dims]
-        if slots:
+        if slots or ties:
             out[key] = SizeRecord(rec.name, rec.stack, rec.values, slots, dims, ties)
     return out
 

@@ -19,7 +19,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakIdKeyDictionary
 
 from prunekit.errors import UnsupportedOpError
-from prunekit.graph import derived_ops, rules, weights
+from prunekit.graph import contraction, derived_ops, dual, rules, weights
 from prunekit.graph.atoms import FIXED, AtomTable
 from prunekit.graph.derived import Derived, param_axes, try_derive
 from prunekit.graph.guard import VIEWISH, traced_forward
@@ -31,8 +31,8 @@ from prunekit.graph.size_recorder import SizeRecorder
 WEIGHT_RULES = {
     "convolution": weights.convolution,
     "_convolution": weights.convolution,
-    "mm": weights.matmul, "bmm": weights.matmul, "addmm": weights.matmul,
-    "baddbmm": weights.matmul,
+    "mm": contraction.matmul, "bmm": contraction.matmul, "addmm": contraction.matmul,
+    "baddbmm": contraction.matmul,
     "native_batch_norm": weights.batch_norm,
     "_native_batch_norm_legit": weights.batch_norm,
     "_native_batch_norm_legit_no_training": weights.batch_norm,
@@ -48,6 +48,9 @@ WEIGHT_RULES = {
     "scaled_dot_product_attention": weights.attention,
 }
 
+# rules that read and write second labels themselves (the others: ``dual.carry``)
+SECOND_AWARE = {contraction.matmul, rules.pointwise}
+
 
 class TraceContext:
     """Holds labels of live tensors, the atom table and the current module path."""
@@ -55,16 +58,20 @@ class TraceContext:
     def __init__(self, model: nn.Module) -> None:
         self.table = AtomTable()
         self.labels: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        # second labels of tensors indexed by two channel sets (see prunekit.graph.dual)
+        self.second: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self.tensor_names: dict[int, str] = {}
         self.module_stack: list[str] = []
         self.modules_by_name = dict(model.named_modules())
         for n, p in model.named_parameters(remove_duplicate=False):
             self.tensor_names.setdefault(id(p), n)
+        self.buffer_names: set[str] = set()
         for n, b in model.named_buffers(remove_duplicate=False):
             # integer buffers (position ids, indices) hold no channels; a parametrization's
             # bool buffer (a mask) is sliced with the parameter it masks
             if b.is_floating_point() or b.dtype == torch.bool and ".parametrizations." in f".{n}":
                 self.tensor_names.setdefault(id(b), n)
+                self.buffer_names.add(self.tensor_names[id(b)])
         self._tensors_alive = [p for p in model.parameters()] + [b for b in model.buffers()]
         self.ops_seen = 0
         self.view_counts: dict[str, int] = {}
@@ -165,7 +172,7 @@ class TraceContext:
     def has_labels(self, args, kwargs) -> bool:
         for a in tree_leaves((args, kwargs)):
             if isinstance(a, torch.Tensor):
-                if a in self.labels or id(a) in self.tensor_names:
+                if a in self.labels or id(a) in self.tensor_names or a in self.second:
                     return True
         return False
 
@@ -184,6 +191,8 @@ class TraceContext:
             for o in tree_leaves(out):
                 if isinstance(o, torch.Tensor):
                     self.set(o, None)
+                    if o in self.second:
+                        del self.second[o]
                     if lost:
                         self.lost[o] = True
             return
@@ -198,14 +207,29 @@ class TraceContext:
             rule = rules.family_rule(name, func)
         derived = try_derive(self, name, func, args, kwargs, out, rule)
         if derived is not None:  # a weight computed from parameters (graph.derived)
+            self._drop_second(out)
             self._assign(out, derived)
             return
         if rule is None:
             raise self.unsupported(func, "no label rule for this op")
-        self._assign(out, self.run_rule(rule, func, args, kwargs, out))
+        result = self.run_rule(rule, func, args, kwargs, out)
+        carried = [] if rule in SECOND_AWARE else self.run_rule(
+            lambda ctx, f, a, kw, o: dual.carry(ctx, f, name, a, kw, o,
+                                                (rules.SAME_SHAPE, rules.REDUCTIONS)),
+            func, args, kwargs, out)
+        self._drop_second(out)
+        for o, sec in carried:
+            self.second[o] = sec
+        self._assign(out, result)
         main = out[0] if isinstance(out, (tuple, list)) and out else out
         if isinstance(main, torch.Tensor) and self.labels.get(main) is None:
             self.lost[main] = True  # computed from channels, identity lost (attention scores)
+
+    def _drop_second(self, out) -> None:
+        """Forget the second labels an output held before (an in-place op's result)."""
+        for o in tree_leaves(out):
+            if isinstance(o, torch.Tensor) and o in self.second:
+                del self.second[o]
 
     def run_rule(self, rule, func, args, kwargs, out):
         """``rule``'s labels for ``out``; a rule failing is a tracer limitation: say where."""
@@ -217,6 +241,11 @@ class TraceContext:
             raise self.unsupported(func, f"label rule failed: {type(exc).__name__}: {exc}") from exc
 
     def _assign(self, out, result) -> None:
+        if isinstance(result, dual.Dual):
+            if isinstance(out, torch.Tensor):
+                self.set(out, result.primary)
+                self.second[out] = result.second
+            return
         if isinstance(out, (tuple, list)):
             results = result if isinstance(result, (tuple, list)) else (result,) + (None,) * (
                 len(out) - 1)

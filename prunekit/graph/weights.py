@@ -1,14 +1,14 @@
-"""Label rules for ops that own weights: convolution, matmul, norms, embedding, PReLU,
-and fused attention. They know which weight dim is produced (a new channel identity),
-which is consumed (coupled to the incoming channels), and which is followed (norms)."""
+"""Label rules for ops that own weights: convolution, norms, embedding, PReLU, and
+fused attention (matrix products: ``prunekit.graph.contraction``). They know which
+weight dim is produced (a new channel identity), which is consumed (coupled to the
+incoming channels), and which is followed (norms)."""
 
 from __future__ import annotations
 
 import torch
 
-from prunekit.graph.atoms import NONE
-from prunekit.graph.derived import WeightDims, derived_dims
-from prunekit.graph.labels import ParamRef, const_along, labels_min, per_index_pairs
+from prunekit.graph.derived import WeightDims
+from prunekit.graph.labels import ParamRef, const_along, per_index_pairs
 
 
 def _mat(ctx, t):
@@ -77,131 +77,6 @@ def convolution(ctx, func, args, kwargs, out):
     if bd is not None and bd.ok and bd.has(0):
         table.couple(bd.atoms(0), out_labels)
     return _channel_out(out_labels, out.shape, cdim)
-
-
-def _dim_atoms_of(ctx, ref: ParamRef, view_dim: int, producer: bool):
-    if ref.dims is None:
-        return None
-    d = ref.dims[view_dim]
-    if d is None:
-        return None
-    return ctx.table.dim_atoms(ref.name, d, ref.base_shape[d], producer=producer)
-
-
-def matmul(ctx, func, args, kwargs, out):
-    name = func.__name__.split(".")[0]
-    if name in ("addmm", "baddbmm", "addbmm"):
-        bias, a, b = args[0], args[1], args[2]
-    else:
-        bias, a, b = None, args[0], args[1]
-    # a weight derived from parameters (weight norm, LoRA ...): its axes, not its label
-    da, db = (_derived_pair(ctx, t, t.dim() - 1 if t is a else t.dim() - 2) for t in (a, b))
-    la = da if da is not None else ctx.lab(a)
-    lb = db if db is not None else ctx.lab(b)
-    lbias = ctx.lab(bias) if bias is not None else None
-    if la is None and lb is None and lbias is None:
-        return None
-    table = ctx.table
-    k = a.shape[-1]
-    batched = name in ("bmm", "baddbmm") and a.dim() == 3  # contracted per batch (head)
-    virt = table.virtual_atoms(a.shape[0] * k).view(a.shape[0], k) if batched else \
-        table.virtual_atoms(k)
-    row = col = None
-    indexed = []  # per operand: whether its contracted dim has an identity per index
-    varies = False
-    varying = []  # labels of the operands whose contracted dim is a channel dim
-    for lab, t, cdim, is_a in ((la, a, a.dim() - 1, True), (lb, b, b.dim() - 2, False)):
-        indexed.append(False)
-        if lab is None:
-            continue
-        odim = t.dim() - 2 if is_a else t.dim() - 1
-        if isinstance(lab, tuple):  # (contracted atoms, output atoms) of a derived weight
-            table.couple(virt, lab[0])
-            indexed[-1] = True
-            row, col = (lab[1], col) if is_a else (row, lab[1])
-            continue
-        if isinstance(lab, ParamRef) and lab.dims is not None:
-            c_atoms = _dim_atoms_of(ctx, lab, cdim, producer=False)
-            o_atoms = _dim_atoms_of(ctx, lab, odim, producer=True)
-            if c_atoms is not None:
-                table.couple(virt, c_atoms)
-                indexed[-1] = True
-            if o_atoms is not None:
-                if is_a:
-                    row = o_atoms
-                else:
-                    col = o_atoms
-            continue
-        if isinstance(lab, ParamRef):
-            lab = lab.materialize(table)
-        # one label along the contracted dim (NONE there: zero padding) is that label
-        hi, lo = lab.amax(dim=cdim), labels_min(lab, cdim)
-        c = torch.where(hi == lo, hi, torch.full_like(hi, NONE))
-        if bool(((hi != lo) & (hi >= 0)).any()):
-            # labels vary along the contracted dim: it is a channel dim, couple per index
-            varying.append(lab)
-            if batched:  # per batch index (head): its own contraction
-                table.couple(virt.unsqueeze(1 if is_a else 2).expand_as(lab), lab)
-            else:
-                idx, labels = per_index_pairs(lab, cdim)
-                table.couple(virt[idx], labels)
-            indexed[-1] = varies = True
-        if is_a:
-            row = c
-        else:
-            col = c
-    if varies and not all(indexed):
-        # channels met by a dim without identity per index (unfolded kernel positions,
-        # a tensor without labels): that dim keeps its size, so these channels stay
-        table.couple(virt, torch.zeros_like(virt))
-    shape = out.shape
-    if row is not None and not bool((row >= 0).any()):
-        row = None
-    if batched and len(varying) == 2 and row is None and (col is None or not bool((col >= 0).any())):
-        return _head_scores(ctx, varying[0], virt, shape)
-    if col is not None and row is None:
-        result = col.unsqueeze(-2).expand(shape)
-    else:
-        result = torch.full(shape, NONE, dtype=torch.int64)
-        if row is not None:
-            result = torch.where(result >= 0, result, row.unsqueeze(-1).expand(shape))
-        if col is not None:
-            c = col.unsqueeze(-2).expand(shape)
-            result = torch.where(c >= 0, c, result)
-    if lbias is not None:
-        blab = lbias.materialize(table) if isinstance(lbias, ParamRef) else lbias
-        bl = blab.expand(shape)
-        table.couple(torch.where(result >= 0, result, bl), bl)
-        result = torch.where(result >= 0, result, bl)
-    if not bool((result >= 0).any()):
-        return None
-    return result.contiguous()
-
-
-def _derived_pair(ctx, t, cdim: int):
-    """(contracted dim atoms, output dim atoms) of a 2-D weight derived from parameters
-    whose two dims each come from one parameter dim, else None."""
-    wd = derived_dims(ctx, t)
-    if wd is None or t.dim() != 2 or not (wd.has(0) and wd.has(1)):
-        return None
-    return wd.atoms(cdim), wd.atoms(1 - cdim, producer=True)
-
-
-def _head_scores(ctx, q: torch.Tensor, virt: torch.Tensor, shape) -> torch.Tensor | None:
-    """Labels of attention scores ``q @ k^T`` ``(B*H, N, S)`` computed from head-split
-    channels: one virtual atom per batch index (head). In whole-heads mode it is the head
-    (a bias or scale added per head goes with it), in head-dims mode it is fixed (such a
-    bias stays whole); see ``prunekit.graph.head_modes``."""
-    from prunekit.graph.head_modes import DIMS, HEADS
-
-    split = ctx.heads.owner(q)
-    if split is None:
-        return None
-    scores = ctx.table.virtual_atoms(shape[0])
-    ctx.heads.claim(scores, split)
-    ctx.heads.fix(split, DIMS, scores)
-    ctx.heads.couple(split, HEADS, scores, virt[:, 0])
-    return scores.view(-1, 1, 1).expand(shape).contiguous()
 
 
 def _follow_channel(ctx, lab, dim, tensors):

@@ -290,8 +290,34 @@ class StructuredPruner:
 
     # -- the cut ----------------------------------------------------------------------
     def apply(self, choices: list[GroupChoice] | None = None) -> PruneResult:
-        """Remove the chosen units; on any failure the model is left exactly as it was."""
+        """Remove the chosen units; on any failure the model is left exactly as it was.
+
+        Groups kept prunable on a guess (``DependencyGraph.optional_freeze``) are frozen
+        and the cut is retried once if the pruned forward fails."""
         choices = self.choices if choices is None else choices
+        try:
+            return self._apply(choices)
+        except ModelError:
+            kept = self._freeze_optional()
+            if kept is None:
+                raise
+        return self._apply([c for c in choices if id(c.group) in kept])
+
+    def _freeze_optional(self) -> set[int] | None:
+        """Freeze the optional groups; the ids of the groups left (None: nothing to do)."""
+        found = [self.graph.group_of(*key) for key in self.graph.optional_freeze]
+        self.graph.optional_freeze = []
+        frozen = {g.id for g in found if g is not None}
+        if not frozen:
+            return None
+        groups = list(self.graph.groups)
+        _drop(self.graph, frozen)
+        left = {id(g) for g in self.graph.groups}
+        self.scores = [s for g, s in zip(groups, self.scores) if id(g) in left]
+        self.choices = [c for c in self.choices if id(c.group) in left]
+        return left
+
+    def _apply(self, choices: list[GroupChoice]) -> PruneResult:
         expected = self.graph.output_shapes or _replay(self.model, self.example_input)[0]
         keep, snap, updates = self._cut(choices)
         shapes_before = {t: list(self.graph.tensor_shapes[t]) for t in keep}
