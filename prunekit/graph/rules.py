@@ -317,7 +317,7 @@ def _couple_joined(ctx, name, labs, dim) -> None:
     needs its inputs to lose the same positions of every other dim (feature maps stacked
     and summed, YOLOv9's ``CBFuse``): couple them element by element, and alias them so
     that a reduction over the new dim sums one unit."""
-    labelled = [lab for lab in labs if int(lab.max()) >= 0]
+    labelled = [lab for lab in labs if lab.numel() and int(lab.max()) >= 0]
     if len(labelled) < 2:
         return
     if name == "cat":
