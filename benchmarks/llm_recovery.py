@@ -50,6 +50,7 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--bf16", choices=("auto", "on", "off"), default="off")
     ap.add_argument("--threads", type=int, default=1, help="1 is fastest on a busy shared machine")
     ap.add_argument("--skip-lora", action="store_true")
+    ap.add_argument("--skip-distill", action="store_true", help="only the Wanda + LoRA part")
     ap.add_argument("--out", default="benchmarks/results/llm_recovery")
     ap.add_argument("--checkpoints", default="/tmp/prunekit_llm_recovery_ckpt")
     return ap.parse_args()
@@ -106,30 +107,34 @@ def main() -> None:
     stages.add("dense", ppl=ppl_dense, params=count_params(dense), train_tokens_available=int(train_ids.numel()))
 
     # 1. structured, then distillation from the dense model
-    student = copy.deepcopy(dense)
-    t0 = time.perf_counter()
-    structured_prune(student, causal_lm_batches(calib, 4), StructuredConfig(heads=a.heads, mlp=a.mlp, layers=a.layers))
-    params = count_params(student)
-    ppl_pruned = ppl(student)
-    stages.add("structured", ppl=ppl_pruned, params=params, params_removed=1 - params / count_params(dense),
-               seconds=time.perf_counter() - t0)
-    config = RecoverConfig(method="distill", tokens=a.distill_tokens, seqlen=a.seqlen, batch_size=a.batch_size,
-                           lr=a.distill_lr, bf16=a.bf16, max_minutes=a.distill_minutes,
-                           checkpoint_minutes=a.checkpoint_minutes)
-    r = recover(student, train_ids, config, teacher=dense, checkpoint_dir=Path(a.checkpoints) / "distill")
-    ppl_rec = ppl(student)
-    gap = math.log(ppl_pruned) - math.log(ppl_dense)
-    closed = (math.log(ppl_pruned) - math.log(ppl_rec)) / gap if gap > 0 else float("nan")
-    structured = {
-        "ppl_dense": ppl_dense, "ppl_pruned": ppl_pruned, "ppl_recovered": ppl_rec, "log_gap_closed": closed,
-        "params_dense": count_params(dense), "params": params, "params_removed": 1 - params / count_params(dense),
-        "recover_tokens": r.tokens, "recover_seconds": r.seconds, "recover_steps": r.steps,
-        "stopped_by_time": r.stopped_by_time, "tokens_per_s": r.tokens / max(r.seconds, 1e-9),
-        "loss_first": r.losses[0] if r.losses else None, "loss_last": r.losses[-1] if r.losses else None,
-        "resumed_from_step": r.resumed_from_step, "config": config.to_dict(),
-    }
-    stages.add("distill", **structured)
-    del student
+    structured: dict | None = None
+    ppl_pruned = ppl_rec = closed = None
+    if not a.skip_distill:
+        student = copy.deepcopy(dense)
+        t0 = time.perf_counter()
+        structured_prune(student, causal_lm_batches(calib, 4),
+                         StructuredConfig(heads=a.heads, mlp=a.mlp, layers=a.layers))
+        params = count_params(student)
+        ppl_pruned = ppl(student)
+        stages.add("structured", ppl=ppl_pruned, params=params, params_removed=1 - params / count_params(dense),
+                   seconds=time.perf_counter() - t0)
+        config = RecoverConfig(method="distill", tokens=a.distill_tokens, seqlen=a.seqlen, batch_size=a.batch_size,
+                               lr=a.distill_lr, bf16=a.bf16, max_minutes=a.distill_minutes,
+                               checkpoint_minutes=a.checkpoint_minutes)
+        r = recover(student, train_ids, config, teacher=dense, checkpoint_dir=Path(a.checkpoints) / "distill")
+        ppl_rec = ppl(student)
+        gap = math.log(ppl_pruned) - math.log(ppl_dense)
+        closed = (math.log(ppl_pruned) - math.log(ppl_rec)) / gap if gap > 0 else float("nan")
+        structured = {
+            "ppl_dense": ppl_dense, "ppl_pruned": ppl_pruned, "ppl_recovered": ppl_rec, "log_gap_closed": closed,
+            "params_dense": count_params(dense), "params": params, "params_removed": 1 - params / count_params(dense),
+            "recover_tokens": r.tokens, "recover_seconds": r.seconds, "recover_steps": r.steps,
+            "stopped_by_time": r.stopped_by_time, "tokens_per_s": r.tokens / max(r.seconds, 1e-9),
+            "loss_first": r.losses[0] if r.losses else None, "loss_last": r.losses[-1] if r.losses else None,
+            "resumed_from_step": r.resumed_from_step, "config": config.to_dict(),
+        }
+        stages.add("distill", **structured)
+        del student
 
     # 2. Wanda 50%, then LoRA merged with the mask re-applied
     lora = None

@@ -139,7 +139,10 @@ def scale_run(model: Path, work: Path, size: str, method: str, log_dir: Path, sa
     reload = json.loads(tail.strip().splitlines()[-1])
     shutil.rmtree(run_dir)
     out = {"seconds": round(seconds, 1), "prune_seconds": round(metrics["prune_seconds"], 1),
-           "peak_rss_mb": round(rss, 1), "within_2_5_gb": rss <= 2500,
+           # the CLI resets the kernel's peak mark per stage (clear_refs), which also lowers what
+           # wait4 reports; the larger of the two is the process's peak
+           "peak_rss_mb": round(max(rss, metrics["peak_rss_mb"]), 1),
+           "within_2_5_gb": max(rss, metrics["peak_rss_mb"]) <= 2500, "wait4_maxrss_mb": round(rss, 1),
            "metrics_peak_rss_mb": round(metrics["peak_rss_mb"], 1),
            "activations_on_disk": metrics["out_of_core"]["spilled"], "sparsity": metrics["sparsity_measured"],
            "reload": {**reload, "seconds": round(reload_s, 1), "peak_rss_mb": round(reload_rss, 1)}}

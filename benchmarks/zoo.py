@@ -136,7 +136,9 @@ def main() -> int:
 
     def both(name: str) -> tuple[dict, dict | None]:
         ours = one("prunekit", name)
-        theirs = None if args.no_torch_pruning else one("torch_pruning", name)
+        # with --no-torch-pruning, Torch-Pruning rows kept by --resume are still reported
+        run_tp = not args.no_torch_pruning or ("torch_pruning", name) in done
+        theirs = one("torch_pruning", name) if run_tp else None
         return ours, theirs
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:

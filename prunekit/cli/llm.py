@@ -200,7 +200,6 @@ def run(args: argparse.Namespace) -> int:
         result = prune_llm(model, windows, config, progress=progress) if config is not None else None
     prune_seconds = (structured_info["seconds"] if structured_info else 0.0) + (result.seconds if result else 0.0)
     prune_peak = peaks.by_stage["prune"]["peak_rss_mb"]
-    rss = peaks.max_rss_mb()
     with peaks.stage("eval_after"):
         ppl_after = ppl()
     speed_after = speed()
@@ -217,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
     if config is not None:
         print(f"pruned {result.measured_sparsity:.1%} of block weights with {config.method}"
               f"{' ' + str(config.pattern) if config.pattern else ''} in {result.seconds:.1f}s")
+    rss = peaks.max_rss_mb()  # over every stage, evaluation and recovery included
     print(f"peak RSS {rss:.0f} MB" + (f" (while pruning {prune_peak:.0f} MB)" if prune_peak else ""))
     sparse_runtime = _sparse_runtime_stage(model, eval_ids, args, ppl, device) if args.sparse_runtime else None
     metrics = {

@@ -97,6 +97,9 @@ def const_along(labels: torch.Tensor, dims: list[int], keepdim: bool) -> torch.T
 def labels_min(labels: torch.Tensor, dims: list[int] | int) -> torch.Tensor:
     """Smallest label >= 0 over ``dims`` (NONE where there is none): positions without
     identity (zero padding) do not make a slice's label vary."""
+    lo = labels.amin(dim=dims)
+    if not bool((lo < 0).any()):  # no NONE anywhere: the plain minimum (one pass)
+        return lo
     big = torch.iinfo(labels.dtype).max
     lo = torch.where(labels >= 0, labels, big).amin(dim=dims)
     return torch.where(lo == big, torch.full_like(lo, NONE), lo)

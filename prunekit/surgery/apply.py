@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from prunekit.surgery.hook_weights import refresh_hook_weights
 from prunekit.surgery.registry import sync_modules
 
 
@@ -87,6 +88,7 @@ def apply_keep(model: nn.Module, keep: dict[str, dict[int, torch.Tensor]]) -> Sn
             for _module, store, key in owners.get(id(old), []):
                 snap.tensors.append((store, key, store[key]))
                 store[key] = new
+        refresh_hook_weights(model)  # legacy weight_norm: its weight before the syncs read it
         sync_modules(model, set(keep))
     except BaseException:
         snap.restore()

@@ -48,6 +48,15 @@ def weight_norm() -> nn.Module:
     return _convnet(lambda i, o: parametrizations.weight_norm(nn.Conv2d(i, o, 3, padding=1)))
 
 
+def legacy_weight_norm() -> nn.Module:
+    """``torch.nn.utils.weight_norm``: a forward pre-hook sets ``weight`` from g and v."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # deprecated, still in models
+        return _convnet(lambda i, o: nn.utils.weight_norm(nn.Conv2d(i, o, 3, padding=1)))
+
+
 def spectral_norm() -> nn.Module:
     return nn.Sequential(parametrizations.spectral_norm(nn.Linear(6, 10)), nn.ReLU(),
                          parametrizations.spectral_norm(nn.Linear(10, 8)), nn.ReLU(),
@@ -116,6 +125,7 @@ MODELS = {
     "std_conv": (std_conv, (2, 3, 8, 8)),
     "scaled_std_conv": (scaled_std_conv, (2, 3, 8, 8)),
     "weight_norm": (weight_norm, (2, 3, 8, 8)),
+    "legacy_weight_norm": (legacy_weight_norm, (2, 3, 8, 8)),
     "spectral_norm": (lambda: spectral_norm().eval(), (2, 6)),
     "masked": (masked, (2, 3, 8, 8)),
     "lora": (lora, (2, 6)),

@@ -163,7 +163,10 @@ def prune_llm_out_of_core(
     kwargs: list[dict[str, Any]] = []
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    writer = ShardWriter(partial, shards=len(blocks) + 1)
+    others = [n for n in reader.names() if not n.startswith(path + ".")]
+    # one shard per block, and one per tensor outside the blocks (embeddings and head are the
+    # largest tensors: written one at a time, each is in memory once plus its serialised bytes)
+    writer = ShardWriter(partial, shards=len(blocks) + len(others))
     zeros = total = 0
     try:
         if batches:
@@ -205,8 +208,8 @@ def prune_llm_out_of_core(
         store.close()
         args.clear()
         kwargs.clear()
-        others = [n for n in reader.names() if not n.startswith(path + ".")]
-        writer.write(reader.read(others, dtype=DTYPE))
+        for name in others:
+            writer.write(reader.read([name], dtype=DTYPE))
         writer.finish()
         _write_config(folder, partial, tokenizer)
         _replace_folder(partial, out)

@@ -193,12 +193,12 @@ def remove_layers(model: nn.Module, layers: Iterable[int], *, sync: bool = True)
             if hasattr(module, "layer_idx") and isinstance(module.layer_idx, int):
                 module.layer_idx = new_index
     config = model.config
-    for name in ("layer_types", "mlp_only_layers"):
-        value = getattr(config, name, None)
-        if name == "layer_types" and isinstance(value, list) and len(value) == len(blocks):
-            config.layer_types = [t for i, t in enumerate(value) if i not in set(drop)]
-        elif name == "mlp_only_layers" and isinstance(value, list) and value:
-            config.mlp_only_layers = [i - sum(d < i for d in drop) for i in value if i not in set(drop)]
+    for name, value in config.to_dict().items():  # per-layer lists (layer_types, mlp_layer_types, ...)
+        if name != LAYER_SHAPES_FIELD and isinstance(value, list) and len(value) == len(blocks):
+            setattr(config, name, [t for i, t in enumerate(getattr(config, name)) if i not in set(drop)])
+    value = getattr(config, "mlp_only_layers", None)
+    if isinstance(value, list) and value:
+        config.mlp_only_layers = [i - sum(d < i for d in drop) for i in value if i not in set(drop)]
     config.num_hidden_layers = len(keep)
     shapes = getattr(config, LAYER_SHAPES_FIELD, None)
     if shapes and len(shapes) == len(blocks):
