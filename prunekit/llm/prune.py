@@ -94,7 +94,7 @@ def _prune_block(block: nn.Module, run: BlockRun, sparsity: float, config: LLMPr
     if can_single_pass(block, run, config):
         if config.block_fit:
             dense_outputs = run(keep_outputs=True)
-        block_inputs = list(run.inputs.hidden)
+        block_inputs = list(run.inputs.hidden) if dense_outputs is not None else []  # (a store's: a copy)
         prune_in_single_pass(block, run, config, partial_prune(sparsity, config), gram)
         if dense_outputs is None:
             return None
