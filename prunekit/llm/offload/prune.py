@@ -2,10 +2,12 @@
 
 The model is built on the meta device; the embeddings are loaded to turn the
 calibration windows into block 0's inputs; then for every block in order: load its
-tensors from the safetensors shards, run the calibration hidden states through it
-with the statistics hooks, prune it with the same method code as :func:`prunekit.llm.prune_llm`,
-recompute its (pruned) outputs as the next block's inputs, write it as one output shard,
-free it. Masks and weights are identical to the in-memory path.
+tensors from the safetensors shards, prune it with the very per-block routine of
+:func:`prunekit.llm.prune_llm` (``_prune_block``: one pass when the calibration tokens fit
+``single_pass_mb``, else two; permutation and block fit included), its inputs read from the
+:class:`ActivationStore` (in memory or spilled to disk), make its pruned outputs the next
+block's inputs, write it as one output shard, free it. Masks and weights are identical to
+the in-memory path.
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ def prune_llm_out_of_core(
     partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     others = [n for n in reader.names() if not n.startswith(path + ".")]
     # one shard per block, and one per tensor outside the blocks (embeddings and head are the
-    # largest tensors: written one at a time, each is in memory once plus its serialised bytes)
+    # largest tensors: written one at a time, each in memory once, streamed to the file)
     writer = ShardWriter(partial, shards=len(blocks) + len(others))
     zeros = total = 0
     try:
