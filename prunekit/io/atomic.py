@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +23,42 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         >>> atomic_write_bytes(p, b"abc").read_bytes()
         b'abc'
     """
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+    return atomic_write_with(path, write)
+
+
+def atomic_write_with(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+    """Atomically create ``path`` with ``write(tmp)``, which writes the whole file at ``tmp``
+    (a temp file in the same folder, e.g. by a library's ``save_file``); fsync, then rename.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
+        >>> atomic_write_with(p, lambda tmp: tmp.write_text("hi")).read_text()
+        'hi'
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = Path(name)
     try:
-        # mkstemp creates 0600; give the file the mode a plain open() would (0666 less umask)
-        os.fchmod(fd, 0o666 & ~_current_umask())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        os.close(fd)
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            # mkstemp creates 0600 (and a writer may replace the file, e.g. safetensors' save_file):
+            # give the file the mode a plain open() would (0666 less umask)
+            os.fchmod(fd, 0o666 & ~_current_umask())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, target)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp.exists():
+            tmp.unlink()
         raise
     return target
 

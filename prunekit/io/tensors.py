@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit.io.atomic import atomic_write_bytes
+from prunekit.io.atomic import atomic_write_with
 
 
 def _contiguous_copy(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -48,8 +48,15 @@ def save_tensors(
     path: str | os.PathLike[str],
     metadata: dict[str, str] | None = None,
 ) -> Path:
-    """Save a tensor dict as a safetensors file atomically; return the path."""
-    return atomic_write_bytes(path, state_dict_bytes(tensors, metadata))
+    """Save a tensor dict as a safetensors file atomically; return the path.
+
+    The file is written by ``safetensors.torch.save_file`` straight from the tensors (no
+    serialised copy in memory), the very bytes of :func:`state_dict_bytes`.
+    """
+    from safetensors.torch import save_file
+
+    tensors = _contiguous_copy(tensors)
+    return atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def load_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

@@ -24,7 +24,7 @@ from prunekit.llm.methods.reconstruct import reconstruct_masked
 from prunekit.llm.methods.wanda import wanda_scores
 from prunekit.llm.owl import outlier_ratio, owl_sparsities
 from prunekit.llm.progress import layer_progress
-from prunekit.llm.sequential import BlockRun, sequential_blocks
+from prunekit.llm.sequential import BlockRun, replace_hidden, sequential_blocks
 from prunekit.llm.single_pass import can_single_pass, prune_in_single_pass
 from prunekit.patterns.nm import check_nm_divides
 
@@ -94,11 +94,11 @@ def _prune_block(block: nn.Module, run: BlockRun, sparsity: float, config: LLMPr
     if can_single_pass(block, run, config):
         if config.block_fit:
             dense_outputs = run(keep_outputs=True)
-        block_inputs = list(run.inputs.hidden)
+        block_inputs = list(run.inputs.hidden) if dense_outputs is not None else []  # (a store's: a copy)
         prune_in_single_pass(block, run, config, partial_prune(sparsity, config), gram)
         if dense_outputs is None:
             return None
-        run.inputs.hidden[:] = block_inputs  # the fit needs the inputs; outputs are recomputed after it
+        replace_hidden(run.inputs.hidden, block_inputs)  # the fit needs the inputs; outputs are recomputed after it
         run.outputs_ready = False
     else:
         with collect_input_stats(linears, gram=gram) as stats:

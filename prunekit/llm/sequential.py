@@ -14,7 +14,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import math
+from collections.abc import Iterable, Iterator, MutableSequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +33,7 @@ class _StopForward(Exception):
 class BlockInputs:
     """Per calibration batch: the hidden states entering a block and the rest of its call."""
 
-    hidden: list[torch.Tensor] = field(default_factory=list)
+    hidden: MutableSequence[torch.Tensor] = field(default_factory=list)
     args: list[tuple[Any, ...]] = field(default_factory=list)
     kwargs: list[dict[str, Any]] = field(default_factory=list)
 
@@ -78,6 +79,21 @@ def capture_block_inputs(
     return captured
 
 
+def hidden_layout(inputs: BlockInputs) -> tuple[list[tuple[int, ...]], int]:
+    """The shape of every batch's hidden states and their element size, without reading them
+    (an out-of-core store, :class:`prunekit.llm.offload.activations.ActivationStore`, knows both)."""
+    hidden: Any = inputs.hidden
+    if hasattr(hidden, "layout"):
+        return hidden.layout()
+    return [tuple(h.shape) for h in hidden], (hidden[0].element_size() if len(hidden) else 4)
+
+
+def replace_hidden(hidden: MutableSequence[torch.Tensor], values: Iterable[torch.Tensor]) -> None:
+    """Overwrite the entries of ``hidden`` in order with ``values`` (as many)."""
+    for j, value in enumerate(values):
+        hidden[j] = value
+
+
 def block_output(out: Any) -> torch.Tensor:
     """The hidden states from a block's return value (a tensor or a tuple starting with it)."""
     return out[0] if isinstance(out, (tuple, list)) else out
@@ -105,8 +121,8 @@ class BlockRun:
         the pruned layers' outputs, and the block's output is the pruned block's output
         (kept as the next block's input: no second pass). Needs :func:`mergeable` inputs.
         """
-        sizes = [h.shape[0] for h in self.inputs.hidden]
-        merged = torch.cat(self.inputs.hidden, 0)
+        merged = torch.cat(list(self.inputs.hidden), 0)
+        sizes = [h[0] for h in hidden_layout(self.inputs)[0]]
         handles = [m.register_forward_pre_hook(fn) for m, fn in hooks.items()]
         try:
             with torch.no_grad():
@@ -114,7 +130,19 @@ class BlockRun:
         finally:
             for handle in handles:
                 handle.remove()
-        self.inputs.hidden[:] = [t.detach() for t in torch.split(out, sizes, 0)]
+        del merged
+        replace_hidden(self.inputs.hidden, (t.detach() for t in torch.split(out, sizes, 0)))
+        self.outputs_ready = True
+
+    def advance(self) -> None:
+        """Make the block's outputs (from its current, pruned weights) the next block's inputs;
+        nothing to do after :meth:`single_pass`."""
+        if self.outputs_ready:
+            return
+        inputs = self.inputs
+        with torch.no_grad():
+            for j, (h, a, kw) in enumerate(zip(inputs.hidden, inputs.args, inputs.kwargs)):
+                inputs.hidden[j] = block_output(self.block(h, *a, **kw)).detach()
         self.outputs_ready = True
 
     def __call__(self, keep_outputs: bool = False) -> list[torch.Tensor] | None:
@@ -143,11 +171,12 @@ def _same(a: Any, b: Any) -> bool:
 def mergeable(inputs: BlockInputs) -> bool:
     """Whether all batches can run as one: same shape but the batch dimension, and the rest
     of the call (masks, positions, rotary tables) identical and batch-free."""
-    if not inputs.hidden:
+    shapes, _ = hidden_layout(inputs)
+    if not shapes:
         return False
-    first = inputs.hidden[0]
-    for h, a, kw in zip(inputs.hidden, inputs.args, inputs.kwargs):
-        if h.shape[1:] != first.shape[1:]:
+    first = shapes[0]
+    for shape, a, kw in zip(shapes, inputs.args, inputs.kwargs):
+        if shape[1:] != first[1:]:
             return False
         try:
             if not (_same(a, inputs.args[0]) and _same(kw, inputs.kwargs[0])):
@@ -160,13 +189,19 @@ def mergeable(inputs: BlockInputs) -> bool:
 def merged_bytes(inputs: BlockInputs, widest: int) -> int:
     """A generous estimate of one block's working memory when all batches run at once.
 
-    ``widest``: the largest linear output width in the block (e.g. the MLP's).
+    ``widest``: the largest linear output width in the block (e.g. the MLP's). A pure
+    function of the hidden states' shapes and element size (see :func:`layout_bytes`).
     """
-    if not inputs.hidden:
+    shapes, itemsize = hidden_layout(inputs)
+    return layout_bytes(shapes, itemsize, widest)
+
+
+def layout_bytes(shapes: list[tuple[int, ...]], itemsize: int, widest: int) -> int:
+    """:func:`merged_bytes` from the batches' hidden-state shapes and element size."""
+    if not shapes:
         return 0
-    tokens = sum(h[..., 0].numel() for h in inputs.hidden)
-    hidden = inputs.hidden[0].shape[-1]
-    return tokens * (8 * hidden + 4 * widest) * inputs.hidden[0].element_size()
+    tokens = sum(math.prod(shape[:-1]) for shape in shapes)
+    return tokens * (8 * shapes[0][-1] + 4 * widest) * itemsize
 
 
 def sequential_blocks(
@@ -185,8 +220,4 @@ def sequential_blocks(
     for index, block in enumerate(blocks):
         run = BlockRun(block, inputs)
         yield index, block, run
-        if run.outputs_ready:
-            continue
-        with torch.no_grad():
-            for j, (h, a, kw) in enumerate(zip(inputs.hidden, inputs.args, inputs.kwargs)):
-                inputs.hidden[j] = block_output(block(h, *a, **kw)).detach()
+        run.advance()

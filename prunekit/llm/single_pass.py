@@ -22,15 +22,27 @@ from prunekit.llm.blocks import find_linears, weight_2d
 from prunekit.llm.config import LLMPruneConfig
 from prunekit.llm.hooks import InputStats
 from prunekit.llm.methods.permute_fold import foldable_pairs, permute_pair_
-from prunekit.llm.sequential import BlockRun, mergeable, merged_bytes
+from prunekit.llm.sequential import BlockRun, hidden_layout, layout_bytes, mergeable
+
+
+def widest_output(block: nn.Module) -> int:
+    """The largest output width of ``block``'s linears (works on the meta device too)."""
+    return max((weight_2d(m).shape[0] for m in find_linears(block).values()), default=1)
+
+
+def fits_single_pass(shapes: list[tuple[int, ...]], itemsize: int, widest: int,
+                     config: LLMPruneConfig) -> bool:
+    """Whether ``config`` allows one pass for batches of these hidden-state shapes: a pure
+    function of sizes and config, so in-memory and out-of-core runs decide alike."""
+    if config.single_pass_mb <= 0 or not shapes:
+        return False
+    return layout_bytes(shapes, itemsize, widest) <= config.single_pass_mb * 2**20
 
 
 def can_single_pass(block: nn.Module, run: BlockRun, config: LLMPruneConfig) -> bool:
     """Whether this block is pruned in one pass: the budget allows and the batches merge."""
-    if config.single_pass_mb <= 0:
-        return False
-    widest = max((weight_2d(m).shape[0] for m in find_linears(block).values()), default=1)
-    if merged_bytes(run.inputs, widest) > config.single_pass_mb * 2**20:
+    shapes, itemsize = hidden_layout(run.inputs)
+    if not fits_single_pass(shapes, itemsize, widest_output(block), config):
         return False
     return mergeable(run.inputs)
 

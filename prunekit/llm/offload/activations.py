@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -18,6 +19,9 @@ import torch
 
 class ActivationStore:
     """A list of tensors kept in memory or, with ``folder``, in files.
+
+    It serves as a block's ``BlockInputs.hidden`` (:mod:`prunekit.llm.sequential`): entries
+    are read onto ``device``, written back to the CPU (or the files).
 
     Example:
         >>> import tempfile
@@ -29,7 +33,9 @@ class ActivationStore:
         >>> store.close()
     """
 
-    def __init__(self, folder: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, folder: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu") -> None:
+        #: entries are read onto this device (and stored on the CPU)
+        self.device = device
         self._memory: list[torch.Tensor] = []
         self._meta: list[tuple[tuple[int, ...], torch.dtype]] = []
         self._folder = Path(tempfile.mkdtemp(prefix="prunekit-activations-", dir=folder)) if folder else None
@@ -40,6 +46,16 @@ class ActivationStore:
 
     def __len__(self) -> int:
         return len(self._meta)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for index in range(len(self)):
+            yield self[index]
+
+    def layout(self) -> tuple[list[tuple[int, ...]], int]:
+        """Every entry's shape and the element size, without reading them (see
+        :func:`prunekit.llm.sequential.hidden_layout`)."""
+        itemsize = torch.empty(0, dtype=self._meta[0][1]).element_size() if self._meta else 4
+        return [shape for shape, _ in self._meta], itemsize
 
     def nbytes(self) -> int:
         """Bytes of every stored tensor."""
@@ -55,7 +71,7 @@ class ActivationStore:
         value = value.detach()
         self._meta[index] = (tuple(value.shape), value.dtype)
         if not self.on_disk:
-            self._memory[index] = value
+            self._memory[index] = value.to("cpu")
             return
         path = self._path(index)
         tmp = path.with_suffix(".tmp")
@@ -67,15 +83,15 @@ class ActivationStore:
 
     def __getitem__(self, index: int) -> torch.Tensor:
         if not self.on_disk:
-            return self._memory[index]
+            return self._memory[index].to(self.device)
         shape, dtype = self._meta[index]
         numel = math.prod(shape)
         if numel == 0:
-            return torch.empty(shape, dtype=dtype)
+            return torch.empty(shape, dtype=dtype, device=self.device)
         mapped = torch.from_file(str(self._path(index)), shared=False, size=numel, dtype=dtype)
         out = mapped.clone().reshape(shape)  # owned copy; the map is released with `mapped`
         del mapped
-        return out
+        return out.to(self.device)
 
     def spill(self, folder: str | os.PathLike[str]) -> None:
         """Move every entry to files in a new temporary folder under ``folder``; later ones follow."""

@@ -2,10 +2,12 @@
 
 The model is built on the meta device; the embeddings are loaded to turn the
 calibration windows into block 0's inputs; then for every block in order: load its
-tensors from the safetensors shards, run the calibration hidden states through it
-with the statistics hooks, prune it with the same method code as :func:`prunekit.llm.prune_llm`,
-recompute its (pruned) outputs as the next block's inputs, write it as one output shard,
-free it. Masks and weights are identical to the in-memory path.
+tensors from the safetensors shards, prune it with the very per-block routine of
+:func:`prunekit.llm.prune_llm` (``_prune_block``: one pass when the calibration tokens fit
+``single_pass_mb``, else two; permutation and block fit included), its inputs read from the
+:class:`ActivationStore` (in memory or spilled to disk), make its pruned outputs the next
+block's inputs, write it as one output shard, free it. Masks and weights are identical to
+the in-memory path.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,15 +30,15 @@ from prunekit.io import atomic_write_text
 from prunekit.io.atomic import _current_umask as _umask
 from prunekit.llm.blocks import find_blocks, find_linears
 from prunekit.llm.config import LLMPruneConfig
-from prunekit.llm.hooks import collect_input_stats
 from prunekit.llm.offload.activations import ActivationStore
 from prunekit.llm.offload.config import OutOfCoreConfig, resolve_device
 from prunekit.llm.offload.shards import ShardReader, ShardWriter
 from prunekit.llm.offload.skeleton import empty_model, materialize, release
 from prunekit.llm.offload.streaming import outside_blocks
 from prunekit.llm.progress import layer_progress
-from prunekit.llm.prune import LLMPruneResult, _batches, _check_patterns, _prune_linear
-from prunekit.llm.sequential import block_output, capture_block_inputs
+from prunekit.llm.prune import LLMPruneResult, _batches, _check_patterns, _prune_block, _prune_linear
+from prunekit.llm.sequential import BlockInputs, BlockRun, capture_block_inputs, layout_bytes, mergeable
+from prunekit.llm.single_pass import fits_single_pass, widest_output
 
 DTYPE = torch.float32
 
@@ -141,8 +144,8 @@ def prune_llm_out_of_core(
     path, blocks = find_blocks(model)
     _check_patterns(blocks, path, config)
     batches = _batches(calibration, config) if config.needs_calibration else []
-    gram = config.method == "sparsegpt" or config.reconstruct != "none"
-    working = _working_bytes(blocks, gram)
+    gram = config.method == "sparsegpt" or config.layer_fit  # as prune_llm
+    working = _working_bytes(blocks, gram or config.block_fit)
     embed_names = outside_blocks(model, head=False) if batches else []
     params = dict(model.named_parameters())
     embed_bytes = sum(params[n].numel() * DTYPE.itemsize for n in embed_names)
@@ -158,14 +161,14 @@ def prune_llm_out_of_core(
     result = OutOfCoreResult(block_path=path, output=str(out), device=device,
                              block_mb=max(_bytes(b) for b in blocks) / 2**20)
     scratch = offload.scratch_dir or str(out.parent)
-    store = ActivationStore()
+    store = ActivationStore(device=device)
     args: list[tuple[Any, ...]] = []
     kwargs: list[dict[str, Any]] = []
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     others = [n for n in reader.names() if not n.startswith(path + ".")]
     # one shard per block, and one per tensor outside the blocks (embeddings and head are the
-    # largest tensors: written one at a time, each is in memory once plus its serialised bytes)
+    # largest tensors: written one at a time, each in memory once, streamed to the file)
     writer = ShardWriter(partial, shards=len(blocks) + len(others))
     zeros = total = 0
     try:
@@ -182,6 +185,7 @@ def prune_llm_out_of_core(
                 args.append(captured.args[0])
                 kwargs.append(captured.kwargs[0])
             release(model)
+            _check_single_pass_room(store, args, kwargs, blocks, config, offload.max_memory - working)
         result.spilled = store.on_disk
         result.activation_mb = store.nbytes() / 2**20
         result.layer_sparsity = [config.target_sparsity] * len(blocks)
@@ -190,18 +194,19 @@ def prune_llm_out_of_core(
             for i, block in enumerate(blocks):
                 prefix = f"{path}.{i}."
                 materialize(block, prefix, reader, dtype=DTYPE, device=device)
-                linears = find_linears(block)
-                stats: dict[str, Any] = {}
-                if batches:
-                    with collect_input_stats(linears, gram=gram) as stats:
-                        _run(block, store, args, kwargs, device, keep=False)
-                for name, lin in linears.items():
-                    _prune_linear(lin, stats.get(name), config.target_sparsity, config)
+                if batches:  # the very per-block routine of prune_llm, inputs from the store
+                    run = BlockRun(block, BlockInputs(store, args, kwargs))
+                    fit = _prune_block(block, run, config.target_sparsity, config, gram)
+                    if fit is not None:
+                        result.block_errors.append((fit.error_before, fit.error_after))
+                    if i + 1 < len(blocks):
+                        run.advance()
+                else:
+                    for lin in find_linears(block).values():
+                        _prune_linear(lin, None, config.target_sparsity, config)
+                for lin in find_linears(block).values():
                     zeros += int((lin.weight == 0).sum())
                     total += lin.weight.numel()
-                del stats
-                if batches and i + 1 < len(blocks):
-                    _run(block, store, args, kwargs, device, keep=True)
                 writer.write({prefix + k: v for k, v in block.state_dict().items()})
                 release(block)
                 advance()
@@ -233,11 +238,22 @@ def _replace_folder(new: Path, target: Path) -> None:
         os.replace(new, target)
 
 
-def _run(block: nn.Module, store: ActivationStore, args: list[tuple[Any, ...]],
-         kwargs: list[dict[str, Any]], device: str, *, keep: bool) -> None:
-    """Every calibration batch through ``block``; with ``keep`` its outputs replace its inputs."""
-    with torch.no_grad():
-        for j in range(len(store)):
-            output = block(store[j].to(device), *args[j], **kwargs[j])
-            if keep:
-                store[j] = block_output(output).detach().to("cpu")
+def _check_single_pass_room(store: ActivationStore, args: list[tuple[Any, ...]], kwargs: list[dict[str, Any]],
+                            blocks: nn.ModuleList, config: LLMPruneConfig, room: int) -> None:
+    """Warn when one-pass pruning (every calibration token of a block at once) may not fit
+    ``room``. The decision stays :func:`fits_single_pass`'s, a function of sizes and
+    ``config`` alone, so that out of core and in memory give the same weights; the estimate
+    (:func:`layout_bytes`) is generous, hence a warning, not an error."""
+    shapes, itemsize = store.layout()
+    widest = max(widest_output(b) for b in blocks)
+    if not fits_single_pass(shapes, itemsize, widest, config) or not mergeable(BlockInputs(store, args, kwargs)):
+        return
+    merged = layout_bytes(shapes, itemsize, widest)
+    need = merged + (store.nbytes() if store.on_disk else 0)  # spilled activations are read back
+    if need > room - _current_rss():
+        warnings.warn(
+            f"one-pass pruning of all calibration tokens may need ~{need / 1e9:.2f} GB beside one block, "
+            f"more than max_memory leaves; if memory runs out, set single_pass_mb below {merged // 2**20} "
+            f"(or 0) for two passes per block (in memory the same setting gives the same weights)",
+            RuntimeWarning, stacklevel=3,
+        )

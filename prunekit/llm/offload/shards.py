@@ -70,8 +70,7 @@ class ShardReader:
             with safe_open(str(file), framework="pt") as fh:
                 for name in wanted:
                     t = fh.get_tensor(name)
-                    t = t.to(device=device, dtype=dtype or t.dtype, copy=True)
-                    out[name] = t
+                    out[name] = t.to(device=device, dtype=dtype or t.dtype)  # get_tensor's is owned
         return out
 
 

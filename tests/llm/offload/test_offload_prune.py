@@ -2,6 +2,7 @@
 
 import json
 import os
+import warnings
 
 import pytest
 import torch
@@ -54,8 +55,16 @@ def _assert_identical(model, out):
         (LLMPruneConfig("sparsegpt", pattern="2:4", batch_size=4), "auto"),
         (LLMPruneConfig("magnitude", 0.5), "auto"),
         (LLMPruneConfig("wanda", pattern="4:8", reconstruct="layer", batch_size=4), "disk"),
+        (LLMPruneConfig("sparsegpt", pattern="2:4", permute=True, batch_size=4), "disk"),
+        (LLMPruneConfig("wanda", 0.5, reconstruct="layer+block", block_steps=3, batch_size=4), "disk"),
+        (LLMPruneConfig("wanda", pattern="2:4", permute=True, reconstruct="block", block_steps=2,
+                        batch_size=4, single_pass_mb=0), "memory"),
+        (LLMPruneConfig("sparsegpt", 0.5, batch_size=4, single_pass_mb=0), "disk"),
+        (LLMPruneConfig("magnitude", 0.5, reconstruct="layer", batch_size=4), "auto"),
     ],
-    ids=["wanda-memory", "wanda-disk", "sparsegpt-disk", "sparsegpt-2:4", "magnitude", "wanda-4:8-reconstruct"],
+    ids=["wanda-memory", "wanda-disk", "sparsegpt-disk", "sparsegpt-2:4", "magnitude", "wanda-4:8-reconstruct",
+         "sparsegpt-2:4-permute", "wanda-layer+block", "wanda-2:4-permute-block-two-pass", "sparsegpt-two-pass",
+         "magnitude-reconstruct"],
 )
 def test_out_of_core_equals_in_memory(folder, tmp_path, config, spill):
     windows = _windows()
@@ -72,6 +81,36 @@ def test_out_of_core_equals_in_memory(folder, tmp_path, config, spill):
     assert len(set(index["weight_map"].values())) == 2 + 3
     # spilled activations are deleted afterwards
     assert not [p for p in os.listdir(tmp_path) if p.startswith("prunekit-activations-")]
+
+
+def test_single_pass_decision_is_shared_and_checked_against_the_budget(folder, tmp_path):
+    from prunekit.llm.offload.activations import ActivationStore
+    from prunekit.llm.offload.prune import _check_single_pass_room
+    from prunekit.llm.sequential import BlockInputs, BlockRun
+    from prunekit.llm.single_pass import can_single_pass
+
+    model = _in_memory(folder, LLMPruneConfig("magnitude", 0.5), None)
+    block = model.model.layers[0]
+    hidden = [torch.randn(8, 64, 64), torch.randn(4, 64, 64)]  # 768 tokens: ~3 MB merged
+    store = ActivationStore(folder=str(tmp_path))
+    for h in hidden:
+        store.append(h)
+    args, kwargs = [(), ()], [{}, {}]
+    config = LLMPruneConfig("wanda", 0.5)
+    # the very decision from tensors in memory and from the spilled store (read without loading)
+    for mb in (0, 1, 4):
+        cfg = LLMPruneConfig("wanda", 0.5, single_pass_mb=mb)
+        in_memory = can_single_pass(block, BlockRun(block, BlockInputs(list(hidden), args, kwargs)), cfg)
+        assert can_single_pass(block, BlockRun(block, BlockInputs(store, args, kwargs)), cfg) == in_memory
+        assert in_memory == (mb == 4)
+    with pytest.warns(RuntimeWarning, match="single_pass_mb below 3 "):
+        _check_single_pass_room(store, args, kwargs, model.model.layers, config, room=1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _check_single_pass_room(store, args, kwargs, model.model.layers,
+                                LLMPruneConfig("wanda", 0.5, single_pass_mb=0), room=1000)
+        _check_single_pass_room(store, args, kwargs, model.model.layers, config, room=2**40)
+    store.close()
 
 
 def test_sharded_input_and_perplexity_equal(sharded, tmp_path):
