@@ -51,7 +51,7 @@ def atomic_write_with(path: str | os.PathLike[str], write: Callable[[Path], None
         try:
             # mkstemp creates 0600 (and a writer may replace the file, e.g. safetensors' save_file):
             # give the file the mode a plain open() would (0666 less umask)
-            os.fchmod(fd, 0o666 & ~_current_umask())
+            os.fchmod(fd, 0o666 & ~current_umask())
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -63,7 +63,7 @@ def atomic_write_with(path: str | os.PathLike[str], write: Callable[[Path], None
     return target
 
 
-def _current_umask() -> int:
+def current_umask() -> int:
     """The process umask (read by setting and restoring it; Linux 4.7+ shows it in /proc)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():

@@ -49,7 +49,7 @@ class LLMPruneResult:
         }
 
 
-def _check_patterns(blocks: nn.ModuleList, path: str, config: LLMPruneConfig) -> None:
+def check_patterns(blocks: nn.ModuleList, path: str, config: LLMPruneConfig) -> None:
     if config.pattern is None:
         return
     for i, block in enumerate(blocks):
@@ -58,7 +58,7 @@ def _check_patterns(blocks: nn.ModuleList, path: str, config: LLMPruneConfig) ->
                              where=f"{path}.{i}.{name}")
 
 
-def _batches(calibration: Any, config: LLMPruneConfig) -> list[dict[str, Any]]:
+def calibration_batches(calibration: Any, config: LLMPruneConfig) -> list[dict[str, Any]]:
     if isinstance(calibration, torch.Tensor):
         if calibration.dim() != 2:
             raise ConfigError("calibration windows must be a (nsamples, seqlen) LongTensor")
@@ -69,7 +69,7 @@ def _batches(calibration: Any, config: LLMPruneConfig) -> list[dict[str, Any]]:
     return batches
 
 
-def _prune_linear(lin: nn.Module, stats: Any, sparsity: float, config: LLMPruneConfig) -> None:
+def prune_linear(lin: nn.Module, stats: Any, sparsity: float, config: LLMPruneConfig) -> None:
     w = weight_2d(lin)
     if config.method == "magnitude":
         new_w = w * magnitude_keep_mask(w, sparsity, config.pattern)
@@ -85,7 +85,7 @@ def _prune_linear(lin: nn.Module, stats: Any, sparsity: float, config: LLMPruneC
     set_weight_2d(lin, new_w)
 
 
-def _prune_block(block: nn.Module, run: BlockRun, sparsity: float, config: LLMPruneConfig,
+def prune_block(block: nn.Module, run: BlockRun, sparsity: float, config: LLMPruneConfig,
                  gram: bool) -> BlockFit | None:
     """Prune one block from its calibration inputs (one pass when it fits, else two); then
     the block fit when asked. ``run``'s inputs are left for the generator to move on."""
@@ -106,7 +106,7 @@ def _prune_block(block: nn.Module, run: BlockRun, sparsity: float, config: LLMPr
         if config.permute and config.pattern is not None:
             permute_block_(block, stats, config.method, config.pattern.n, config.pattern.m, config.percdamp)
         for name, lin in linears.items():
-            _prune_linear(lin, stats[name], sparsity, config)
+            prune_linear(lin, stats[name], sparsity, config)
         del stats
         if dense_outputs is None:
             return None
@@ -117,7 +117,7 @@ def _prune_block(block: nn.Module, run: BlockRun, sparsity: float, config: LLMPr
 
 def partial_prune(sparsity: float, config: LLMPruneConfig) -> Any:
     """``prune(module, stats)`` for one block's sparsity (the single-pass hooks call it)."""
-    return lambda lin, stats: _prune_linear(lin, stats, sparsity, config)
+    return lambda lin, stats: prune_linear(lin, stats, sparsity, config)
 
 
 def owl_block_ratios(model: nn.Module, batches: list[dict[str, Any]], threshold: float,
@@ -164,8 +164,8 @@ def prune_llm(
         0.5
     """
     path, blocks = find_blocks(model)
-    _check_patterns(blocks, path, config)
-    batches = _batches(calibration, config) if config.needs_calibration else []
+    check_patterns(blocks, path, config)
+    batches = calibration_batches(calibration, config) if config.needs_calibration else []
     was_training = model.training
     model.eval()
     start = time.perf_counter()
@@ -182,12 +182,12 @@ def prune_llm(
             if config.method == "magnitude" and config.reconstruct == "none" and not config.permute:
                 for i, block in enumerate(blocks):
                     for lin in find_linears(block).values():
-                        _prune_linear(lin, None, sparsities[i], config)
+                        prune_linear(lin, None, sparsities[i], config)
                     advance()
             else:
                 gram = config.method == "sparsegpt" or config.layer_fit
                 for i, block, run in sequential_blocks(model, batches):
-                    fit = _prune_block(block, run, sparsities[i], config, gram)
+                    fit = prune_block(block, run, sparsities[i], config, gram)
                     if fit is not None:
                         result.block_errors.append((fit.error_before, fit.error_after))
                     advance()

@@ -3,7 +3,7 @@
 The model is built on the meta device; the embeddings are loaded to turn the
 calibration windows into block 0's inputs; then for every block in order: load its
 tensors from the safetensors shards, prune it with the very per-block routine of
-:func:`prunekit.llm.prune_llm` (``_prune_block``: one pass when the calibration tokens fit
+:func:`prunekit.llm.prune_llm` (``prune_block``: one pass when the calibration tokens fit
 ``single_pass_mb``, else two; permutation and block fit included), its inputs read from the
 :class:`ActivationStore` (in memory or spilled to disk), make its pruned outputs the next
 block's inputs, write it as one output shard, free it. Masks and weights are identical to
@@ -27,7 +27,7 @@ from torch import nn
 
 from prunekit.errors import ConfigError
 from prunekit.io import atomic_write_text
-from prunekit.io.atomic import _current_umask as _umask
+from prunekit.io.atomic import current_umask
 from prunekit.llm.blocks import find_blocks, find_linears
 from prunekit.llm.config import LLMPruneConfig
 from prunekit.llm.offload.activations import ActivationStore
@@ -36,7 +36,7 @@ from prunekit.llm.offload.shards import ShardReader, ShardWriter
 from prunekit.llm.offload.skeleton import empty_model, materialize, release
 from prunekit.llm.offload.streaming import outside_blocks
 from prunekit.llm.progress import layer_progress
-from prunekit.llm.prune import LLMPruneResult, _batches, _check_patterns, _prune_block, _prune_linear
+from prunekit.llm.prune import LLMPruneResult, calibration_batches, check_patterns, prune_block, prune_linear
 from prunekit.llm.sequential import BlockInputs, BlockRun, capture_block_inputs, layout_bytes, mergeable
 from prunekit.llm.single_pass import fits_single_pass, widest_output
 
@@ -142,8 +142,8 @@ def prune_llm_out_of_core(
     reader = ShardReader(folder)
     model = empty_model(folder, dtype=DTYPE)
     path, blocks = find_blocks(model)
-    _check_patterns(blocks, path, config)
-    batches = _batches(calibration, config) if config.needs_calibration else []
+    check_patterns(blocks, path, config)
+    batches = calibration_batches(calibration, config) if config.needs_calibration else []
     gram = config.method == "sparsegpt" or config.layer_fit  # as prune_llm
     working = _working_bytes(blocks, gram or config.block_fit)
     embed_names = outside_blocks(model, head=False) if batches else []
@@ -196,14 +196,14 @@ def prune_llm_out_of_core(
                 materialize(block, prefix, reader, dtype=DTYPE, device=device)
                 if batches:  # the very per-block routine of prune_llm, inputs from the store
                     run = BlockRun(block, BlockInputs(store, args, kwargs))
-                    fit = _prune_block(block, run, config.target_sparsity, config, gram)
+                    fit = prune_block(block, run, config.target_sparsity, config, gram)
                     if fit is not None:
                         result.block_errors.append((fit.error_before, fit.error_after))
                     if i + 1 < len(blocks):
                         run.advance()
                 else:
                     for lin in find_linears(block).values():
-                        _prune_linear(lin, None, config.target_sparsity, config)
+                        prune_linear(lin, None, config.target_sparsity, config)
                 for lin in find_linears(block).values():
                     zeros += int((lin.weight == 0).sum())
                     total += lin.weight.numel()
@@ -228,7 +228,7 @@ def prune_llm_out_of_core(
 
 def _replace_folder(new: Path, target: Path) -> None:
     """Put the finished folder ``new`` at ``target`` (a previous ``target`` is replaced whole)."""
-    os.chmod(new, 0o777 & ~_umask())
+    os.chmod(new, 0o777 & ~current_umask())
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, old)
