@@ -93,6 +93,10 @@ class AtomTable:
         self._elem_index: dict[str, int] = {}
         self._pairs: list[torch.Tensor] = []
         self.inexact: list[torch.Tensor] = []
+        # where the coupling being recorded comes from (the tracer sets "op in module"),
+        # and, per coupling to FIXED, that place and the atoms it fixed (graph.explain)
+        self.where = ""
+        self.fix_log: list[tuple[str, torch.Tensor]] = []
 
     # -- allocation -------------------------------------------------------------------
     def _alloc(self, size: int, **kw) -> int:
@@ -131,6 +135,14 @@ class AtomTable:
         pairs = coupling_pairs(a, b)
         if pairs is not None:
             self._pairs.append(pairs)
+            self.log_fixed(pairs)
+
+    def log_fixed(self, pairs: torch.Tensor) -> None:
+        """Remember which atoms ``pairs`` couple to FIXED, and where (``self.where``)."""
+        hit = (pairs == FIXED).any(dim=0)
+        if bool(hit.any()):
+            fixed = pairs[:, hit]
+            self.fix_log.append((self.where or "<trace>", torch.unique(fixed[fixed != FIXED])))
 
     def mark_inexact(self, labels: torch.Tensor) -> None:
         """Atoms whose removal changes outputs even when dead (normalised/softmaxed over)."""

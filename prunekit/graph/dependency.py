@@ -49,6 +49,8 @@ class DependencyGraph:
     # groups (by a member (tensor, dim)) kept prunable on a guess: a module reshapes to a
     # size that both an attribute and its input's width hold; frozen if the cut fails
     optional_freeze: list[tuple[str, int]] = field(default_factory=list)
+    # (tensor, dim) of each dropped group's members -> why it was frozen (graph.explain)
+    drop_reasons: dict[tuple[str, int], list[str]] = field(default_factory=dict)
 
     def group_of(self, tensor: str, dim: int) -> Group | None:
         for g in self.groups:
@@ -120,6 +122,12 @@ def build_dependency_graph(model: nn.Module, example_input: Any) -> DependencyGr
         [(8, [('0.bias', 0), ('0.weight', 0), ('1.bias', 0), ('1.running_mean', 0),
               ('1.running_var', 0), ('1.weight', 0), ('3.weight', 1)])]
     """
+    return build_dependency_graph_with_trace(model, example_input)[0]
+
+
+def build_dependency_graph_with_trace(model: nn.Module, example_input: Any):
+    """``build_dependency_graph`` plus its atom table and atom components (for
+    ``prunekit.graph.explain``)."""
     register_torchvision_rules()
     try:
         ctx, out_shapes, (splits, view_counts), (records, table) = _trace(model, example_input)
@@ -139,7 +147,7 @@ def build_dependency_graph(model: nn.Module, example_input: Any) -> DependencyGr
                             n_components=len(comp))
     _apply_module_rules(model, graph)
     _apply_width_ties(graph)
-    return graph
+    return graph, ctx.table, comp
 
 
 def _buffers_produce_nothing(table, model: nn.Module) -> None:
@@ -163,6 +171,7 @@ def _apply_width_ties(graph: DependencyGraph) -> None:
         if g.comps is not None:
             owner.update((c, g.id) for c in g.comps.tolist())
     frozen: set[int] = set()
+    why: dict[int, str] = {}
     known = {(a, b) for a, b, _ in graph.ties}
     for rec in graph.sizes.values():
         for src, dkey, k, held in rec.ties:
@@ -172,6 +181,8 @@ def _apply_width_ties(graph: DependencyGraph) -> None:
                 continue
             if not any(x is not None for x in a):  # the input's width never changes
                 frozen.update(x for x in b if x is not None)
+                why.update((x, f"size of {_call(rec)} is the width of a dim that never "
+                               "shrinks") for x in b if x is not None)
                 continue
             # an output dim whose indices all lie in one unit (the head dim of a split that
             # loses whole heads, graph.head_modes) never shrinks either: heads go instead
@@ -182,7 +193,7 @@ def _apply_width_ties(graph: DependencyGraph) -> None:
                 graph.optional_freeze.extend(graph.groups[x].members[0] for x in a if x is not None)
                 continue
             tie = None
-            if not whole and len(set(a)) == 1 and len(set(b)) == 1 and None not in b:
+            if len(set(a)) == 1 and len(set(b)) == 1 and None not in b:
                 # indices per unit: heads x head_dim puts one unit at every head;
                 # count(input) = k * count(output): kept_a * na = k * kept_b * nb
                 na, nb = (Fraction(n, graph.groups[g[0]].size) for n, g in
@@ -190,17 +201,27 @@ def _apply_width_ties(graph: DependencyGraph) -> None:
                 # units of several indices (head-dim pairs) on either side: the ratio
                 # kept_a / kept_b = k * nb / na must be a whole number one way round
                 r = k * nb / na
-                if r.denominator == 1:
+                if whole:  # ``C // num_heads`` when whole heads go: the head dim keeps its
+                    # size if the input keeps head_dim channels per head kept (one unit per
+                    # head, num_heads updated as a stale size): kept_a * na = kept_b * D
+                    r = Fraction(rec.dims[dkey].size) / na if graph.groups[b[0]].size == k else None
+                if r is not None and r.denominator == 1:
                     tie = (a[0], b[0], int(r))
-                elif r.numerator == 1:
+                elif r is not None and r.numerator == 1:
                     tie = (b[0], a[0], r.denominator)
             if tie is None:
                 frozen.update(x for x in a + b if x is not None)
+                why.update((x, f"width tie of {_call(rec)} has no whole-number ratio")
+                           for x in a + b if x is not None)
             elif tie[:2] not in known and tie[1::-1] not in known:
                 graph.ties.append(tie)
                 known.add(tie[:2])
     if frozen:
-        _drop(graph, frozen)
+        _drop(graph, frozen, why)
+
+
+def _call(rec) -> str:
+    return f"{rec.name} in {(rec.stack[-1] if rec.stack else '') or '<model>'}"
 
 
 def _spans_dim(src) -> bool:
@@ -218,6 +239,7 @@ def _spans_dim(src) -> bool:
 
 def _apply_module_rules(model: nn.Module, graph: DependencyGraph) -> None:
     frozen: set[int] = set()
+    why: dict[int, str] = {}
     for name, module in model.named_modules():
         rule = rule_for(module)
         if rule is None:
@@ -228,6 +250,7 @@ def _apply_module_rules(model: nn.Module, graph: DependencyGraph) -> None:
                 g = graph.group_of(tensor, dim)
                 if g is not None:
                     frozen.add(g.id)
+                    why[g.id] = f"protected by the surgery rule of {name or '<model>'}"
         if rule.ties is not None:
             for tie in rule.ties(module, prefix):
                 a, b = graph.group_of(*tie.primary), graph.group_of(*tie.dependent)
@@ -236,21 +259,31 @@ def _apply_module_rules(model: nn.Module, graph: DependencyGraph) -> None:
                     continue  # one group already removes factor x as many indices of primary
                 if a is None or b is None or a.id == b.id:
                     frozen.update(x.id for x in (a, b) if x is not None)
+                    why.update((x.id, f"count tie of the surgery rule of {name or '<model>'}")
+                               for x in (a, b) if x is not None)
                 else:
                     graph.ties.append((a.id, b.id, tie.factor))
     if frozen:
-        _drop(graph, frozen)
+        _drop(graph, frozen, why)
 
 
-def _drop(graph: DependencyGraph, frozen: set[int]) -> None:
-    """Remove frozen groups (and, through ties, everything tied to them)."""
+def _drop(graph: DependencyGraph, frozen: set[int], why: dict[int, str] | None = None) -> None:
+    """Remove frozen groups (and, through ties, everything tied to them); ``why`` (group
+    id -> reason) is recorded in ``graph.drop_reasons`` for their members."""
+    why = dict(why or {})
     changed = True
     while changed:
         changed = False
         for a, b, _ in graph.ties:
             if (a in frozen) != (b in frozen):
+                src, dst = (a, b) if a in frozen else (b, a)
+                why.setdefault(dst, f"tied to a frozen group ({why.get(src, 'see there')})")
                 frozen.update((a, b))
                 changed = True
+    for g in graph.groups:
+        if g.id in frozen:
+            for key in g.members:
+                graph.drop_reasons.setdefault(key, []).append(why.get(g.id, "frozen"))
     keep = [g for g in graph.groups if g.id not in frozen]
     remap = {g.id: i for i, g in enumerate(keep)}
     graph.ties = [(remap[a], remap[b], f) for a, b, f in graph.ties if a in remap and b in remap]

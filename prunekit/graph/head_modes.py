@@ -69,6 +69,8 @@ class SplitModes:
         self.table = table
         self.choices: list[SplitChoice] = []
         self._owner = torch.full((0,), -1, dtype=torch.int64)  # atom id -> split index
+        # couplings that hold when two splits both take a mode: (i, j, mode, pairs)
+        self.joint: list[tuple[int, int, int, torch.Tensor]] = []
 
     # -- during the trace -----------------------------------------------------------
     def owner(self, labels: torch.Tensor | None) -> int | None:
@@ -123,6 +125,17 @@ class SplitModes:
         if pairs is not None:
             self.choices[index].pairs[mode].append(pairs)
 
+    def couple_both(self, i: int, j: int, mode: int, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Couple ``a`` with ``b`` only if splits ``i`` and ``j`` both take ``mode`` (the
+        values of a head go with its query and key when separate splits lose whole heads)."""
+        pairs = coupling_pairs(a, b)
+        if pairs is not None:
+            self.joint.append((i, j, mode, pairs))
+
+    def _pairs_of(self, modes: list[int]) -> list[torch.Tensor]:
+        own = [p for c, m in zip(self.choices, modes) for p in c.pairs[m]]
+        return own + [p for i, j, m, p in self.joint if modes[i] == m and modes[j] == m]
+
     def fix(self, index: int, mode: int, labels: torch.Tensor) -> None:
         """Keep the atoms of ``labels`` whole if split ``index`` takes ``mode``."""
         atoms = torch.unique(labels)
@@ -143,8 +156,7 @@ class SplitModes:
 
     # -- after the trace ------------------------------------------------------------
     def _components(self, modes: list[int]) -> np.ndarray:
-        extra = [p for c, m in zip(self.choices, modes) for p in c.pairs[m]]
-        return self.table.components(extra)
+        return self.table.components(self._pairs_of(modes))
 
     def _units(self, choice: SplitChoice, comp: np.ndarray) -> torch.Tensor:
         """Component of each labelled element of the split (NONE where fixed / unlabelled)."""
@@ -178,13 +190,45 @@ class SplitModes:
                 trial[i] = HEADS
             comp_heads = self._components(trial)
             good = [i for i in collapsed if self._one_per_head(self.choices[i], comp_heads)]
-            for i in good:
+            # a module with a split that cannot lose whole heads (grouped-query attention's
+            # queries) keeps its other splits' modes
+            stuck = {self.choices[i].key[0] for i in collapsed
+                     if i not in good and self.choices[i].key is not None}
+            siblings = self._siblings([i for i in good if self.choices[i].key is not None
+                                       and self.choices[i].key[0] not in stuck], list(trial))
+            for i in good + siblings:
                 modes[i] = HEADS
             if good:
-                comp = comp_heads if len(good) == len(collapsed) else self._components(modes)
-        self.table._pairs.extend(p for c, m in zip(self.choices, modes) for p in c.pairs[m])
+                same = len(good) == len(collapsed) and not siblings
+                comp = comp_heads if same else self._components(modes)
+        for c, m in zip(self.choices, modes):
+            self.table.where = f"{'whole heads' if m == HEADS else 'head dims'} of split {c.key}"
+            for p in c.pairs[m]:
+                self.table._pairs.append(p)
+                self.table.log_fixed(p)
+        self.table._pairs.extend(p for i, j, m, p in self.joint if modes[i] == m and modes[j] == m)
         return comp, {c.key: HEADS for c, m in zip(self.choices, modes)
                       if m == HEADS and c.key is not None}
+
+    def _siblings(self, chosen: list[int], trial: list[int]) -> list[int]:
+        """Splits of the same module into as many heads as a split that loses whole
+        heads (ClassAttn's separate q / k / v): they read the same ``num_heads``, which
+        becomes the number of heads kept, so they lose whole heads too where that gives
+        one unit per head."""
+        heads = {(self.choices[i].key[0], self._heads(self.choices[i]))
+                 for i in chosen if self.choices[i].key is not None}
+        extra = [j for j, c in enumerate(self.choices) if trial[j] != HEADS and c.key is not None
+                 and (c.key[0], self._heads(c)) in heads]
+        if not extra:
+            return []
+        for j in extra:
+            trial[j] = HEADS
+        comp = self._components(trial)
+        return [j for j in extra if self._one_per_head(self.choices[j], comp)]
+
+    @staticmethod
+    def _heads(choice: SplitChoice) -> int:
+        return int(choice.labels.shape[choice.head_dim])
 
     def guard_counts(self, key: tuple[str, int]) -> tuple[tuple[int, int], ...] | None:
         """The leading counts split ``key`` must keep in ``HEADS`` mode."""

@@ -202,6 +202,27 @@ def _aligned(full: torch.Tensor, other: torch.Tensor):
         if o.shape[d] == 1 and f.shape[d] > 1:
             c = const_along(f, [d], keepdim=True)
             if bool((c < 0).any() & (f.narrow(d, 0, 1) >= 0).any()):
+                if _positions(f, d):
+                    continue  # each slice is coupled with ``other`` on its own
                 return None, None
             f = c
     return f, o.expand(f.shape)
+
+
+def _positions(f: torch.Tensor, d: int) -> bool:
+    """Whether the labels of ``f`` vary along ``d`` as along a token / pixel dim holding
+    a few different tensors (a class token's attention output concatenated before the
+    patch tokens, then scaled by a LayerScale ``gamma``): slices repeat their neighbour,
+    unlike a channel dim's, and none lacks channel identity. A parameter broadcast along
+    it then scales the same channel of every slice.
+
+    Example:
+        >>> _positions(torch.tensor([[1, 2], [3, 4], [3, 4]]), 0)
+        True
+        >>> _positions(torch.tensor([[1, 2], [3, 4]]), 0)
+        False
+    """
+    if bool((f < 0).any()):
+        return False
+    distinct = compress_slices(f, dims=[d])[0].shape[d]
+    return 1 < distinct < f.shape[d]

@@ -185,6 +185,7 @@ class TraceContext:
             self.view_counts[path] = self.current_view[1] + 1
         if name in rules.IGNORED:
             return
+        self.table.where = f"{name} in {self.path()}"
         if name in rules.FRESH or not self.has_labels(args, kwargs):
             lost = name not in rules.FRESH and any(
                 isinstance(a, torch.Tensor) and a in self.lost for a in tree_leaves(args))
@@ -297,6 +298,7 @@ def run_traced(model: nn.Module, example_input: Any) -> tuple[TraceContext, Any]
         else:
             out = model(example_input)
     derived_ops.finish(ctx)
+    ctx.table.where = "the model's output"
     for o in tree_leaves(out):
         if isinstance(o, torch.Tensor):
             lab = ctx.lab(o)

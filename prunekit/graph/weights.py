@@ -188,12 +188,27 @@ def attention(ctx, func, args, kwargs, out):
         per_head_bias(ctx, split, mask_lab, virt.narrow(-1, 0, 1))
     if v is None:
         return None
+    _values_follow_heads(ctx, split, v, virt)
     col = const_along(v, [v.dim() - 2], keepdim=True)
     if col.dim() >= 3 and col.shape[-3] not in (1, main.shape[-3]):
         # grouped-query attention: each key/value head serves a run of query heads
         col = col.repeat_interleave(main.shape[-3] // col.shape[-3], dim=-3)
     res = col.expand(main.shape).contiguous()
     return _tuple_like(out, res)
+
+
+def _values_follow_heads(ctx, split, v: torch.Tensor, virt: torch.Tensor) -> None:
+    """Values split apart from the queries (class attention's separate q / k / v): when
+    both splits lose whole heads, head h of v goes with head h of q and k."""
+    from prunekit.graph.head_modes import HEADS
+
+    other = ctx.heads.owner(v)
+    if split is None or other is None or other == split or v.dim() < 3:
+        return
+    heads = virt.narrow(-1, 0, 1)  # one atom per head of q / k: (..., H, 1, 1)
+    if heads.dim() != v.dim() or heads.shape[-3] != v.shape[-3]:
+        return  # grouped-query attention: a value head serves several query heads
+    ctx.heads.couple_both(split, other, HEADS, v, heads.expand_as(v))
 
 
 def head_contraction(ctx, q_t, k_t, q, k) -> torch.Tensor:

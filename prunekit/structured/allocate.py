@@ -83,10 +83,18 @@ def apply_ties(keep: list[int], sizes: list[int], ties: list[tuple[int, int, int
         [48, 16]
         >>> apply_ties([540, 45], [768, 64], [(0, 1, 12)], round_to=8)
         [528, 44]
+        >>> apply_ties([24, 3, 4], [48, 6, 8], [(0, 1, 8), (0, 2, 6)])  # lcm(8, 6) = 24
+        [24, 3, 4]
     """
     keep = list(keep)
+    # a primary tied to several dependents keeps a multiple of every factor
+    multiple: dict[int, int] = {}
+    for a, _, f in ties:
+        multiple[a] = math.lcm(multiple.get(a, 1), f)
     for a, b, f in ties:
+        m = multiple[a] // f
         step = round_to // math.gcd(round_to, f) if round_to and round_to > 1 else None
+        step = m if step is None else math.lcm(step, m)
         kb = round_keep(int(round(keep[a] / f)), sizes[b], step)
         keep[b] = kb
         keep[a] = min(sizes[a], f * kb)

@@ -1,0 +1,195 @@
+"""Residual widths that follow whole heads: ``C // num_heads`` with the default attention
+scale (the residual keeps head_dim channels per head kept), class attention's separate
+q / k / v splits losing the same heads, a LayerScale over a concatenation of a class
+token's attention output and the patch tokens, and the debug listing of frozen dims."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunekit.graph import build_dependency_graph
+from prunekit.graph.explain import explain_frozen
+from prunekit.structured import StructuredConfig, StructuredPruner
+
+
+def dead_cut(model: nn.Module, x: torch.Tensor) -> tuple[StructuredPruner, float]:
+    """Zero exactly the units the default allocation removes (ties included), prune them;
+    the relative output change (0 when every removed unit was dead)."""
+    model.eval()
+    pruner = StructuredPruner(model, x, StructuredConfig(ratio=0.5))
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for c in pruner.choices:
+            for (tensor, dim), index in c.group.index.items():
+                if tensor in params and len(c.remove):
+                    params[tensor].index_fill_(dim, index[c.remove].reshape(-1), 0.0)
+        before = model(x)
+        pruner.apply()
+        after = model.eval()(x)
+    assert after.shape == before.shape
+    return pruner, ((after - before).abs().max() / before.abs().max()).item()
+
+
+class WindowAttention(nn.Module):
+    """DaViT / Swin style: head size ``C // num_heads`` from the input's width, fused SDPA
+    with its default scale ``1/sqrt(head_dim)`` (so head dims cannot shrink)."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
+class ResidualNet(nn.Module):
+    def __init__(self, dim: int = 32, num_heads: int = 4, depth: int = 2):
+        super().__init__()
+        self.embed = nn.Linear(6, dim)
+        self.blocks = nn.ModuleList(WindowAttention(dim, num_heads) for _ in range(depth))
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.embed(x)
+        for blk in self.blocks:
+            x = x + blk(x)
+        return self.head(x)
+
+
+def test_residual_width_follows_whole_heads_of_head_dim_channels():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 6)
+    model = ResidualNet()
+    graph = build_dependency_graph(model, x)
+    resid = graph.group_of("embed.weight", 0)
+    heads = graph.group_of("blocks.0.qkv.weight", 0)
+    assert resid is not None and heads is not None
+    assert (resid.size, heads.size) == (32, 4)
+    assert (resid.id, heads.id, 8) in graph.ties  # kept(residual) == 8 * kept(heads)
+    pruner, err = dead_cut(model, x)
+    assert err < 1e-5
+    assert model.embed.out_features == 16  # 2 heads x 8 channels
+    for blk in model.blocks:
+        assert blk.num_heads == 2 and blk.qkv.out_features == 48  # head size unchanged
+
+
+class ChannelAttention(nn.Module):
+    """DaViT's channel attention: the same ``C // num_heads`` split, explicit scale, so
+    head dims shrink (the residual keeps num_heads channels per dim kept)."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        attn = (k.transpose(-1, -2) * 0.5 @ v).softmax(dim=-1)
+        x = (attn @ q.transpose(-1, -2)).transpose(-1, -2)
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
+def test_two_ties_on_one_residual_keep_a_multiple_of_both():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 6)
+    model = ResidualNet(dim=48, num_heads=6, depth=1)  # whole heads of 8 channels
+    model.blocks.append(ChannelAttention(48, 6))  # 6 heads whose dims shrink
+    graph = build_dependency_graph(model, x)
+    resid = graph.group_of("embed.weight", 0).id
+    assert {f for a, _, f in graph.ties if a == resid} == {8, 6}
+    dead_cut(model, x)  # the softmax over channels is not exact: only the widths count
+    assert model.embed.out_features == 24  # lcm(8, 6) = 24: half of 48
+    assert model.blocks[0].num_heads == 3 and model.blocks[0].qkv.out_features == 72
+    assert model.blocks[1].num_heads == 6 and model.blocks[1].qkv.out_features == 72
+
+
+class ClassAttn(nn.Module):
+    """CaiT / XCiT class attention: separate q (class token only), k, v linears, each
+    reshaped to ``(num_heads, C // num_heads)``, default SDPA scale."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        H = self.num_heads
+        q = self.q(x[:, 0]).unsqueeze(1).reshape(B, 1, H, C // H).permute(0, 2, 1, 3)
+        k = self.k(x).reshape(B, N, H, C // H).permute(0, 2, 1, 3)
+        v = self.v(x).reshape(B, N, H, C // H).permute(0, 2, 1, 3)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(B, 1, C))
+
+
+class ClassBlock(nn.Module):
+    """XCiT's class-attention block: the class token's attention output concatenated
+    before the patch tokens, all scaled by the LayerScale ``gamma``."""
+
+    def __init__(self, dim: int = 32, num_heads: int = 4):
+        super().__init__()
+        self.embed = nn.Linear(6, dim)
+        self.attn = ClassAttn(dim, num_heads)
+        self.gamma = nn.Parameter(torch.rand(dim) + 0.5)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.embed(x)
+        x = x + self.gamma * torch.cat([self.attn(x), x[:, 1:]], dim=1)
+        return self.head(x)
+
+
+def test_class_attention_q_k_v_lose_the_same_whole_heads():
+    torch.manual_seed(0)
+    x = torch.randn(2, 7, 6)
+    model = ClassBlock()
+    graph = build_dependency_graph(model, x)
+    heads = graph.group_of("attn.v.weight", 0)
+    assert heads is not None and heads.size == 4
+    assert graph.group_of("attn.q.weight", 0) is heads and graph.group_of("attn.k.weight", 0) is heads
+    _, err = dead_cut(model, x)
+    assert err < 1e-5
+    assert model.attn.num_heads == 2
+    assert [m.out_features for m in (model.attn.q, model.attn.k, model.attn.v)] == [16] * 3
+
+
+def test_layer_scale_over_concatenated_tokens_follows_the_residual():
+    torch.manual_seed(0)
+    x = torch.randn(2, 7, 6)
+    model = ClassBlock()
+    graph = build_dependency_graph(model, x)
+    resid = graph.group_of("embed.weight", 0)
+    assert resid is not None and graph.group_of("gamma", 0) is resid
+    dead_cut(model, x)
+    assert tuple(model.gamma.shape) == (16,) and model.embed.out_features == 16
+
+
+class FeatureNet(nn.Module):
+    """Returns its features: the residual width is the output's and cannot shrink."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(6, 16)
+        self.mlp = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 16))
+
+    def forward(self, x):
+        x = self.embed(x)
+        return x + self.mlp(x)
+
+
+def test_explain_frozen_names_the_op_that_fixes_a_width():
+    frozen = {(f.tensor, f.dim): f for f in explain_frozen(FeatureNet(), torch.randn(2, 6))}
+    assert ("mlp.0.weight", 0) not in frozen  # the hidden width is prunable
+    resid = frozen[("embed.weight", 0)]
+    assert resid.size == 16 and any("the model's output" in r for r in resid.reasons)
+    assert frozen[("embed.weight", 1)].reasons  # the input's channels: nothing produces them
