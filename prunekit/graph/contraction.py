@@ -91,9 +91,9 @@ def _slice_units(lab: torch.Tensor) -> torch.Tensor:
 
 def _couple_batch(ctx, la: list[torch.Tensor], lb: list[torch.Tensor]) -> None:
     """Batch slices that a unit of one operand removes must go in the other too."""
-    units_a = [_slice_units(x) for x in la if x.dim() >= 3]
-    units_b = [_slice_units(x) for x in lb if x.dim() >= 3]
-    for mine, theirs in ((units_a, units_b), (units_b, units_a)):
+    la, lb = [x for x in la if x.dim() >= 3], [x for x in lb if x.dim() >= 3]
+    units_a, units_b = [_slice_units(x) for x in la], [_slice_units(x) for x in lb]
+    for mine, theirs, full in ((units_a, units_b, lb), (units_b, units_a, la)):
         for u in mine:
             if not bool((u > 0).any()):
                 continue
@@ -103,7 +103,29 @@ def _couple_batch(ctx, la: list[torch.Tensor], lb: list[torch.Tensor]) -> None:
                     partner = torch.where(partner >= 0, partner, v)
             ok = (u > 0) & (partner >= 0)
             ctx.table.couple(u[ok], partner[ok])
-            fix(ctx, u[(u > 0) & (partner < 0)])
+            lone = (u > 0) & (partner < 0)
+            if not _head_slices(ctx, u, lone, full):
+                fix(ctx, u[lone])
+
+
+def _head_slices(ctx, u: torch.Tensor, lone: torch.Tensor, full: list[torch.Tensor]) -> bool:
+    """Scores with one atom per head (``_head_scores``) times values of the same split
+    (q, k and v chunked from one projection): in whole-heads mode head h of the values
+    goes with head h; in head-dims mode the scores stay (the values' dims are shared by
+    every head). False when the lone slices are no split's heads."""
+    from prunekit.graph.head_modes import DIMS, HEADS
+
+    if not bool(lone.any()):
+        return True
+    split = ctx.heads.owner(u[lone])
+    if split is None:
+        return False
+    ctx.heads.fix(split, DIMS, u[lone])
+    heads = torch.where(lone, u, torch.full_like(u, NONE))
+    for x in full:
+        if tuple(x.shape[:-2]) == tuple(u.shape):
+            ctx.heads.couple(split, HEADS, x, heads[..., None, None].expand_as(x))
+    return True
 
 
 def _combine(ctx, labs: list[torch.Tensor], tables: list[bool]):

@@ -109,6 +109,9 @@ class SizeRecorder(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = size_call_name(func)
+        if getattr(func, "__name__", None) == "scaled_dot_product_attention" and \
+                not self.ctx.busy and not self.ctx.opaque and self.ctx.has_labels(args, kwargs):
+            return self.ctx.attention_call(func, args, kwargs)
         stored = name == "split" and not self.ctx.busy and self._stored_sections(args, kwargs)
         if stored:
             self.ctx.sizes_stored = True  # unequal pieces may then shrink independently

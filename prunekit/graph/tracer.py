@@ -90,6 +90,7 @@ class TraceContext:
         self.pending: list = []  # actions of the derivation being traced (graph.derived)
         self.axis_links: dict = {}  # parameter axes a derivation made one (graph.derived_ops)
         self.heads = SplitModes(self.table)  # head dims or whole heads (graph.head_modes)
+        self.opaque = False  # inside a call traced as one op (attention_call)
 
     def lab(self, t: Any):
         if not isinstance(t, torch.Tensor):
@@ -176,6 +177,21 @@ class TraceContext:
                     return True
         return False
 
+    def attention_call(self, func, args, kwargs):
+        """``F.scaled_dot_product_attention`` traced as one op, whichever kernel runs: the
+        math fallback (inputs not contiguous) would show its default scale
+        ``1/sqrt(head_dim)`` and its mask only as plain numbers and additions."""
+        names = ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+        named = {**dict(zip(names, args[3:])), **kwargs}
+        self.opaque = True
+        try:
+            out = func(*args, **kwargs)
+        finally:
+            self.opaque = False
+        self.ops_seen += 1
+        self._assign(out, self.run_rule(weights.attention, func, tuple(args[:3]), named, out))
+        return out
+
     def on_op(self, func, args, kwargs, out) -> None:
         self.ops_seen += 1
         name = func.__name__.split(".")[0]
@@ -183,6 +199,8 @@ class TraceContext:
             path = self.path()
             self.current_view = (path, self.view_counts.get(path, 0))
             self.view_counts[path] = self.current_view[1] + 1
+        if self.opaque:
+            return
         if name in rules.IGNORED:
             return
         self.table.where = f"{name} in {self.path()}"

@@ -176,11 +176,7 @@ def attention(ctx, func, args, kwargs, out):
     if mask is None and len(args) > 3 and isinstance(args[3], torch.Tensor):
         mask = args[3]
     mask_lab = _mat(ctx, mask) if isinstance(mask, torch.Tensor) else None
-    if kwargs.get("scale") is None and not ctx.keeps_attention_scale():
-        # the default scale 1/sqrt(head_dim) would change with pruned query/key dims
-        for lab in (q, k):
-            if lab is not None:
-                ctx.table.couple(lab, lab.narrow(-1, 0, 1).expand_as(lab))
+    keep_default_scale(ctx, q, k, kwargs)
     main = out[0] if isinstance(out, (tuple, list)) else out
     virt = head_contraction(ctx, args[0], args[1], q, k)
     split = ctx.heads.owner(q if q is not None else k)
@@ -195,6 +191,16 @@ def attention(ctx, func, args, kwargs, out):
         col = col.repeat_interleave(main.shape[-3] // col.shape[-3], dim=-3)
     res = col.expand(main.shape).contiguous()
     return _tuple_like(out, res)
+
+
+def keep_default_scale(ctx, q, k, kwargs: dict) -> None:
+    """The default scale ``1/sqrt(head_dim)`` would change with pruned query/key dims:
+    keep them (q / k labels; nothing when an explicit ``scale`` is passed)."""
+    if kwargs.get("scale") is not None or ctx.keeps_attention_scale():
+        return
+    for lab in (q, k):
+        if isinstance(lab, torch.Tensor) and lab.dim() >= 1:
+            ctx.table.couple(lab, lab.narrow(-1, 0, 1).expand_as(lab))
 
 
 def _values_follow_heads(ctx, split, v: torch.Tensor, virt: torch.Tensor) -> None:

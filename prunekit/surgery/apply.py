@@ -90,7 +90,20 @@ def apply_keep(model: nn.Module, keep: dict[str, dict[int, torch.Tensor]]) -> Sn
                 store[key] = new
         refresh_hook_weights(model)  # legacy weight_norm: its weight before the syncs read it
         sync_modules(model, set(keep))
+        _drop_cached_tensors(model)
     except BaseException:
         snap.restore()
         raise
     return snap
+
+
+def _drop_cached_tensors(model: nn.Module) -> None:
+    """Modules that cache tensors computed from their parameters in eval mode (timm's
+    attention-bias caches of TinyViT / LeViT) drop them in their ``train()`` override:
+    call those again with each module's own mode (the snapshot keeps the old caches)."""
+    modes = {id(m): (m, m.training) for m in model.modules()}
+    for m, mode in modes.values():
+        if type(m).train is not nn.Module.train:
+            m.train(mode)
+    for m, mode in modes.values():
+        m.training = mode

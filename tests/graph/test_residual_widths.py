@@ -3,6 +3,9 @@ scale (the residual keeps head_dim channels per head kept), class attention's se
 q / k / v splits losing the same heads, a LayerScale over a concatenation of a class
 token's attention output and the patch tokens, and the debug listing of frozen dims."""
 
+import sys
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,6 +13,9 @@ from torch import nn
 from prunekit.graph import build_dependency_graph
 from prunekit.graph.explain import explain_frozen
 from prunekit.structured import StructuredConfig, StructuredPruner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "structured"))
+from structured_helpers import check_equivalence  # noqa: E402
 
 
 def dead_cut(model: nn.Module, x: torch.Tensor) -> tuple[StructuredPruner, float]:
@@ -193,3 +199,50 @@ def test_explain_frozen_names_the_op_that_fixes_a_width():
     resid = frozen[("embed.weight", 0)]
     assert resid.size == 16 and any("the model's output" in r for r in resid.reasons)
     assert frozen[("embed.weight", 1)].reasons  # the input's channels: nothing produces them
+
+
+class ConvAttention(nn.Module):
+    """LowFormer / CPUBone style: q, k, v chunked from the last dim of a permuted conv
+    output, so they are not contiguous and SDPA (default scale) takes its math fallback,
+    whose ``1/sqrt(head_dim)`` reaches the tracer only as a number."""
+
+    def __init__(self, dim: int = 8, num_heads: int = 2, head_dim: int = 8):
+        super().__init__()
+        self.num_heads, self.head_dim, self.num_keys = num_heads, head_dim, 3
+        self.inner = num_heads * head_dim
+        self.pwise = nn.Conv2d(dim, 3 * self.inner, 1, bias=False)
+        self.out = nn.Conv2d(self.inner, dim, 1)
+
+    def forward(self, x):
+        N, _, h, w = x.shape
+        qkv = self.pwise(x).reshape(N, self.num_heads, self.num_keys * self.head_dim, h * w)
+        q, k, v = qkv.permute(0, 1, 3, 2).chunk(3, dim=3)
+        values = F.scaled_dot_product_attention(q, k, v)
+        return self.out(values.permute(0, 1, 3, 2).reshape(N, self.inner, h, w))
+
+
+class ConvAttnNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.attn = ConvAttention()
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head(x + self.attn(x))
+
+
+def test_default_scale_of_the_math_fallback_keeps_query_key_dims():
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 4, 4)
+    stats = check_equivalence(ConvAttnNet(), x, atol=1e-5)  # dead units: exact
+    assert stats["params_after"] < stats["params_before"]
+    model = ConvAttnNet().eval()
+    graph = build_dependency_graph(model, x)
+    heads = graph.group_of("attn.pwise.weight", 0)
+    assert heads is not None and heads.size == 2  # whole heads, not head dims
+    pruner, err = dead_cut(model, x)
+    assert err < 1e-5
+    assert model.attn.num_heads == 1 and model.attn.head_dim == 8
+    assert model.attn.pwise.out_channels == 24
