@@ -174,11 +174,17 @@ def _apply_width_ties(graph: DependencyGraph) -> None:
     why: dict[int, str] = {}
     known = {(a, b) for a, b, _ in graph.ties}
     for rec in graph.sizes.values():
+        settled: set[tuple[str, int]] = set()  # output dims one input already sizes
+        for src, dkey, _, _ in rec.ties:
+            a = {owner.get(c) for c in set(src.atoms.tolist())}
+            if a == {owner.get(c) for c in set(rec.dims[dkey].atoms.tolist()) if c >= 0}:
+                settled.add(dkey)
         for src, dkey, k, held in rec.ties:
+            if dkey in settled:
+                continue
+            settled.add(dkey)  # the first input of that width: the others are alternatives
             a = [owner.get(c) for c in set(src.atoms.tolist())]
             b = [owner.get(c) for c in set(rec.dims[dkey].atoms.tolist()) if c >= 0]
-            if set(a) == set(b):
-                continue
             if not any(x is not None for x in a):  # the input's width never changes
                 frozen.update(x for x in b if x is not None)
                 why.update((x, f"size of {_call(rec)} is the width of a dim that never "

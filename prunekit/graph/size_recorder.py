@@ -148,8 +148,13 @@ class SizeRecorder(TorchFunctionMode):
         rule = rule_for(module)
         if rule is not None and rule.sync is not None:
             return False
-        return any(isinstance(v, (tuple, list)) and list(v) == call.values
-                   for k, v in vars(module).items() if not k.startswith("_"))
+        attrs = {k: v for k, v in vars(module).items() if not k.startswith("_")}
+        if any(isinstance(v, (tuple, list)) and list(v) == call.values for v in attrs.values()):
+            return True
+        # sections written from integer attributes (``[self.key_dim, self.key_dim,
+        # self.val_dim]``): every distinct size is one attribute's value
+        ints = [v for v in attrs.values() if is_int(v)]
+        return all(is_int(v) and ints.count(v) == 1 for v in set(call.values))
 
     def _record(self, name, args, kwargs, out) -> SizeRecord | None:
         call = parse_call(name, args, kwargs)
@@ -214,6 +219,8 @@ class SizeRecorder(TorchFunctionMode):
         Only a channel dim of the output counts (not a spatial dim sized alike)."""
         if not _per_channel(rec.dims[key]):
             return
+        # several inputs of that width (CoaT's parallel block takes four scales): one tie
+        # per input; graph.dependency drops them all if one input is the output's group
         for t in self._module_inputs():
             if not isinstance(t, torch.Tensor):
                 continue
@@ -224,7 +231,7 @@ class SizeRecorder(TorchFunctionMode):
                 src = _dim_source(self.ctx, t, d)
                 if src is not None and src.index is not None and _per_channel(src):
                     rec.ties.append((src, key, k, value in _held(self.modules.get(self.stack[-1]))))
-                    return
+                    break
 
 
 def _first_slice(lab, dim: int) -> torch.Tensor | None:

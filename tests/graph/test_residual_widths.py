@@ -246,3 +246,82 @@ def test_default_scale_of_the_math_fallback_keeps_query_key_dims():
     assert err < 1e-5
     assert model.attn.num_heads == 1 and model.attn.head_dim == 8
     assert model.attn.pwise.out_channels == 24
+
+
+class SplitFromAttributes(nn.Module):
+    """EfficientViT (MSRA) style: q, k, v split with sizes written from integer attributes
+    (``[self.key_dim, self.key_dim, self.val_dim]``), updated after the cut."""
+
+    def __init__(self, dim: int = 8, key_dim: int = 4, val_dim: int = 6):
+        super().__init__()
+        self.key_dim, self.val_dim, self.scale = key_dim, val_dim, 0.5
+        self.qkv = nn.Conv2d(dim, 2 * key_dim + val_dim, 1)
+        self.proj = nn.Conv2d(val_dim, dim, 1)
+
+    def forward(self, x):
+        B, _, H, W = x.shape
+        q, k, v = self.qkv(x).split([self.key_dim, self.key_dim, self.val_dim], dim=1)
+        q, k, v = q.flatten(2), k.flatten(2), v.flatten(2)
+        attn = ((q * self.scale).transpose(-2, -1) @ k).softmax(dim=-1)
+        return self.proj((v @ attn.transpose(-2, -1)).view(B, self.val_dim, H, W))
+
+
+class SplitNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 1)
+        self.attn = SplitFromAttributes()
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head(x + self.attn(x))
+
+
+def test_split_sizes_written_from_attributes_shrink():
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 3, 3)
+    stats = check_equivalence(SplitNet(), x, atol=1e-5)
+    assert stats["groups"] == 3  # residual, query/key dims, value dims
+    model = SplitNet().eval()
+    _, err = dead_cut(model, x)
+    assert err < 1e-5
+    assert (model.attn.key_dim, model.attn.val_dim) == (2, 3)
+    assert model.attn.qkv.out_channels == 7
+
+
+class TwoScales(nn.Module):
+    """CoaT's parallel block: several inputs of one width; a tensor computed from one of
+    them is reshaped with its own ``C`` (``B, N, C = x.shape``), not the first input's."""
+
+    def __init__(self, dim: int = 8):
+        super().__init__()
+        self.mix = nn.Linear(dim, dim)
+
+    def forward(self, x1, x2):
+        cur = self.mix(x2)
+        B, N, C = cur.shape
+        img = F.avg_pool2d(cur.transpose(1, 2).reshape(B, C, 2, 2), 1)
+        return x1, x2 + img.reshape(B, C, -1).transpose(1, 2)
+
+
+class TwoScaleNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed1, self.embed2 = nn.Linear(3, 8), nn.Linear(3, 8)
+        self.block = TwoScales()
+        self.head1, self.head2 = nn.Linear(8, 2), nn.Linear(8, 2)
+
+    def forward(self, x):
+        x1, x2 = self.block(self.embed1(x), self.embed2(x))
+        return self.head1(x1) + self.head2(x2)
+
+
+def test_a_width_read_from_one_of_several_inputs_ties_nothing():
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 3)
+    graph = build_dependency_graph(TwoScaleNet(), x)
+    assert graph.group_of("embed1.weight", 0) is not graph.group_of("embed2.weight", 0)
+    assert graph.ties == []
+    stats = check_equivalence(TwoScaleNet(), x, atol=1e-5)
+    assert stats["groups"] == 2  # the two widths (mix writes into the second), both exact
