@@ -18,6 +18,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "structured"))
 from structured_helpers import check_equivalence  # noqa: E402
 
 
+def traced(model: nn.Module, *shape: int) -> tuple[torch.Tensor, object]:
+    """A seeded input of ``shape`` and the dependency graph of ``model`` on it."""
+    torch.manual_seed(0)
+    x = torch.randn(*shape)
+    return x, build_dependency_graph(model, x)
+
+
 def dead_cut(model: nn.Module, x: torch.Tensor) -> tuple[StructuredPruner, float]:
     """Zero exactly the units the default allocation removes (ties included), prune them;
     the relative output change (0 when every removed unit was dead)."""
@@ -50,8 +57,10 @@ class WindowAttention(nn.Module):
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        x = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+        return self.proj(self.mix(q, k, v).transpose(1, 2).reshape(B, N, C))
+
+    def mix(self, q, k, v):
+        return F.scaled_dot_product_attention(q, k, v)
 
 
 class ResidualNet(nn.Module):
@@ -69,10 +78,8 @@ class ResidualNet(nn.Module):
 
 
 def test_residual_width_follows_whole_heads_of_head_dim_channels():
-    torch.manual_seed(0)
-    x = torch.randn(2, 5, 6)
     model = ResidualNet()
-    graph = build_dependency_graph(model, x)
+    x, graph = traced(model, 2, 5, 6)
     resid = graph.group_of("embed.weight", 0)
     heads = graph.group_of("blocks.0.qkv.weight", 0)
     assert resid is not None and heads is not None
@@ -85,23 +92,13 @@ def test_residual_width_follows_whole_heads_of_head_dim_channels():
         assert blk.num_heads == 2 and blk.qkv.out_features == 48  # head size unchanged
 
 
-class ChannelAttention(nn.Module):
+class ChannelAttention(WindowAttention):
     """DaViT's channel attention: the same ``C // num_heads`` split, explicit scale, so
     head dims shrink (the residual keeps num_heads channels per dim kept)."""
 
-    def __init__(self, dim: int, num_heads: int):
-        super().__init__()
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x):
-        B, N, C = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    def mix(self, q, k, v):
         attn = (k.transpose(-1, -2) * 0.5 @ v).softmax(dim=-1)
-        x = (attn @ q.transpose(-1, -2)).transpose(-1, -2)
-        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+        return (attn @ q.transpose(-1, -2)).transpose(-1, -2)
 
 
 def test_two_ties_on_one_residual_keep_a_multiple_of_both():
@@ -156,10 +153,8 @@ class ClassBlock(nn.Module):
 
 
 def test_class_attention_q_k_v_lose_the_same_whole_heads():
-    torch.manual_seed(0)
-    x = torch.randn(2, 7, 6)
     model = ClassBlock()
-    graph = build_dependency_graph(model, x)
+    x, graph = traced(model, 2, 7, 6)
     heads = graph.group_of("attn.v.weight", 0)
     assert heads is not None and heads.size == 4
     assert graph.group_of("attn.q.weight", 0) is heads and graph.group_of("attn.k.weight", 0) is heads
@@ -170,10 +165,8 @@ def test_class_attention_q_k_v_lose_the_same_whole_heads():
 
 
 def test_layer_scale_over_concatenated_tokens_follows_the_residual():
-    torch.manual_seed(0)
-    x = torch.randn(2, 7, 6)
     model = ClassBlock()
-    graph = build_dependency_graph(model, x)
+    x, graph = traced(model, 2, 7, 6)
     resid = graph.group_of("embed.weight", 0)
     assert resid is not None and graph.group_of("gamma", 0) is resid
     dead_cut(model, x)
@@ -221,16 +214,22 @@ class ConvAttention(nn.Module):
         return self.out(values.permute(0, 1, 3, 2).reshape(N, self.inner, h, w))
 
 
-class ConvAttnNet(nn.Module):
-    def __init__(self):
+class ConvResidual(nn.Module):
+    """stem -> x + mixer(x) -> head, with 8 channels in the residual."""
+
+    def __init__(self, mixer: nn.Module):
         super().__init__()
-        self.stem = nn.Conv2d(3, 8, 3, padding=1)
-        self.attn = ConvAttention()
+        self.stem = nn.Conv2d(3, 8, 1)
+        self.attn = mixer
         self.head = nn.Conv2d(8, 4, 1)
 
     def forward(self, x):
         x = self.stem(x)
         return self.head(x + self.attn(x))
+
+
+def ConvAttnNet() -> nn.Module:  # noqa: N802 - a model class, as the tests use it
+    return ConvResidual(ConvAttention())
 
 
 def test_default_scale_of_the_math_fallback_keeps_query_key_dims():
@@ -266,16 +265,8 @@ class SplitFromAttributes(nn.Module):
         return self.proj((v @ attn.transpose(-2, -1)).view(B, self.val_dim, H, W))
 
 
-class SplitNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Conv2d(3, 8, 1)
-        self.attn = SplitFromAttributes()
-        self.head = nn.Conv2d(8, 2, 1)
-
-    def forward(self, x):
-        x = self.stem(x)
-        return self.head(x + self.attn(x))
+def SplitNet() -> nn.Module:  # noqa: N802
+    return ConvResidual(SplitFromAttributes())
 
 
 def test_split_sizes_written_from_attributes_shrink():
@@ -318,9 +309,7 @@ class TwoScaleNet(nn.Module):
 
 
 def test_a_width_read_from_one_of_several_inputs_ties_nothing():
-    torch.manual_seed(0)
-    x = torch.randn(1, 4, 3)
-    graph = build_dependency_graph(TwoScaleNet(), x)
+    x, graph = traced(TwoScaleNet(), 1, 4, 3)
     assert graph.group_of("embed1.weight", 0) is not graph.group_of("embed2.weight", 0)
     assert graph.ties == []
     stats = check_equivalence(TwoScaleNet(), x, atol=1e-5)
