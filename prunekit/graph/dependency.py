@@ -49,6 +49,9 @@ class DependencyGraph:
     # groups (by a member (tensor, dim)) kept prunable on a guess: a module reshapes to a
     # size that both an attribute and its input's width hold; frozen if the cut fails
     optional_freeze: list[tuple[str, int]] = field(default_factory=list)
+    # ties found from a size that is also an attribute (``reshape(B, N, self.attn_dim)``):
+    # the forward probably reads the attribute, so they hold only where no tie conflicts
+    soft_ties: list[tuple[int, int, int]] = field(default_factory=list)
     # (tensor, dim) of each dropped group's members -> why it was frozen (graph.explain)
     drop_reasons: dict[tuple[str, int], list[str]] = field(default_factory=dict)
 
@@ -220,10 +223,26 @@ def _apply_width_ties(graph: DependencyGraph) -> None:
                 why.update((x, f"width tie of {_call(rec)} has no whole-number ratio")
                            for x in a + b if x is not None)
             elif tie[:2] not in known and tie[1::-1] not in known:
-                graph.ties.append(tie)
+                (graph.soft_ties if held else graph.ties).append(tie)
                 known.add(tie[:2])
+            elif not held and tie in graph.soft_ties:  # a guess confirmed by a computed size
+                graph.soft_ties.remove(tie)
+                graph.ties.append(tie)
     if frozen:
         _drop(graph, frozen, why)
+
+
+def binding_ties(graph: DependencyGraph) -> list[tuple[int, int, int]]:
+    """The ties the allocation must keep: every tie, and the soft ties of groups no tie
+    binds (a soft tie conflicting with a tie is a guess the forward does not need).
+
+    Example:
+        >>> g = DependencyGraph([], {}, ties=[(0, 1, 3)], soft_ties=[(0, 2, 32), (4, 5, 8)])
+        >>> binding_ties(g)
+        [(0, 1, 3), (4, 5, 8)]
+    """
+    bound = {a for a, _, _ in graph.ties} | {b for _, b, _ in graph.ties}
+    return list(graph.ties) + [t for t in graph.soft_ties if not {t[0], t[1]} & bound]
 
 
 def _call(rec) -> str:
@@ -293,6 +312,8 @@ def _drop(graph: DependencyGraph, frozen: set[int], why: dict[int, str] | None =
     keep = [g for g in graph.groups if g.id not in frozen]
     remap = {g.id: i for i, g in enumerate(keep)}
     graph.ties = [(remap[a], remap[b], f) for a, b, f in graph.ties if a in remap and b in remap]
+    graph.soft_ties = [(remap[a], remap[b], f) for a, b, f in graph.soft_ties
+                       if a in remap and b in remap]
     for g in keep:
         g.id = remap[g.id]
     graph.groups = keep

@@ -19,7 +19,7 @@ from torch.utils._pytree import tree_leaves
 
 from prunekit.errors import ConfigError, ModelError, PrunekitError
 from prunekit.graph import DependencyGraph, Group, build_dependency_graph
-from prunekit.graph.dependency import _drop
+from prunekit.graph.dependency import _drop, binding_ties
 from prunekit.structured.allocate import (
     apply_ties,
     choose_removed,
@@ -195,7 +195,7 @@ class StructuredPruner:
         fitted through the dense model and the model with half of every group cut."""
         if self._cost_models is None:
             sizes = [g.size for g in self.graph.groups]
-            probe_keep = apply_ties(uniform_keep(sizes, 0.5, 0.5), sizes, self.graph.ties)
+            probe_keep = apply_ties(uniform_keep(sizes, 0.5, 0.5), sizes, binding_ties(self.graph))
 
             self._cost_models = build_cost_models(
                 self.model, self.example_input, self.graph, batch=self.config.latency_batch,
@@ -214,7 +214,7 @@ class StructuredPruner:
         else:
             keep = uniform_keep(sizes, ratio, c.max_ratio)
         keep = [round_keep(k, n, c.round_to) for k, n in zip(keep, sizes)]
-        return apply_ties(keep, sizes, self.graph.ties, c.round_to)
+        return apply_ties(keep, sizes, binding_ties(self.graph), c.round_to)
 
     def propose(self, ratio: float) -> list[GroupChoice]:
         """The removal the config would make at ``ratio`` (the model is not touched)."""

@@ -314,3 +314,31 @@ def test_a_width_read_from_one_of_several_inputs_ties_nothing():
     assert graph.ties == []
     stats = check_equivalence(TwoScaleNet(), x, atol=1e-5)
     assert stats["groups"] == 2  # the two widths (mix writes into the second), both exact
+
+
+class StoredWidthAttention(WindowAttention):
+    """timm's ``Attention``: head size and output width read from attributes
+    (``self.head_dim``, ``self.attn_dim``), not from the input's width."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__(dim, num_heads)
+        self.head_dim, self.attn_dim = dim // num_heads, dim
+
+    def forward(self, x):
+        B, N, _ = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        return self.proj(self.mix(q, k, v).transpose(1, 2).reshape(B, N, self.attn_dim))
+
+
+def test_a_tie_guessed_from_a_stored_width_yields_to_a_computed_one():
+    model = ResidualNet(dim=48, num_heads=3, depth=0)
+    model.blocks.append(StoredWidthAttention(48, 3))  # 3 heads of 16: a guessed tie
+    model.blocks.append(ChannelAttention(48, 3))  # C // 3: the residual keeps 3 x dims
+    x, graph = traced(model, 2, 5, 6)
+    resid = graph.group_of("embed.weight", 0).id
+    assert [f for a, _, f in graph.ties if a == resid] == [3]
+    assert [f for a, _, f in graph.soft_ties if a == resid] == [16]
+    dead_cut(model, x)
+    assert model.embed.out_features == 24  # not frozen by lcm(16, 3) = 48
+    assert model.blocks[0].num_heads == 2 and model.blocks[0].proj.in_features == 32

@@ -23,7 +23,8 @@ def kill_units(model: nn.Module, pruner: StructuredPruner) -> None:
 
 def exact_choices(pruner: StructuredPruner, fraction: float = 0.5, seed: int = 0) -> int:
     """Keep only removals in exact, untied groups (random units); return groups pruned."""
-    tied = {a for a, _, _ in pruner.graph.ties} | {b for _, b, _ in pruner.graph.ties}
+    ties = pruner.graph.ties + pruner.graph.soft_ties
+    tied = {a for a, _, _ in ties} | {b for _, b, _ in ties}
     gen = torch.Generator().manual_seed(seed)
     n = 0
     for c in pruner.choices:
