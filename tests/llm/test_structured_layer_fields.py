@@ -78,3 +78,19 @@ def test_the_text_layers_are_found_before_a_longer_vision_tower():
     path, blocks = find_blocks(model)
     assert (path, len(blocks)) == ("git.encoder.layer", 2)
     assert IDS["input_ids"].max() < 64
+
+
+def test_lists_that_only_look_per_layer_are_kept_whole(tmp_path):
+    torch.manual_seed(0)
+    cfg = transformers.FalconH1Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                      intermediate_size=48, vocab_size=64, max_position_embeddings=64,
+                                      mamba_d_ssm=64, mamba_n_heads=8, mamba_d_head=8, mamba_d_state=16,
+                                      mamba_chunk_size=16, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    model = transformers.FalconH1ForCausalLM(cfg).eval()
+    # two layers, and two-element lists that are not per layer: [min, max] and [gate, down] multipliers
+    assert len(model.config.time_step_limit) == 2 and len(model.config.mlp_multipliers) == 2
+    assert config_after_removal(model, [1]) == {"num_hidden_layers": 1}
+    remove_layers(model, [1])
+    assert len(model.config.time_step_limit) == 2 and len(model.config.mlp_multipliers) == 2
+    _save(model, tmp_path)
+    assert _reload_diff(tmp_path, plain=True) < 1e-5

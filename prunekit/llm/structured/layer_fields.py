@@ -178,6 +178,15 @@ def config_after_removal(model: nn.Module, drop: list[int]) -> dict[str, Any] | 
     for name, value in base.items():
         put(name, value)
     best = _score(model, trial, want, ignore, init)
+    if best == _INVALID:  # undo cuts of lists that only look per-layer (Falcon-H1's [min, max] pairs)
+        for name, value in base.items():
+            if isinstance(value, (list, tuple, str)) and name in original and original[name] != value:
+                put(name, original[name])
+                score = _score(model, trial, want, ignore, init)
+                if score <= best:  # a tie while invalid: another cut may be the one to undo
+                    best = score
+                else:
+                    put(name, value)
     for _ in range(3):
         if best == 0:
             break
