@@ -178,3 +178,35 @@ def test_a_glu_mlp_maps_each_neuron_to_its_gate_and_up_rows():
     lay = mlp_layout(rec, glu, ("",), set())
     assert lay.inp == "down" and lay.size == 12
     assert lay.outs == {"gate": tuple((j,) for j in range(12)), "up": tuple((j,) for j in range(12))}
+
+
+class _TwoStreams(nn.Module):
+    """A block carrying two copies of the hidden state (hyper-connections), with a GLU MLP."""
+
+    def __init__(self):
+        super().__init__()
+        self.mlp = _GLU()
+
+    def forward(self, hidden_states):
+        x = hidden_states.unflatten(-1, (2, 8)).mean(-2)
+        return hidden_states + self.mlp(x).repeat(1, 1, 2)
+
+
+class _StreamsModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.config = transformers.PretrainedConfig(hidden_size=8, num_attention_heads=2, vocab_size=16)
+        self.embed = nn.Embedding(16, 16)
+        self.layers = nn.ModuleList([_TwoStreams(), _TwoStreams()])
+
+    def forward(self, input_ids, **_):
+        h = self.embed(input_ids)
+        for layer in self.layers:
+            h = layer(h)
+        return h
+
+
+def test_a_block_carrying_several_streams_is_read_at_the_config_hidden_size():
+    lay = block_layouts(_StreamsModel())[1]
+    assert lay.attention is None
+    assert lay.mlp.inp == "mlp.down" and lay.mlp.size == 12 and set(lay.mlp.outs) == {"mlp.gate", "mlp.up"}

@@ -195,6 +195,10 @@ def discover_layout(model: nn.Module, block_index: int) -> Layout:
     block = blocks[block_index]
     where = f"{path}.{block_index}"
     rec = probe_block(model, block)
+    text = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    width = getattr(text, "hidden_size", None)
+    if isinstance(width, int) and 0 < width < rec["hidden"] and rec["hidden"] % width == 0:
+        rec["hidden"] = width  # hyper-connections: the block carries several streams of the hidden state
     attn_path = attention_path(block)  # None: an SSM / recurrent mixer, left as it is (mixers.py)
     if attn_path is not None and not declares_head_size(block.get_submodule(attn_path), model.config):
         attn_path = None
