@@ -14,6 +14,7 @@ from prunekit.llm.structured import (
 )
 from prunekit.llm.structured.mixers import channels_used_elsewhere, mlp_layout, neuron_rows
 from tests.llm.conftest import main_output, transformers
+from tests.llm.test_structured_discover import _Model
 from tests.llm.test_structured_experts import _reload_diff
 
 IDS = {"input_ids": torch.randint(3, 64, (2, 12), generator=torch.Generator().manual_seed(3))}
@@ -192,18 +193,11 @@ class _TwoStreams(nn.Module):
         return hidden_states + self.mlp(x).repeat(1, 1, 2)
 
 
-class _StreamsModel(nn.Module):
+class _StreamsModel(_Model):
     def __init__(self):
         super().__init__()
-        self.config = transformers.PretrainedConfig(hidden_size=8, num_attention_heads=2, vocab_size=16)
-        self.embed = nn.Embedding(16, 16)
+        self.embed = nn.Embedding(16, 16)  # two streams of the config's hidden size 8
         self.layers = nn.ModuleList([_TwoStreams(), _TwoStreams()])
-
-    def forward(self, input_ids, **_):
-        h = self.embed(input_ids)
-        for layer in self.layers:
-            h = layer(h)
-        return h
 
 
 def test_a_block_carrying_several_streams_is_read_at_the_config_hidden_size():
