@@ -94,3 +94,19 @@ def test_lists_that_only_look_per_layer_are_kept_whole(tmp_path):
     assert len(model.config.time_step_limit) == 2 and len(model.config.mlp_multipliers) == 2
     _save(model, tmp_path)
     assert _reload_diff(tmp_path, plain=True) < 1e-5
+
+
+def test_a_layer_split_that_must_add_up_is_kept_valid(tmp_path):
+    torch.manual_seed(0)
+    cfg = transformers.DoryConfig(hidden_size=32, num_hidden_layers=3, n_input_layers=1, n_output_layers=1,
+                                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, intermediate_size=48,
+                                  vocab_size=64, max_position_embeddings=64, pad_token_id=0)
+    model = transformers.DoryForCausalLM(cfg).eval()
+    # strict validation: n_input_layers + n_recurrent_layers + n_output_layers == num_hidden_layers
+    updates = config_after_removal(model, [1])
+    assert updates["num_hidden_layers"] == 2 and len(updates["layer_types"]) == 2
+    c = model.config
+    assert sum(updates.get(k, getattr(c, k)) for k in ("n_input_layers", "n_recurrent_layers", "n_output_layers")) == 2
+    remove_layers(model, [1])
+    _save(model, tmp_path)
+    assert _reload_diff(tmp_path, plain=True) < 1e-5

@@ -159,7 +159,7 @@ def config_after_removal(model: nn.Module, drop: list[int]) -> dict[str, Any] | 
     state = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     before = meta_shapes(model, config)
     init = before is not None and meta_shapes(model, config, init=True) is not None  # init checkable
-    original = {k: v for k, v in config.to_dict().items() if hasattr(config, k)}
+    original = {k: getattr(config, k) for k in config.to_dict() if hasattr(config, k)}  # the live values
     base = _base(original, n, set(drop))
     if before is None:
         return base
@@ -171,7 +171,7 @@ def config_after_removal(model: nn.Module, drop: list[int]) -> dict[str, Any] | 
     def put(name: str, value: Any) -> None:
         try:
             setattr(trial, name, value)
-        except AttributeError:  # a read-only property (a count derived from a per-layer list)
+        except Exception:  # a read-only property (a count derived from a list), a strict field validator
             return
         changes[name] = value
 
@@ -179,6 +179,7 @@ def config_after_removal(model: nn.Module, drop: list[int]) -> dict[str, Any] | 
         put(name, value)
     best = _score(model, trial, want, ignore, init)
     if best == _INVALID:  # undo cuts of lists that only look per-layer (Falcon-H1's [min, max] pairs)
+        cuts = dict(changes)
         for name, value in base.items():
             if isinstance(value, (list, tuple, str)) and name in original and original[name] != value:
                 put(name, original[name])
@@ -187,6 +188,9 @@ def config_after_removal(model: nn.Module, drop: list[int]) -> dict[str, Any] | 
                     best = score
                 else:
                     put(name, value)
+        if best == _INVALID:  # the cuts were not the problem (Dory: a layer split must add up)
+            for name, value in cuts.items():
+                put(name, value)
     for _ in range(3):
         if best == 0:
             break

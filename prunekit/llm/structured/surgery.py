@@ -208,7 +208,7 @@ def remove_layers(model: nn.Module, layers: Iterable[int], *, sync: bool = True)
     for name, value in updates.items():  # layer counts, per-layer lists and patterns (layer_fields.py)
         try:
             setattr(config, name, value)
-        except AttributeError:  # a count the config derives from a per-layer list
+        except Exception:  # a count the config derives from a per-layer list (checked in layer_fields)
             pass
     shapes = getattr(config, LAYER_SHAPES_FIELD, None)
     if shapes and len(shapes) == len(blocks):
