@@ -204,3 +204,12 @@ def test_a_block_carrying_several_streams_is_read_at_the_config_hidden_size():
     lay = block_layouts(_StreamsModel())[1]
     assert lay.attention is None
     assert lay.mlp.inp == "mlp.down" and lay.mlp.size == 12 and set(lay.mlp.outs) == {"mlp.gate", "mlp.up"}
+
+
+def test_a_producer_silenced_by_zero_weights_keeps_the_elementwise_order():
+    glu = _GLU()
+    with torch.no_grad():
+        glu.up.weight.zero_()  # xLSTM-style zero init: no gradient reaches the gate's rows
+        glu.up.bias.zero_()
+    lay = mlp_layout(_record(glu), glu, ("",), set())
+    assert lay.outs == {"gate": tuple((j,) for j in range(12)), "up": tuple((j,) for j in range(12))}

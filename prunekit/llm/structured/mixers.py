@@ -101,7 +101,8 @@ def neuron_rows(rec: dict, inp: str, outs: list[str], size: int) -> dict[str, tu
         for side, mask in ((ones, cols), (zeros, 1 - cols)):
             for hits, hit in zip(side, rows_reached(x * weight * mask, leaves)):
                 hits[bit] = hit
-    result = {}
+    result: dict[str, tuple[tuple[int, ...], ...]] = {}
+    silent = []  # producers no gradient reached (zero weights downstream): elementwise order assumed
     for p, on, off, leaf in zip(outs, ones, zeros, leaves):
         both, either = on & off, on | off
         exclusive = (on ^ off).all(0)
@@ -110,6 +111,8 @@ def neuron_rows(rec: dict, inp: str, outs: list[str], size: int) -> dict[str, tu
         if not bool((exclusive | upstream | unreached).all()):
             return None  # reached from both sides at some bits only: channels mix on the way
         if not bool(exclusive.any()):
+            if bool(unreached.all()):
+                silent.append(p)
             continue  # upstream of the block, or unrelated
         if bool(upstream.any()):
             return None  # one projection feeding the neurons both directly and through a mixer
@@ -129,6 +132,10 @@ def neuron_rows(rec: dict, inp: str, outs: list[str], size: int) -> dict[str, tu
         if any(len(o) != copies for o in owners):
             return None
         result[p] = tuple(tuple(o) for o in owners)
+    positional = {p: tuple(tuple(j + c * size for c in range(leaf.shape[-1] // size)) for j in range(size))
+                  for p, leaf in zip(outs, leaves)}
+    if result and all(rows == positional[p] for p, rows in result.items()):
+        result.update({p: positional[p] for p in silent})  # a gate whose partner is all zeros (xLSTM init)
     return result
 
 
