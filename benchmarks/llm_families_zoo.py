@@ -2,7 +2,8 @@
 
 ``tiny_config(family)`` takes the family's default config and shrinks it with the same
 overrides for every family (hidden 64, 2 layers, 8 heads / 4 KV heads, intermediate 96,
-8 experts with top-2 for mixtures of experts, vocabulary 128), passed through the
+8 experts with top-2 for mixtures of experts, vocabulary 128; an encoder-decoder's
+decoder gets 3 layers to its encoder's 2), passed through the
 config's own ``attribute_map`` so GPT-2's ``n_embd`` or Falcon's ``num_kv_heads`` get
 them too, and into nested sub-configs (``text_config``, ``vision_config``) so a multimodal
 model's towers are tiny as well. Nothing is listed per family; a family whose model does
@@ -33,6 +34,8 @@ OVERRIDES: dict[str, Any] = {
     "shared_expert_intermediate_size": SHARED_INTERMEDIATE, "pad_token_id": 0, "bos_token_id": 1,
     "eos_token_id": 2, "tie_word_embeddings": False, "use_cache": False,
     "partial_rotary_factor": 0.5,
+    # encoder-decoder stacks: the decoder one deeper, so a layer count naming the wrong stack shows
+    "encoder_layers": LAYERS, "decoder_layers": LAYERS + 1,
 }
 
 
