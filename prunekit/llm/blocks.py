@@ -42,8 +42,9 @@ def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
     best: tuple[str, nn.ModuleList] | None = None
     best_rank: tuple[bool, bool, int] = (False, False, 0)
     config = getattr(model, "config", None)
-    depth = getattr(config, "num_hidden_layers", None)
-    own = {id(config), id(config.get_text_config())} if hasattr(config, "get_text_config") else {id(config)}
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    depth = getattr(text, "num_hidden_layers", None)
+    own = {id(config), id(text)}
     modules = dict(model.named_modules())
     for name, module in modules.items():
         if not isinstance(module, nn.ModuleList) or len(module) == 0:

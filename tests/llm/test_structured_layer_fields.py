@@ -111,3 +111,17 @@ def test_a_layer_split_that_must_add_up_is_kept_valid(tmp_path):
     remove_layers(model, [1])
     _save(model, tmp_path)
     assert _reload_diff(tmp_path, plain=True) < 1e-5
+
+
+def test_a_multimodal_model_edits_its_text_config(tmp_path):
+    torch.manual_seed(0)
+    text = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 48,
+            "vocab_size": 64, "max_position_embeddings": 64}
+    cfg = transformers.FuyuConfig(text_config=text, vocab_size=64, hidden_size=32, patch_size=4)
+    model = transformers.FuyuForCausalLM(cfg).eval()
+    assert find_blocks(model)[0] == "model.language_model.layers"
+    assert config_after_removal(model, [1]) == {"num_hidden_layers": 2}  # of config.text_config
+    remove_layers(model, [1])
+    assert model.config.text_config.num_hidden_layers == 2
+    _save(model, tmp_path)
+    assert _reload_diff(tmp_path, plain=True) < 1e-5

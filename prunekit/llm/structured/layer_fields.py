@@ -146,12 +146,18 @@ def _candidates(original: dict[str, Any], n: int, drop: list[int]) -> Iterator[t
             yield name, [v for v in range(min(max(n, value + 1), _MAX_VALUES)) if v != value]
 
 
+def layer_config(config: Any) -> Any:
+    """The config object that holds the decoder's layer fields: the text config of a
+    multimodal model (``config.text_config``), else the config itself."""
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
 def config_after_removal(model: nn.Module, drop: list[int]) -> dict[str, Any] | None:
     """The config fields to change when blocks ``drop`` are removed; None if none fit.
 
-    Returns ``{field: new value}``. When the class cannot be built from its own config on
-    the meta device, the usual edit (per-layer lists filtered, ``num_hidden_layers``) is
-    returned unchecked.
+    Returns ``{field: new value}`` of :func:`layer_config` (the text config of a multimodal
+    model). When the class cannot be built from its own config on the meta device, the usual
+    edit (per-layer lists filtered, ``num_hidden_layers``) is returned unchecked.
     """
     path, blocks = find_blocks(model)
     n = len(blocks)
@@ -159,7 +165,8 @@ def config_after_removal(model: nn.Module, drop: list[int]) -> dict[str, Any] | 
     state = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     before = meta_shapes(model, config)
     init = before is not None and meta_shapes(model, config, init=True) is not None  # init checkable
-    original = {k: getattr(config, k) for k in config.to_dict() if hasattr(config, k)}  # the live values
+    own = layer_config(config)
+    original = {k: getattr(own, k) for k in own.to_dict() if hasattr(own, k)}  # the live values
     base = _base(original, n, set(drop))
     if before is None:
         return base
@@ -170,7 +177,7 @@ def config_after_removal(model: nn.Module, drop: list[int]) -> dict[str, Any] | 
 
     def put(name: str, value: Any) -> None:
         try:
-            setattr(trial, name, value)
+            setattr(layer_config(trial), name, value)
         except Exception:  # a read-only property (a count derived from a list), a strict field validator
             return
         changes[name] = value
@@ -198,7 +205,7 @@ def config_after_removal(model: nn.Module, drop: list[int]) -> dict[str, Any] | 
         for name, values in _candidates(original, n, drop):
             if best == 0:
                 break
-            current = getattr(trial, name, None)
+            current = getattr(layer_config(trial), name, None)
             for value in values:
                 if value == current:
                     continue
@@ -212,7 +219,7 @@ def config_after_removal(model: nn.Module, drop: list[int]) -> dict[str, Any] | 
             break
     if best != 0:
         return None
-    return {k: v for k, v in changes.items() if original.get(k, getattr(config, k, None)) != v}
+    return {k: v for k, v in changes.items() if original.get(k, getattr(own, k, None)) != v}
 
 
 def removable_layers(model: nn.Module, order: list[int], count: int) -> list[int]:

@@ -24,7 +24,7 @@ from torch import nn
 
 from prunekit.errors import ModelError, UnsupportedOpError
 from prunekit.llm.blocks import _is_conv1d, find_blocks
-from prunekit.llm.structured.layer_fields import config_after_removal
+from prunekit.llm.structured.layer_fields import config_after_removal, layer_config
 from prunekit.llm.structured.layout import Layout, keep_indices
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
 
@@ -207,7 +207,7 @@ def remove_layers(model: nn.Module, layers: Iterable[int], *, sync: bool = True)
     config = model.config
     for name, value in updates.items():  # layer counts, per-layer lists and patterns (layer_fields.py)
         try:
-            setattr(config, name, value)
+            setattr(layer_config(config), name, value)
         except Exception:  # a count the config derives from a per-layer list (checked in layer_fields)
             pass
     shapes = getattr(config, LAYER_SHAPES_FIELD, None)
