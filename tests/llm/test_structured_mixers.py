@@ -213,3 +213,22 @@ def test_a_producer_silenced_by_zero_weights_keeps_the_elementwise_order():
         glu.up.bias.zero_()
     lay = mlp_layout(_record(glu), glu, ("",), set())
     assert lay.outs == {"gate": tuple((j,) for j in range(12)), "up": tuple((j,) for j in range(12))}
+
+
+class _MixerThenMLP(nn.Module):
+    """A mixer whose input projection is as wide as a multiple of the MLP, then a GLU MLP."""
+
+    def __init__(self):
+        super().__init__()
+        self.mixer = nn.ModuleDict({"in_proj": nn.Linear(8, 24), "out_proj": nn.Linear(12, 8)})
+        self.mlp = _GLU()
+
+    def forward(self, h):
+        x, z = self.mixer["in_proj"](h).chunk(2, dim=-1)
+        return self.mlp(h + self.mixer["out_proj"](x * torch.sigmoid(z)))
+
+
+def test_another_mixers_input_projection_is_not_taken_for_an_mlp_producer():
+    block = _MixerThenMLP()
+    lay = mlp_layout(_record(block), block, ("",), set())  # the probe stops gradients at out_proj's output
+    assert lay.inp == "mlp.down" and set(lay.outs) == {"mlp.gate", "mlp.up"}

@@ -111,8 +111,8 @@ def neuron_rows(rec: dict, inp: str, outs: list[str], size: int) -> dict[str, tu
         if not bool((exclusive | upstream | unreached).all()):
             return None  # reached from both sides at some bits only: channels mix on the way
         if not bool(exclusive.any()):
-            if bool(unreached.all()):
-                silent.append(p)
+            if bool(unreached.all()) and p.rpartition(".")[0] == inp.rpartition(".")[0]:
+                silent.append(p)  # a sibling of the reading projection (not another mixer's input)
             continue  # upstream of the block, or unrelated
         if bool(upstream.any()):
             return None  # one projection feeding the neurons both directly and through a mixer
