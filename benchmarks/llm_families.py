@@ -7,13 +7,17 @@ memory limit; in it, from the same seeded random weights each time:
 * unstructured: Wanda 50% and SparseGPT 2:4 (``prune_llm``);
 * structured (``structured_prune``): heads 0.25, MLP 0.25, one layer, and experts 0.25
   where the model has routed experts. A variant counts only if it removed parameters.
+  A variant the model has nothing of (heads in a pure Mamba / RWKV model, MLP neurons in
+  a model without MLPs) is reported as ``"n/a: <reason>"`` (``structured_prune``'s
+  ``plan["not_applicable"]``): it is not a failure, but a family is structured-ok only
+  if every applicable structured variant round-trips and at least one applies.
 
 Every variant is saved (``save_pretrained_model``) with its logits on fixed tokens. Then
 one fresh Python process (``--reload``), which never held a pruned model, loads each
 folder (``load_pruned``: plain ``from_pretrained`` when the config has no
 ``prunekit_layer_shapes``) and compares logits (max |diff| <= 1e-4). A family's
 unstructured result is ok if both unstructured variants round-trip; structured if all
-its structured variants do. The last line printed is JSON
+its applicable structured variants do (and one applies). The last line printed is JSON
 ``{"total", "unstructured_ok", "structured_ok", "failed": {family: reason}, ...}``.
 
 Run:  PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/llm_families.py [--families mixtral,phi] [--jobs 2]
@@ -93,6 +97,9 @@ def run_family(family: str, out: Path) -> dict:
         try:
             m = build(family)
             plan = structured_prune(m, [{"input_ids": calib}], StructuredConfig(**kw))
+            if plan.get("not_applicable", {}).get(name):
+                result["variants"][name] = "n/a: " + plan["not_applicable"][name]
+                continue
             after = sum(p.numel() for p in m.parameters())
             if after >= params:
                 raise RuntimeError(f"nothing removed ({params} parameters before and after)")
@@ -257,11 +264,13 @@ def summarize(names: list[str], results: dict, reloaded: dict) -> dict:
             status[name] = reloaded.get(family, {}).get(name, "not reloaded") if state == "saved" else state
         table[family] = status
         u = all(status.get(n) == "ok" for n in UNSTRUCTURED)
-        s = all(v == "ok" for n, v in status.items() if n in STRUCTURED)
+        applied = [v for n, v in status.items() if n in STRUCTURED and not v.startswith("n/a")]
+        s = bool(applied) and all(v == "ok" for v in applied)
         u_ok += u
         s_ok += s
         if not (u and s):
-            failed[family] = {n: v for n, v in status.items() if v != "ok"}
+            failed[family] = ({n: v for n, v in status.items() if v != "ok" and not v.startswith("n/a")}
+                              or {"structured": "no structured variant applies"})
     return {"total": built, "unstructured_ok": u_ok, "structured_ok": s_ok, "failed": failed,
             "listed": len(names), "variants": table}
 

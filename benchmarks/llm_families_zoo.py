@@ -2,10 +2,12 @@
 
 ``tiny_config(family)`` takes the family's default config and shrinks it with the same
 overrides for every family (hidden 64, 2 layers, 8 heads / 4 KV heads, intermediate 96,
-8 experts with top-2 for mixtures of experts, vocabulary 128), passed through the
+8 experts with top-2 for mixtures of experts, vocabulary 128; an encoder-decoder's
+decoder gets 3 layers to its encoder's 2), passed through the
 config's own ``attribute_map`` so GPT-2's ``n_embd`` or Falcon's ``num_kv_heads`` get
-them too. Nothing is listed per family; a family whose model does not build and run
-from that config is reported with the error.
+them too, and into nested sub-configs (``text_config``, ``vision_config``) so a multimodal
+model's towers are tiny as well. Nothing is listed per family; a family whose model does
+not build and run from that config is reported with the error.
 
 Example:
     >>> cfg = tiny_config("llama")
@@ -32,6 +34,8 @@ OVERRIDES: dict[str, Any] = {
     "shared_expert_intermediate_size": SHARED_INTERMEDIATE, "pad_token_id": 0, "bos_token_id": 1,
     "eos_token_id": 2, "tie_word_embeddings": False, "use_cache": False,
     "partial_rotary_factor": 0.5,
+    # encoder-decoder stacks: the decoder one deeper, so a layer count naming the wrong stack shows
+    "encoder_layers": LAYERS, "decoder_layers": LAYERS + 1,
 }
 
 
@@ -42,12 +46,10 @@ def families() -> list[str]:
     return sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
 
 
-def tiny_config(family: str) -> Any:
-    """The family's default config with the tiny overrides applied where it has the field."""
-    from transformers import CONFIG_MAPPING
-
-    cls = CONFIG_MAPPING[family]
-    default = cls()
+def _overrides(default: Any) -> dict[str, Any]:
+    """The tiny overrides for one config object, through its ``attribute_map``; nested
+    sub-configs (``text_config``, ``vision_config``, ...) are shrunk the same way."""
+    cls = type(default)
     known = set(default.to_dict())
     reverse = dict(getattr(cls, "attribute_map", {}) or {})
     kwargs: dict[str, Any] = {}
@@ -57,7 +59,27 @@ def tiny_config(family: str) -> Any:
             if name == "partial_rotary_factor" and default.to_dict().get(native) is None:
                 continue
             kwargs[native] = value
-    return cls(**kwargs)
+    from transformers import PretrainedConfig
+
+    for name in known:
+        sub = getattr(default, name, None)
+        if isinstance(sub, PretrainedConfig):
+            values = sub.to_dict()
+            depth = values.get(dict(getattr(type(sub), "attribute_map", {}) or {}).get(
+                "num_hidden_layers", "num_hidden_layers"))
+            # per-layer lists (layer_types) sized for the default depth are rebuilt by the class
+            values = {k: v for k, v in values.items() if not (isinstance(v, list) and len(v) == depth)}
+            kwargs[name] = {**values, **_overrides(sub)}
+    return kwargs
+
+
+def tiny_config(family: str) -> Any:
+    """The family's default config with the tiny overrides applied where it has the field
+    (in its sub-configs too: a multimodal model's text and vision towers)."""
+    from transformers import CONFIG_MAPPING
+
+    cls = CONFIG_MAPPING[family]
+    return cls(**_overrides(cls()))
 
 
 def build(family: str, seed: int = 0) -> torch.nn.Module:

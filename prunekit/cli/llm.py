@@ -111,6 +111,7 @@ def _structured_summary(plan: dict[str, Any], config: Any, seconds: float) -> di
         "removed_mlp_neurons": sum(len(v) for v in plan["mlp"].values()),
         "removed_layers": list(plan["layers"]),
         **experts_summary(plan),
+        "not_applicable": dict(plan.get("not_applicable", {})),
         "seconds": seconds,
     }
 
@@ -197,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
                   f"{structured_info['removed_mlp_neurons']} MLP neurons and "
                   f"{len(plan['layers'])} blocks {plan['layers']} in {structured_info['seconds']:.1f}s: "
                   f"{params_before / 1e6:.1f}M -> {count_params(model) / 1e6:.1f}M params")
+            for kind, why in structured_info["not_applicable"].items():
+                print(f"--{kind}: not applicable, {why}")
         result = prune_llm(model, windows, config, progress=progress) if config is not None else None
     prune_seconds = (structured_info["seconds"] if structured_info else 0.0) + (result.seconds if result else 0.0)
     prune_peak = peaks.by_stage["prune"]["peak_rss_mb"]

@@ -2,7 +2,10 @@
 
 Works on any model whose blocks sit in an ``nn.ModuleList`` of same-class modules
 (Llama/Qwen2/Mistral ``model.layers``, GPT-2 ``transformer.h``, OPT
-``model.decoder.layers``, BERT/ViT ``encoder.layer``): the longest such list is taken.
+``model.decoder.layers``, BERT/ViT ``encoder.layer``): the longest such list is taken,
+preferring one outside sub-models with a config of their own (GIT's vision encoder) and
+one as long as ``config.num_hidden_layers``; a list of that length may mix block classes
+(hybrids).
 GPT-2's ``Conv1D`` stores its weight transposed; :func:`weight_2d` and
 :func:`set_weight_2d` hide that so every method sees ``(out_features, in_features)``.
 """
@@ -37,16 +40,25 @@ def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
         '0'
     """
     best: tuple[str, nn.ModuleList] | None = None
-    for name, module in model.named_modules():
+    best_rank: tuple[bool, bool, int] = (False, False, 0)
+    config = getattr(model, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    depth = getattr(text, "num_hidden_layers", None)
+    own = {id(config), id(text)}
+    modules = dict(model.named_modules())
+    for name, module in modules.items():
         if not isinstance(module, nn.ModuleList) or len(module) == 0:
             continue
         kinds = {type(child) for child in module}
-        if len(kinds) != 1:
-            continue
-        if not any(is_prunable_linear(m) for m in module[0].modules()):
-            continue
-        if best is None or len(module) > len(best[1]):
-            best = (name, module)
+        has_linears = [any(is_prunable_linear(m) for m in child.modules()) for child in module]
+        if not has_linears[0] or (len(kinds) != 1 and not (len(module) == depth and all(has_linears))):
+            continue  # mixed block classes only as the config's layers (Jamba's Mamba / attention blocks)
+        parts = name.split(".")
+        foreign = any(id(getattr(modules[".".join(parts[:i])], "config", config)) not in own
+                      for i in range(1, len(parts)))  # inside a sub-model with its own config (a vision tower)
+        rank = (not foreign, len(module) == depth, len(module))
+        if best is None or rank > best_rank:
+            best, best_rank = (name, module), rank
     if best is None:
         raise ModelError(
             f"{type(model).__name__}: found no list of repeated transformer blocks with linear "

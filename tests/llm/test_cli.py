@@ -206,3 +206,21 @@ def test_cli_eval_none_skips_perplexity(tiny_folder, tmp_path):
     assert set(stages) == {"load", "eval_before", "prune", "eval_after"}
     assert all(v["peak_rss_mb"] > 0 for v in stages.values())
     assert metrics["peak_rss_mb"] == max(v["peak_rss_mb"] for v in stages.values())
+
+
+def test_cli_heads_on_a_mamba_model_are_not_applicable_and_its_layers_still_go(tmp_path, capsys):
+    fast = word_level_tokenizer(TEXT)
+    torch.manual_seed(0)
+    cfg = transformers.MambaConfig(hidden_size=32, num_hidden_layers=2, vocab_size=len(fast), state_size=8,
+                                   expand=2, time_step_rank=4)
+    folder = tmp_path / "tiny-mamba"
+    transformers.MambaForCausalLM(cfg).save_pretrained(str(folder))
+    fast.save_pretrained(str(folder))
+    (folder / "text.txt").write_text(TEXT)
+    out = tmp_path / "out"
+    assert _main(_args(folder, "--heads", "0.25", "--layers", "1", "--out", str(out))) == 0
+    assert "--heads: not applicable, no block has attention heads (MambaBlock" in capsys.readouterr().out
+    s = json.loads((out / "metrics.json").read_text())["structured"]
+    assert list(s["not_applicable"]) == ["heads"] and s["removed_heads"] == 0 and len(s["removed_layers"]) == 1
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(out / "model"))
+    assert reloaded.config.num_hidden_layers == 1 and len(reloaded.backbone.layers) == 1

@@ -115,6 +115,8 @@ class _Model(nn.Module):
         return h
 
 
-def test_a_block_without_an_attention_module_is_named_in_the_error():
-    with pytest.raises(UnsupportedOpError, match=r"layers\.0 \(_NoAttention\): found no attention module"):
-        block_layouts(_Model())
+def test_a_block_without_an_attention_module_has_no_heads_and_removing_them_is_named_in_the_error():
+    layouts = block_layouts(_Model())
+    assert layouts[0].attention is None
+    with pytest.raises(UnsupportedOpError, match=r"layers\.0 \(_NoAttention\): this block's token mixer has no"):
+        prune_heads(_Model(), {0: [1]})

@@ -16,8 +16,10 @@ layers: each projection's output is replaced by a leaf tensor, so autograd answe
   ``up`` / ``gate`` / fused ``gate_up`` (Phi ``fc1``/``fc2`` included), and each neuron's
   rows are read from gradients of a few bit-coded column sums.
 
-Anything that does not fit (rows shared across units, no attention module) raises
-:class:`~prunekit.errors.UnsupportedOpError` naming the module and what was not matched.
+A block without an attention module with heads (an SSM or recurrent mixer) gets
+``attention=None`` and its MLP is found by :mod:`.mixers`. Anything else that does not fit
+(rows shared across units) raises :class:`~prunekit.errors.UnsupportedOpError` naming the
+module and what was not matched.
 
 Example:
     >>> # layout = discover_layout(model, block_index=0)
@@ -25,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import torch
@@ -33,9 +34,9 @@ from torch import nn
 
 from prunekit.errors import UnsupportedOpError
 from prunekit.llm.blocks import find_blocks, is_prunable_linear, weight_2d
-from prunekit.llm.structured.layout import AttentionLayout, Layout, MLPLayout
+from prunekit.llm.structured.layout import AttentionLayout, Layout
+from prunekit.llm.structured.mixers import attention_path, declares_head_size, mlp_layout, rows_reached
 
-_ATTENTION_NAME = re.compile(r"attention|attn", re.IGNORECASE)
 PROBE_TOKENS = 8
 
 
@@ -49,19 +50,13 @@ def _out_in(module: nn.Module) -> tuple[int, int]:
 
 
 def _attention_module(block: nn.Module, where: str) -> str:
-    best: tuple[int, int, str] | None = None
-    for name, module in block.named_modules():
-        if not name or not _ATTENTION_NAME.search(type(module).__name__):
-            continue
-        n = sum(1 for m in module.modules() if is_prunable_linear(m))
-        if n >= 2 and (best is None or (n, -name.count(".")) < best[:2]):
-            best = (n, -name.count("."), name)
-    if best is None:
+    path = attention_path(block)
+    if path is None:
         raise UnsupportedOpError(
             f"{where} ({type(block).__name__}): found no attention module (a submodule whose class name "
             "contains 'Attention' with two or more linear layers); structured pruning cannot match its heads"
         )
-    return best[2]
+    return path
 
 
 def head_dim_of(attention: nn.Module, config: Any) -> int:
@@ -121,18 +116,6 @@ def probe_block(model: nn.Module, block: nn.Module, tokens: int = PROBE_TOKENS) 
     return {"linears": linears, "leaves": leaves, "inputs": inputs, "order": order, "hidden": hidden[0]}
 
 
-def _rows_reached(target: torch.Tensor, leaves: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Per leaf, a bool per output row: does ``target.sum()`` depend on it."""
-    grads = torch.autograd.grad(target.sum(), leaves, retain_graph=True, allow_unused=True)
-    out = []
-    for leaf, g in zip(leaves, grads):
-        if g is None:
-            out.append(torch.zeros(leaf.shape[-1], dtype=torch.bool))
-        else:
-            out.append(g.detach().abs().reshape(-1, g.shape[-1]).sum(0) > 0)
-    return out
-
-
 def _attention_layout(model: nn.Module, block: nn.Module, rec: dict, where: str) -> AttentionLayout:
     attn_path = _attention_module(block, where)
     attention = block.get_submodule(attn_path)
@@ -152,7 +135,7 @@ def _attention_layout(model: nn.Module, block: nn.Module, rec: dict, where: str)
                                  f"(found {qkv}) or heads of {hd} channels in {o}'s {width} inputs")
     leaves = [rec["leaves"][p] for p in qkv]
     n_heads = width // hd
-    head_rows = [_rows_reached(o_in[..., h * hd:(h + 1) * hd], leaves) for h in range(n_heads)]
+    head_rows = [rows_reached(o_in[..., h * hd:(h + 1) * hd], leaves) for h in range(n_heads)]
     parent = list(range(n_heads))
 
     def find(i: int) -> int:
@@ -204,49 +187,6 @@ def _takes_alibi(module: nn.Module) -> bool:
         return False
 
 
-def _mlp_layout(block: nn.Module, rec: dict, attn_path: str, skip: set[str], where: str) -> MLPLayout | None:
-    hidden = rec["hidden"]
-    outside = [p for p in rec["order"] if not p.startswith(attn_path + ".") and p not in skip]
-    ins = [p for p in outside if _out_in(rec["linears"][p])[0] == hidden]
-    if not ins:
-        return None
-    inp = ins[-1]
-    size = _out_in(rec["linears"][inp])[1]
-    outs = [p for p in outside[: outside.index(inp)]
-            if _out_in(rec["linears"][p])[1] == hidden and _out_in(rec["linears"][p])[0] % size == 0]
-    if not outs:
-        raise UnsupportedOpError(f"{where}: {inp} reads {size} MLP neurons but no linear before it "
-                                 f"produces a multiple of {size} outputs from the hidden states")
-    return MLPLayout(inp, _neuron_rows(rec, inp, outs, size))
-
-
-def _neuron_rows(rec: dict, inp: str, outs: list[str], size: int) -> dict[str, tuple[tuple[int, ...], ...]]:
-    """Rows of each neuron in each ``outs`` projection, read from bit-coded gradients."""
-    x = rec["inputs"][inp]
-    leaves = [rec["leaves"][p] for p in outs]
-    weight = torch.randn(size, generator=torch.Generator().manual_seed(1)).abs() + 0.5
-    reached = _rows_reached(x * weight, leaves)
-    codes = [torch.zeros(leaf.shape[-1], dtype=torch.long) for leaf in leaves]
-    for bit in range(max(1, (size - 1).bit_length())):
-        cols = torch.tensor([(j >> bit) & 1 for j in range(size)], dtype=x.dtype)
-        for code, hit in zip(codes, _rows_reached(x * weight * cols, leaves)):
-            code += hit.long() << bit
-    result = {}
-    for p, code, hit, leaf in zip(outs, codes, reached, leaves):
-        copies = leaf.shape[-1] // size
-        positional = tuple(tuple(j + c * size for c in range(copies)) for j in range(size))
-        if not bool(hit.all()):  # a dead activation hides some rows: the elementwise order holds
-            result[p] = positional
-            continue
-        owners: list[list[int]] = [[] for _ in range(size)]
-        for r, j in enumerate(code.tolist()):
-            if j < size:
-                owners[j].append(r)
-        ok = all(len(o) == copies for o in owners)
-        result[p] = tuple(tuple(o) for o in owners) if ok else positional
-    return result
-
-
 def discover_layout(model: nn.Module, block_index: int) -> Layout:
     """Probe block ``block_index`` of ``model`` and return its :class:`Layout`."""
     from prunekit.llm.structured.experts import find_experts
@@ -255,11 +195,18 @@ def discover_layout(model: nn.Module, block_index: int) -> Layout:
     block = blocks[block_index]
     where = f"{path}.{block_index}"
     rec = probe_block(model, block)
-    attention = _attention_layout(model, block, rec, where)
+    text = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    width = getattr(text, "hidden_size", None)
+    if isinstance(width, int) and 0 < width < rec["hidden"] and rec["hidden"] % width == 0:
+        rec["hidden"] = width  # hyper-connections: the block carries several streams of the hidden state
+    attn_path = attention_path(block)  # None: an SSM / recurrent mixer, left as it is (mixers.py)
+    if attn_path is not None and not declares_head_size(block.get_submodule(attn_path), model.config):
+        attn_path = None
+    attention = _attention_layout(model, block, rec, where) if attn_path is not None else None
     experts = find_experts(block, rec["hidden"])
     skip = set()
     if experts is not None:  # a linear router, or linears scoring experts, are not MLP neurons
         skip = {p for p in rec["linears"] if p == experts.router or p.startswith(experts.module + ".")
                 or _out_in(rec["linears"][p])[0] == experts.n_experts}
-    mlp = _mlp_layout(block, rec, attention.module, skip, where)
+    mlp = mlp_layout(rec, block, (attn_path or "", experts.module if experts else ""), skip)
     return Layout("found", attention, mlp, experts)

@@ -95,10 +95,15 @@ class ExpertsLayout:
 
 @dataclass(frozen=True)
 class Layout:
-    """Everything structured pruning needs to know about one block."""
+    """Everything structured pruning needs to know about one block.
+
+    ``attention`` is None for a block whose token mixer has no attention heads (a Mamba /
+    SSM, recurrent or RWKV mixer): it is left as it is, and ``mlp`` / ``experts`` /
+    whole-block removal still apply. ``mlp`` is None where the block has no dense MLP.
+    """
 
     family: str
-    attention: AttentionLayout
+    attention: AttentionLayout | None
     mlp: MLPLayout | None
     experts: ExpertsLayout | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)

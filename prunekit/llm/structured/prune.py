@@ -20,8 +20,10 @@ from prunekit.errors import ConfigError
 from prunekit.llm.blocks import find_blocks, weight_2d
 from prunekit.llm.hooks import collect_input_stats
 from prunekit.llm.sequential import block_output
+from prunekit.llm.structured.applicability import not_applicable
 from prunekit.llm.structured.experts import expert_statistics, remove_experts, shrink_expert_neurons
 from prunekit.llm.structured.importance import block_influence, column_scores, expert_neuron_scores
+from prunekit.llm.structured.layer_fields import removable_layers
 from prunekit.llm.structured.shapes import sync_config
 from prunekit.llm.structured.surgery import block_layouts, prune_heads, prune_mlp_neurons, remove_layers
 
@@ -71,12 +73,17 @@ def _run(model: nn.Module, batches: list[dict[str, Any]]) -> None:
 
 
 def collect_structured_scores(model: nn.Module, batches: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """Head-unit, neuron and block scores of every block (one dense pass over ``batches``)."""
+    """Head-unit, neuron and block scores of every block (one dense pass over ``batches``).
+
+    ``heads`` and ``neurons`` are keyed by block index and hold only the blocks that have
+    attention heads / a dense MLP; ``blocks`` has one score per block.
+    """
     _, blocks = find_blocks(model)
     layouts = block_layouts(model)
     watched = {}
     for i, lay in layouts.items():
-        watched[f"{i}.o"] = blocks[i].get_submodule(lay.attention.o)
+        if lay.attention is not None:
+            watched[f"{i}.o"] = blocks[i].get_submodule(lay.attention.o)
         if lay.mlp is not None:
             watched[f"{i}.mlp"] = blocks[i].get_submodule(lay.mlp.inp)
     influence = [torch.zeros(2) for _ in blocks]
@@ -94,10 +101,11 @@ def collect_structured_scores(model: nn.Module, batches: list[dict[str, Any]] | 
         finally:
             for h in handles:
                 h.remove()
-    heads, neurons, blocks_score = [], {}, []
+    heads, neurons, blocks_score = {}, {}, []
     for i, lay in layouts.items():
-        cols = column_scores(weight_2d(watched[f"{i}.o"]), stats[f"{i}.o"].sq_norm if stats else None)
-        heads.append(torch.stack([cols[list(u)].sum() for u in lay.attention.cols]))
+        if lay.attention is not None:
+            cols = column_scores(weight_2d(watched[f"{i}.o"]), stats[f"{i}.o"].sq_norm if stats else None)
+            heads[i] = torch.stack([cols[list(u)].sum() for u in lay.attention.cols])
         if lay.mlp is not None:
             norm = stats[f"{i}.mlp"].sq_norm if stats else None
             neurons[i] = column_scores(weight_2d(watched[f"{i}.mlp"]), norm)
@@ -168,24 +176,30 @@ def structured_prune(
 
     Returns:
         ``{"heads": {block: [units]}, "mlp": {block: [neurons]}, "experts": {block: [experts]},
-        "expert_stats": {block: {...}}, "experts_before": {block: n}, "layers": [blocks]}``
-        (indices refer to the model as it was before the call).
+        "expert_stats": {block: {...}}, "experts_before": {block: n}, "layers": [blocks],
+        "not_applicable": {kind: reason}}`` (indices refer to the model as it was before the
+        call). A requested kind the model has nothing of (heads in a pure Mamba model, experts
+        in a dense one) is not an error: it is listed in ``not_applicable`` and the other
+        kinds are still removed (:func:`~prunekit.llm.structured.applicability.not_applicable`).
+        Layers are the lowest-influence blocks among those whose removal the config can
+        express (:func:`~prunekit.llm.structured.layer_fields.removable_layers`).
     """
     scores = collect_structured_scores(model, batches)
     layouts = scores["layouts"]
-    dense = sorted(scores["neurons"])
+    dense, attn = sorted(scores["neurons"]), sorted(scores["heads"])
     plan: dict[str, Any] = {
-        "heads": _lowest(scores["heads"], config.heads, config.scope),
+        "heads": _by_block(attn, _lowest([scores["heads"][i] for i in attn], config.heads, config.scope)),
         "mlp": _by_block(dense, _lowest([scores["neurons"][i] for i in dense], config.mlp, config.scope)),
         "layers": [],
         "experts_before": {i: lay.experts.n_experts for i, lay in layouts.items() if lay.experts},
+        "not_applicable": not_applicable(model, config, layouts),
     }
     plan["experts"], plan["expert_stats"] = _experts_plan(model, batches, config, layouts)
     if config.layers:
         if not batches:
             raise ConfigError("removing whole layers needs calibration batches (block influence)")
         order = torch.argsort(torch.stack(scores["blocks"])).tolist()
-        plan["layers"] = sorted(order[: config.layers])
+        plan["layers"] = removable_layers(model, order, config.layers)
     if any(plan["heads"].values()):
         prune_heads(model, plan["heads"], sync=False)
     if any(plan["mlp"].values()):

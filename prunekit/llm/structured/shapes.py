@@ -26,6 +26,7 @@ from torch import nn
 
 from prunekit.errors import ModelError
 from prunekit.llm.blocks import find_blocks
+from prunekit.llm.structured.layer_fields import meta_shapes
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
 
 _MISSING = object()
@@ -47,12 +48,14 @@ def layer_shapes(model: nn.Module) -> list[dict[str, Any]]:
     out = []
     for i, lay in block_layouts(model).items():
         att = lay.attention
-        shape: dict[str, Any] = {"num_heads": att.n_heads, "num_kv_heads": att.n_kv_heads, "head_dim": att.head_dim,
+        shape: dict[str, Any] = {"num_heads": att.n_heads if att else None,
+                                 "num_kv_heads": att.n_kv_heads if att else None,
+                                 "head_dim": att.head_dim if att else None,
                                  "intermediate_size": lay.mlp.size if lay.mlp else None}
         if lay.experts is not None:
             shape["num_experts"] = lay.experts.n_experts
             shape["expert_intermediate_size"] = lay.experts.size
-        if att.alibi:
+        if att is not None and att.alibi:
             shape["alibi_heads"] = alibi_heads(blocks[i].get_submodule(att.module), att.n_heads)
         out.append(shape)
     return out
@@ -60,14 +63,10 @@ def layer_shapes(model: nn.Module) -> list[dict[str, Any]]:
 
 def _mismatches(model: nn.Module, config: Any) -> int:
     """How many tensors of a model built from ``config`` differ in shape from ``model``'s."""
-    try:
-        type(config).from_dict(config.to_dict())  # what from_pretrained will validate
-        with torch.device("meta"):
-            fresh = type(model)(config)
-    except Exception:  # a config the class rejects is simply not a candidate
+    got = meta_shapes(model, config)
+    if got is None:
         return 1 << 30
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
     return sum(1 for k in want.keys() | got.keys() if want.get(k) != got.get(k))
 
 
@@ -76,7 +75,8 @@ def _uniform_config(model: nn.Module, shape: dict[str, Any], alibi: bool) -> Any
     trial = copy.deepcopy(model.config)
     setattr(trial, LAYER_SHAPES_FIELD, None)
     best = _mismatches(model, trial)
-    if getattr(trial, "head_dim", None) != shape["head_dim"]:  # Qwen2 derives it from the head count
+    # Qwen2 derives head_dim from the head count
+    if shape.get("head_dim") is not None and getattr(trial, "head_dim", None) != shape["head_dim"]:
         old = getattr(trial, "head_dim", None)
         trial.head_dim = shape["head_dim"]
         if _mismatches(model, trial) > best:
@@ -104,6 +104,26 @@ def _uniform_config(model: nn.Module, shape: dict[str, Any], alibi: bool) -> Any
     return trial if best == 0 else None
 
 
+def _merged(shapes: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """One shape for every block, where blocks without a part (no attention in a Mamba
+    block, no dense MLP in an MoE block) agree with the others; None if widths differ.
+
+    Example:
+        >>> _merged([{"num_heads": 4, "intermediate_size": None}, {"num_heads": None, "intermediate_size": 8}])
+        {'num_heads': 4, 'intermediate_size': 8}
+    """
+    out: dict[str, Any] = {}
+    for shape in shapes:
+        for key, value in shape.items():
+            if value is None:
+                out.setdefault(key, None)
+            elif out.get(key) is None:
+                out[key] = value
+            elif out[key] != value:
+                return None
+    return out
+
+
 def sync_config(model: nn.Module) -> None:
     """Write the model's current shapes into its config (standard fields when they suffice)."""
     config = model.config
@@ -113,8 +133,9 @@ def sync_config(model: nn.Module) -> None:
     pruned_alibi = any(s.get("alibi_heads") != list(range(len(s.get("alibi_heads", [])))) or
                        len(s["alibi_heads"]) != s["num_heads"] for s in shapes if "alibi_heads" in s)
     trial = None
-    if not pruned_alibi and all(s == plain[0] for s in plain):
-        trial = _uniform_config(model, plain[0], alibi)
+    merged = _merged(plain)
+    if not pruned_alibi and merged is not None:
+        trial = _uniform_config(model, merged, alibi)
     if trial is not None:
         for name, value in trial.to_dict().items():
             if name != LAYER_SHAPES_FIELD and getattr(config, name, _MISSING) != value:
@@ -138,9 +159,10 @@ def apply_layer_shapes(model: nn.Module, shapes: list[dict[str, Any]]) -> None:
     heads, mlp, experts, neurons = {}, {}, {}, {}
     for i, shape in enumerate(shapes):
         lay = layouts[i]
-        units = shape["num_heads"] if lay.attention.shared else shape["num_kv_heads"]
-        if units < lay.attention.n_units:
-            heads[i] = range(units, lay.attention.n_units)
+        if lay.attention is not None:
+            units = shape["num_heads"] if lay.attention.shared else shape["num_kv_heads"]
+            if units < lay.attention.n_units:
+                heads[i] = range(units, lay.attention.n_units)
         if lay.mlp is not None and (shape.get("intermediate_size") or lay.mlp.size) < lay.mlp.size:
             mlp[i] = range(shape["intermediate_size"], lay.mlp.size)
         if lay.experts is not None:

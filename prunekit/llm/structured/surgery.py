@@ -24,6 +24,7 @@ from torch import nn
 
 from prunekit.errors import ModelError, UnsupportedOpError
 from prunekit.llm.blocks import _is_conv1d, find_blocks
+from prunekit.llm.structured.layer_fields import config_after_removal, layer_config
 from prunekit.llm.structured.layout import Layout, keep_indices
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
 
@@ -112,6 +113,11 @@ def prune_heads(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: 
     alibi: list = []
     for layer, units in remove.items():
         att = layouts[int(layer)].attention
+        if att is None:
+            if list(units):
+                raise UnsupportedOpError(f"{path}.{layer} ({type(blocks[int(layer)]).__name__}): this block's "
+                                         "token mixer has no attention heads (an SSM / recurrent mixer)")
+            continue
         drop = check_indices("head groups", int(layer), units, att.n_units)
         if not drop:
             continue
@@ -184,6 +190,12 @@ def remove_layers(model: nn.Module, layers: Iterable[int], *, sync: bool = True)
             "remove_layers: this GPT-2 config scales attention by the layer index "
             "(scale_attn_by_inverse_layer_idx=True), so blocks cannot be renumbered"
         )
+    updates = config_after_removal(model, drop)
+    if updates is None:
+        raise UnsupportedOpError(
+            f"remove_layers: removing {path} {drop} gives a model that {type(model.config).__name__} cannot "
+            "rebuild (no per-layer config field explains the change, e.g. a first block built differently); "
+            "remove other blocks")
     keep = [b for i, b in enumerate(blocks) if i not in set(drop)]
     parent_path, _, attr = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
@@ -193,13 +205,11 @@ def remove_layers(model: nn.Module, layers: Iterable[int], *, sync: bool = True)
             if hasattr(module, "layer_idx") and isinstance(module.layer_idx, int):
                 module.layer_idx = new_index
     config = model.config
-    for name, value in config.to_dict().items():  # per-layer lists (layer_types, mlp_layer_types, ...)
-        if name != LAYER_SHAPES_FIELD and isinstance(value, list) and len(value) == len(blocks):
-            setattr(config, name, [t for i, t in enumerate(getattr(config, name)) if i not in set(drop)])
-    value = getattr(config, "mlp_only_layers", None)
-    if isinstance(value, list) and value:
-        config.mlp_only_layers = [i - sum(d < i for d in drop) for i in value if i not in set(drop)]
-    config.num_hidden_layers = len(keep)
+    for name, value in updates.items():  # layer counts, per-layer lists and patterns (layer_fields.py)
+        try:
+            setattr(layer_config(config), name, value)
+        except Exception:  # a count the config derives from a per-layer list (checked in layer_fields)
+            pass
     shapes = getattr(config, LAYER_SHAPES_FIELD, None)
     if shapes and len(shapes) == len(blocks):
         setattr(config, LAYER_SHAPES_FIELD, [s for i, s in enumerate(shapes) if i not in set(drop)])

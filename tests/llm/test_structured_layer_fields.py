@@ -1,0 +1,127 @@
+"""Removing whole blocks: the config's per-layer fields found and checked, reload in a fresh process."""
+
+import pytest
+import torch
+
+from prunekit.errors import UnsupportedOpError
+from prunekit.llm.blocks import find_blocks
+from prunekit.llm.structured import remove_layers
+from prunekit.llm.structured.layer_fields import config_after_removal, removable_layers
+from tests.llm.conftest import transformers
+from tests.llm.test_structured_experts import _reload_diff
+from tests.llm.test_structured_mixers import _save, tiny_jamba, tiny_rwkv
+
+
+def tiny_bart_decoder(seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = transformers.BartConfig(d_model=32, encoder_layers=2, decoder_layers=3, encoder_attention_heads=4,
+                                  decoder_attention_heads=4, encoder_ffn_dim=48, decoder_ffn_dim=48,
+                                  vocab_size=64, max_position_embeddings=64)
+    return transformers.BartForCausalLM(cfg).eval()
+
+
+def tiny_modernbert_decoder(seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = transformers.ModernBertDecoderConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                                               intermediate_size=48, vocab_size=64, max_position_embeddings=64,
+                                               pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1,
+                                               sep_token_id=2)
+    return transformers.ModernBertDecoderForCausalLM(cfg).eval()
+
+
+def test_a_decoder_with_its_own_layer_count_lowers_that_count_and_reloads(tmp_path):
+    model = tiny_bart_decoder()
+    assert len(find_blocks(model)[1]) == 3 and model.config.num_hidden_layers == 2  # the encoder's count
+    remove_layers(model, [1])
+    assert model.config.decoder_layers == 2
+    _save(model, tmp_path)
+    assert _reload_diff(tmp_path, plain=True) < 1e-5
+
+
+def test_periodic_hybrid_patterns_shift_when_the_first_block_goes(tmp_path):
+    model = tiny_jamba()  # [mamba, attention+MoE, mamba, attention+MoE]: offsets 1 of period 2
+    assert config_after_removal(model, [0]) == {"num_hidden_layers": 3, "attn_layer_offset": 0,
+                                                "expert_layer_offset": 0}
+    assert config_after_removal(model, [3]) == {"num_hidden_layers": 3}
+    remove_layers(model, [0])
+    assert [type(b).__name__ for b in model.model.layers] == [
+        "JambaAttentionDecoderLayer", "JambaMambaDecoderLayer", "JambaAttentionDecoderLayer"]
+    _save(model, tmp_path)
+    assert _reload_diff(tmp_path, plain=True) < 1e-5
+
+
+def test_a_first_block_built_differently_is_refused_and_the_next_best_is_taken():
+    model = tiny_modernbert_decoder()  # block 0 has no attention norm (an Identity), the others do
+    assert config_after_removal(model, [0]) is None
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(UnsupportedOpError, match=r"remove_layers: removing model\.layers \[0\]"):
+        remove_layers(model, [0])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.config.num_hidden_layers == 3 and len(model.model.layers) == 3
+    assert removable_layers(model, [0, 2, 1], 1) == [2]
+
+
+def test_a_config_the_class_cannot_initialise_is_refused():
+    model = tiny_rwkv()  # transformers' RWKV init divides by num_hidden_layers - 1: one block cannot be built
+    assert config_after_removal(model, [0]) is None
+    with pytest.raises(UnsupportedOpError, match=r"cannot remove 1 block\(s\)"):
+        removable_layers(model, [0, 1], 1)
+
+
+@pytest.mark.parametrize("vision_layers", [2, 3])
+def test_the_text_layers_are_found_before_a_vision_tower(vision_layers):
+    torch.manual_seed(0)
+    cfg = transformers.GitConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+                                 vocab_size=64, max_position_embeddings=64,
+                                 vision_config={"hidden_size": 32, "num_hidden_layers": vision_layers,
+                                                "num_attention_heads": 4, "intermediate_size": 48,
+                                                "image_size": 16, "patch_size": 8})
+    model = transformers.GitForCausalLM(cfg).eval()
+    path, blocks = find_blocks(model)  # the vision tower is a sub-model with a config of its own
+    assert (path, len(blocks)) == ("git.encoder.layer", 2)
+
+
+def test_lists_that_only_look_per_layer_are_kept_whole(tmp_path):
+    torch.manual_seed(0)
+    cfg = transformers.FalconH1Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                      intermediate_size=48, vocab_size=64, max_position_embeddings=64,
+                                      mamba_d_ssm=64, mamba_n_heads=8, mamba_d_head=8, mamba_d_state=16,
+                                      mamba_chunk_size=16, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    model = transformers.FalconH1ForCausalLM(cfg).eval()
+    # two layers, and two-element lists that are not per layer: [min, max] and [gate, down] multipliers
+    assert len(model.config.time_step_limit) == 2 and len(model.config.mlp_multipliers) == 2
+    assert config_after_removal(model, [1]) == {"num_hidden_layers": 1}
+    remove_layers(model, [1])
+    assert len(model.config.time_step_limit) == 2 and len(model.config.mlp_multipliers) == 2
+    _save(model, tmp_path)
+    assert _reload_diff(tmp_path, plain=True) < 1e-5
+
+
+def test_a_layer_split_that_must_add_up_is_kept_valid(tmp_path):
+    torch.manual_seed(0)
+    cfg = transformers.DoryConfig(hidden_size=32, num_hidden_layers=3, n_input_layers=1, n_output_layers=1,
+                                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, intermediate_size=48,
+                                  vocab_size=64, max_position_embeddings=64, pad_token_id=0)
+    model = transformers.DoryForCausalLM(cfg).eval()
+    # strict validation: n_input_layers + n_recurrent_layers + n_output_layers == num_hidden_layers
+    updates = config_after_removal(model, [1])
+    assert updates["num_hidden_layers"] == 2 and len(updates["layer_types"]) == 2
+    c = model.config
+    assert sum(updates.get(k, getattr(c, k)) for k in ("n_input_layers", "n_recurrent_layers", "n_output_layers")) == 2
+    remove_layers(model, [1])
+    _save(model, tmp_path)
+    assert _reload_diff(tmp_path, plain=True) < 1e-5
+
+
+def test_a_multimodal_model_edits_its_text_config(tmp_path):
+    torch.manual_seed(0)
+    text = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 48,
+            "vocab_size": 64, "max_position_embeddings": 64}
+    cfg = transformers.FuyuConfig(text_config=text, vocab_size=64, hidden_size=32, patch_size=4)
+    model = transformers.FuyuForCausalLM(cfg).eval()
+    assert find_blocks(model)[0] == "model.language_model.layers"
+    assert config_after_removal(model, [1]) == {"num_hidden_layers": 2}  # of config.text_config
+    remove_layers(model, [1])
+    assert model.config.text_config.num_hidden_layers == 2
+    _save(model, tmp_path)
+    assert _reload_diff(tmp_path, plain=True) < 1e-5
