@@ -9,7 +9,8 @@ once; every setting starts from the same dense weights and the same calibration 
 Settings run in priority order (the SparseGPT baselines first) and each result is
 appended to ``runs-<shard>.jsonl`` in ``--out`` as soon as it is measured, so a rerun
 skips what is done and ``--shard k/n`` splits the list over processes. ``--summarize``
-reads every ``runs-*.jsonl`` there and prints the table and the done-criteria:
+reads every ``runs-*.jsonl`` there, prints the table and the done-criteria and writes them
+to ``summary.json``:
 
     best prunekit ppl <= 0.9x SparseGPT (no reconstruction) at 50%, <= 0.8x at 2:4, <= 0.7x at 70%
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -70,8 +72,6 @@ def _done(out: Path) -> dict[str, dict[str, Any]]:
 
 def _append(path: Path, row: dict[str, Any]) -> None:
     """Append one JSON line and fsync it (a crash loses at most the line being written)."""
-    import os
-
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
         f.flush()
@@ -116,15 +116,15 @@ def run(args: argparse.Namespace) -> None:
         if s["name"] in _done(out):  # another shard measured it meanwhile
             continue
         model.load_state_dict(dense)
+        block = {k: v for k, v in (("block_steps", args.block_steps), ("block_lr", args.block_lr)) if v is not None}
         cfg = LLMPruneConfig(method=s["method"], reconstruct=s["reconstruct"], permute=s["permute"],
-                             batch_size=args.batch_size, block_steps=args.block_steps,
-                             block_lr=args.block_lr, **LEVELS[s["level"]])
+                             batch_size=args.batch_size, **block, **LEVELS[s["level"]])
         start = time.perf_counter()
         result = prune_llm(model, windows, cfg, progress=False)
         seconds = time.perf_counter() - start
         row = {**s, "ppl": ppl(), "prune_seconds": seconds, "sparsity": result.measured_sparsity,
                "block_error_after_over_before": _mean_ratio(result.block_errors),
-               "config": cfg.to_dict(), **common}
+               "config": cfg.to_dict(), "load_avg": os.getloadavg()[0], **common}
         _append(log, row)
         print(f"{s['name']:40s} ppl {row['ppl']:8.2f}  {seconds:6.0f}s", flush=True)
 
@@ -173,8 +173,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-tokens", type=int, default=4096)
     ap.add_argument("--batch-size", type=int, default=4, help="windows per block-fit step")
-    ap.add_argument("--block-steps", type=int, default=6)
-    ap.add_argument("--block-lr", type=float, default=5e-4)
+    ap.add_argument("--block-steps", type=int, default=None, help="default: LLMPruneConfig's (the CLI's)")
+    ap.add_argument("--block-lr", type=float, default=None, help="default: LLMPruneConfig's (the CLI's)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--shard", default="0/1", help="k/n: run every n-th setting starting at k")
     ap.add_argument("--only", default=None, help="comma-separated setting names")
@@ -190,7 +190,12 @@ def main() -> None:
         args.only = args.only or "sparsegpt/2:4/none,sparsegpt/2:4/layer+block/permute"
     if not args.summarize:
         run(args)
-    print(json.dumps(summarize(Path(args.out))))
+    summary = summarize(Path(args.out))
+    if args.summarize:
+        from prunekit.io.atomic import atomic_write_json
+
+        atomic_write_json(Path(args.out) / "summary.json", summary)
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

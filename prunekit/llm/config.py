@@ -56,7 +56,7 @@ class LLMPruneConfig(ConfigBase):
     batch_size: int = 8
     reconstruct: str = "none"
     block_steps: int = 16
-    block_lr: float = 3e-4
+    block_lr: float = 1e-2
     permute: bool = False
     single_pass_mb: int = 2048
 

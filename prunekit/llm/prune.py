@@ -19,6 +19,7 @@ from prunekit.llm.config import LLMPruneConfig
 from prunekit.llm.hooks import collect_input_stats
 from prunekit.llm.methods import magnitude_keep_mask, sparsegpt_prune, wanda_keep_mask
 from prunekit.llm.methods.block_fit import BlockFit, fit_block
+from prunekit.llm.methods.dense_stream import DenseStream, refit_target
 from prunekit.llm.methods.permute_fold import permute_block_
 from prunekit.llm.methods.reconstruct import reconstruct_masked
 from prunekit.llm.methods.wanda import wanda_scores
@@ -69,40 +70,59 @@ def calibration_batches(calibration: Any, config: LLMPruneConfig) -> list[dict[s
     return batches
 
 
-def prune_linear(lin: nn.Module, stats: Any, sparsity: float, config: LLMPruneConfig) -> None:
+def prune_linear(lin: nn.Module, stats: Any, sparsity: float, config: LLMPruneConfig,
+                 cross: torch.Tensor | None = None) -> None:
+    """Prune one linear from its input statistics. With the layer fit and ``cross`` (``X^T D``
+    against the dense model's inputs), SparseGPT and the fit aim at the dense model's outputs."""
     w = weight_2d(lin)
+    target = w
+    if config.layer_fit and cross is not None:
+        target = refit_target(w, stats.gram, cross, percdamp=config.percdamp)
     if config.method == "magnitude":
         new_w = w * magnitude_keep_mask(w, sparsity, config.pattern)
     elif config.method == "wanda":
         new_w = w * wanda_keep_mask(w, stats.sq_norm, sparsity, config.pattern)
     else:
         new_w, _ = sparsegpt_prune(
-            w, stats.hessian(), sparsity, config.pattern,
+            target, stats.hessian(), sparsity, config.pattern,
             blocksize=config.blocksize, percdamp=config.percdamp,
         )
     if config.layer_fit:
-        new_w = reconstruct_masked(w, new_w != 0, stats.gram, percdamp=config.percdamp)
+        new_w = reconstruct_masked(target, new_w != 0, stats.gram, percdamp=config.percdamp)
     set_weight_2d(lin, new_w)
 
 
 def prune_block(block: nn.Module, run: BlockRun, sparsity: float, config: LLMPruneConfig,
-                 gram: bool) -> BlockFit | None:
+                 gram: bool, stream: DenseStream | None = None) -> BlockFit | None:
     """Prune one block from its calibration inputs (one pass when it fits, else two); then
-    the block fit when asked. ``run``'s inputs are left for the generator to move on."""
+    the block fit when asked. ``run``'s inputs are left for the generator to move on.
+
+    With a ``stream`` (the dense model's activations, advanced here) the reconstruction aims
+    at the dense model: the layer fit at each linear's dense-model output (single pass only)
+    and the block fit at the dense model's block output, from the pruned model's inputs."""
     linears = find_linears(block)
     dense_outputs = None
-    if can_single_pass(block, run, config):
-        if config.block_fit:
+    single = can_single_pass(block, run, config)
+    dense_inputs = None
+    if stream is not None:
+        inp = run.inputs
+        dense = stream.step(block, inp.args, inp.kwargs, linears if single and config.layer_fit else None)
+        dense_inputs = dense.inputs if single and config.layer_fit else None
+        dense_outputs = dense.outputs if config.block_fit else None
+    if single:
+        if config.block_fit and dense_outputs is None:
             dense_outputs = run(keep_outputs=True)
         block_inputs = list(run.inputs.hidden) if dense_outputs is not None else []  # (a store's: a copy)
-        prune_in_single_pass(block, run, config, partial_prune(sparsity, config), gram)
+        prune_in_single_pass(block, run, config, partial_prune(sparsity, config), gram, dense_inputs)
+        del dense_inputs
         if dense_outputs is None:
             return None
         replace_hidden(run.inputs.hidden, block_inputs)  # the fit needs the inputs; outputs are recomputed after it
         run.outputs_ready = False
     else:
         with collect_input_stats(linears, gram=gram) as stats:
-            dense_outputs = run(keep_outputs=config.block_fit)
+            outputs = run(keep_outputs=config.block_fit and dense_outputs is None)
+        dense_outputs = dense_outputs if dense_outputs is not None else outputs
         if config.permute and config.pattern is not None:
             permute_block_(block, stats, config.method, config.pattern.n, config.pattern.m, config.percdamp)
         for name, lin in linears.items():
@@ -117,7 +137,7 @@ def prune_block(block: nn.Module, run: BlockRun, sparsity: float, config: LLMPru
 
 def partial_prune(sparsity: float, config: LLMPruneConfig) -> Any:
     """``prune(module, stats)`` for one block's sparsity (the single-pass hooks call it)."""
-    return lambda lin, stats: prune_linear(lin, stats, sparsity, config)
+    return lambda lin, stats, cross=None: prune_linear(lin, stats, sparsity, config, cross)
 
 
 def owl_block_ratios(model: nn.Module, batches: list[dict[str, Any]], threshold: float,
@@ -186,8 +206,11 @@ def prune_llm(
                     advance()
             else:
                 gram = config.method == "sparsegpt" or config.layer_fit
+                stream = None
                 for i, block, run in sequential_blocks(model, batches):
-                    fit = prune_block(block, run, sparsities[i], config, gram)
+                    if i == 0 and config.reconstruct != "none":
+                        stream = DenseStream(run.inputs.hidden)
+                    fit = prune_block(block, run, sparsities[i], config, gram, stream)
                     if fit is not None:
                         result.block_errors.append((fit.error_before, fit.error_after))
                     advance()

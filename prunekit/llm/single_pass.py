@@ -51,19 +51,23 @@ def prune_in_single_pass(
     block: nn.Module,
     run: BlockRun,
     config: LLMPruneConfig,
-    prune_linear: Callable[[nn.Module, InputStats], None],
+    prune_linear: Callable[..., None],
     gram: bool,
+    dense_inputs: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Prune every linear of ``block`` in one forward; ``run``'s inputs become the next block's.
 
-    ``prune_linear(module, stats)`` prunes one layer from its input statistics. Linears fed
-    the very same tensor (q/k/v, gate/up) share one statistics object. With
+    ``prune_linear(module, stats, cross)`` prunes one layer from its input statistics and,
+    with ``dense_inputs`` (each linear's input in the dense model, all batches merged, from
+    :class:`prunekit.llm.methods.dense_stream.DenseStream`), ``cross = X^T D`` of its input
+    here against the dense one (else None). Linears fed the very same tensor (q/k/v,
+    gate/up) share one statistics object. With
     ``config.permute`` and a pattern, a consumer's input channels are permuted (and folded
     into its producers) before it is pruned; its input in this forward is permuted to match.
     """
     linears = find_linears(block)
     pairs = {p.consumer: p for p in foldable_pairs(block)} if config.permute and config.pattern else {}
-    last: dict[str, Any] = {"x": None, "stats": None}
+    last: dict[str, Any] = {"x": None, "stats": None, "cross": None}
 
     def make_hook(name: str) -> Callable[..., Any]:
         def hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
@@ -73,8 +77,9 @@ def prune_in_single_pass(
             else:
                 stats = InputStats(weight_2d(module).shape[1], gram=gram, device=x.device)
                 stats.accumulate(x)
-                last["x"], last["stats"] = x, stats
+                last["x"], last["stats"], last["cross"] = x, stats, None
             new_args = None
+            perm = None
             if name in pairs:
                 assert config.pattern is not None
                 perm = permute_pair_(block, pairs[name], stats, config.method, config.pattern.n,
@@ -82,10 +87,27 @@ def prune_in_single_pass(
                 if perm is not None:
                     new_args = (x[..., perm.to(x.device)], *args[1:])
                     last["x"] = None
-            prune_linear(module, stats)
+            cross = None
+            if dense_inputs is not None and name in dense_inputs:
+                if perm is None and last["cross"] is not None:
+                    cross = last["cross"]
+                else:
+                    cross = input_cross(x if new_args is None else new_args[0], dense_inputs[name], perm)
+                    last["cross"] = cross if perm is None else None
+            prune_linear(module, stats, cross)
             return new_args
 
         return hook
 
     with torch.no_grad():
         run.single_pass({module: make_hook(name) for name, module in linears.items()})
+
+
+def input_cross(x: torch.Tensor, dense: torch.Tensor, perm: torch.Tensor | None = None) -> torch.Tensor:
+    """``X^T D`` of a layer's input here and in the dense model (same tokens), float32; ``perm``
+    (the consumer's channel permutation, already applied to ``x``) is applied to ``D``."""
+    x2 = x.detach().reshape(-1, x.shape[-1]).float()
+    d2 = dense.reshape(-1, dense.shape[-1]).float()
+    if perm is not None:
+        d2 = d2[:, perm.to(d2.device)]
+    return x2.T @ d2

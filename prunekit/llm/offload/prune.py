@@ -30,6 +30,7 @@ from prunekit.io import atomic_write_text
 from prunekit.io.atomic import current_umask
 from prunekit.llm.blocks import find_blocks, find_linears
 from prunekit.llm.config import LLMPruneConfig
+from prunekit.llm.methods.dense_stream import DenseStream
 from prunekit.llm.offload.activations import ActivationStore
 from prunekit.llm.offload.config import OutOfCoreConfig, resolve_device
 from prunekit.llm.offload.shards import ShardReader, ShardWriter
@@ -190,13 +191,14 @@ def prune_llm_out_of_core(
         result.activation_mb = store.nbytes() / 2**20
         result.layer_sparsity = [config.target_sparsity] * len(blocks)
         label = f"{config.method} {config.pattern or config.sparsity} (out of core)"
+        stream = DenseStream(store) if batches and config.reconstruct != "none" else None  # (in memory)
         with layer_progress(label, len(blocks), enabled=progress) as advance:
             for i, block in enumerate(blocks):
                 prefix = f"{path}.{i}."
                 materialize(block, prefix, reader, dtype=DTYPE, device=device)
                 if batches:  # the very per-block routine of prune_llm, inputs from the store
                     run = BlockRun(block, BlockInputs(store, args, kwargs))
-                    fit = prune_block(block, run, config.target_sparsity, config, gram)
+                    fit = prune_block(block, run, config.target_sparsity, config, gram, stream)
                     if fit is not None:
                         result.block_errors.append((fit.error_before, fit.error_after))
                     if i + 1 < len(blocks):
