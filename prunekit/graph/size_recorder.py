@@ -91,18 +91,27 @@ class SizeRecorder(TorchFunctionMode):
         self.counts: dict[str, int] = defaultdict(int)
         self._plausible: dict[tuple[str, ...], set[int]] = {}
         self._inputs: dict[int, tuple] = {}  # id(module) -> the inputs of its running forward
-        self._hook = None
+        self._hooks: list = []
 
     def __enter__(self):
         def remember(module, inputs):
             self._inputs[id(module)] = inputs
 
-        self._hook = torch.nn.modules.module.register_module_forward_pre_hook(remember)
+        def forget(module, inputs, output):
+            # only running modules' inputs are kept: a finished module's would keep its
+            # activations (and their labels) alive to the end of the trace (GBs for a
+            # 400M-parameter ViT)
+            self._inputs.pop(id(module), None)
+
+        hooks = torch.nn.modules.module
+        self._hooks = [hooks.register_module_forward_pre_hook(remember),
+                       hooks.register_module_forward_hook(forget, always_call=True)]
         return super().__enter__()
 
     def __exit__(self, *exc):
-        if self._hook is not None:
-            self._hook.remove()
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
         self._inputs.clear()
         return super().__exit__(*exc)
 

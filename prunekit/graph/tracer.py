@@ -96,6 +96,9 @@ class TraceContext:
             return None
         got = self.labels.get(t)
         if isinstance(got, Derived):  # computed from parameters: its ordinary label
+            sec = got.second()  # a Dual from the ordinary rule: labels + second labels
+            if sec is not None and t not in self.second:
+                self.second[t] = sec
             return got.label()
         if got is not None:
             return got
