@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from prunekit.graph.atoms import NONE, compress_slices
+from prunekit.graph.atoms import NONE, compress_slices, distinct, fill
 from prunekit.graph.dual import Dual, fix, varying_dims
 from prunekit.graph.labels import const_along
 from prunekit.graph.labels import label_of as _label
@@ -35,9 +35,31 @@ def pointwise(ctx, func, args, kwargs, out):
 
 def _combine(ctx, labs: list[torch.Tensor], lost: list, shape) -> torch.Tensor | None:
     """Couple the operands' labels element by element; the result's labels. ``lost``:
-    shapes of operands computed from channels whose identity was lost."""
+    shapes of operands computed from channels whose identity was lost.
+
+    Dims along which every operand is broadcast (size 1 or a stride-0 view: tokens of a
+    linear layer's output) carry the same labels in every slice: the couplings are
+    made on one slice and the result is that slice expanded (no full-size labels)."""
     if not labs:
         return None
+    nd = len(shape)
+    padded = [x.reshape((1,) * (nd - x.dim()) + tuple(x.shape)) for x in labs]
+    common = [d for d in range(nd) if shape[d] > 1 and all(
+        x.shape[d] == 1 or x.stride(d) == 0 for x in padded)]
+    if not common:
+        return _combine_dense(ctx, labs, lost, shape)
+    small = []
+    for x in padded:
+        for d in common:
+            x = x.narrow(d, 0, 1) if x.shape[d] > 1 else x
+        small.append(x)
+    small_shape = tuple(1 if d in common else n for d, n in enumerate(shape))
+    lost = [tuple(1 if d + nd - len(s) in common else n for d, n in enumerate(s)) for s in lost]
+    res = _combine_dense(ctx, small, lost, small_shape)
+    return None if res is None else res.expand(shape)
+
+
+def _combine_dense(ctx, labs: list[torch.Tensor], lost: list, shape) -> torch.Tensor | None:
     lost_labs = [torch.full(s, NONE, dtype=torch.int64) for s in lost]
     if lost_labs:
         _fix_unmatched(ctx, labs + lost_labs, len(shape))
@@ -60,8 +82,9 @@ def _combine(ctx, labs: list[torch.Tensor], lost: list, shape) -> torch.Tensor |
             elif not _shared_by_heads(ctx, result, other):
                 _fix_unpaired(ctx, other)
         spread &= set(_spread_dims(other, shape))
-        result = torch.where(result >= 0, result, other.expand(shape))
-    return result.contiguous()
+        if bool((distinct(result) < 0).any()):  # else the result is the first operand's
+            result = fill(result.expand(shape), other.expand(shape))
+    return result if result.shape == torch.Size(shape) else result.expand(shape)
 
 
 def _spread_dims(lab: torch.Tensor, shape) -> list[int]:

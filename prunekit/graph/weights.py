@@ -31,7 +31,7 @@ def _plain_param(ctx, t):
 def _channel_out(labels: torch.Tensor, shape, dim: int) -> torch.Tensor:
     view = [1] * len(shape)
     view[dim] = -1
-    return labels.view(view).expand(shape).contiguous()
+    return labels.view(view).expand(shape)  # broadcast over tokens / pixels: no copy
 
 
 def convolution(ctx, func, args, kwargs, out):
@@ -193,7 +193,7 @@ def attention(ctx, func, args, kwargs, out):
     if col.dim() >= 3 and col.shape[-3] not in (1, main.shape[-3]):
         # grouped-query attention: each key/value head serves a run of query heads
         col = col.repeat_interleave(main.shape[-3] // col.shape[-3], dim=-3)
-    res = col.expand(main.shape).contiguous()
+    res = col.expand(main.shape)
     return _tuple_like(out, res)
 
 
