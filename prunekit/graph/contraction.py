@@ -125,7 +125,7 @@ def _combine(ctx, labs: list[torch.Tensor], tables: list[bool]):
         else:
             fix(ctx, x)
     # the columns of a linear layer broadcast over its rows stay a broadcast view
-    return primary if second is None else Dual(primary.contiguous(), second.contiguous())
+    return primary if second is None else Dual(primary, second)
 
 
 def matmul(ctx, func, args, kwargs, out):

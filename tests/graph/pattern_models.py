@@ -40,10 +40,7 @@ class SeparateHeads(nn.Module):
     def __init__(self, dim: int = 12, heads: int = 3):
         super().__init__()
         self.num_heads, self.head_dim = heads, dim // heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.proj = nn.Linear(dim, dim)
+        self.q, self.k, self.v, self.proj = (nn.Linear(dim, dim) for _ in range(4))
 
     def forward(self, x):
         B, N, C = x.shape

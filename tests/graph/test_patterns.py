@@ -4,8 +4,6 @@ into heads separately (NextViT, Twins), residual units of several channels tied 
 heads by a fractional count, a lazily traced parameter-derived bias with second labels
 (Swin-v2-cr), and stale sizes held by several equal attributes (HaloNet)."""
 
-import json
-import subprocess
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -14,23 +12,17 @@ import pytest
 import torch
 from pattern_models import KINDS, Net, example
 
-from prunekit.structured import StructuredConfig, StructuredPruner, prune_channels_, save_pruned
+from prunekit.structured import StructuredConfig, StructuredPruner, prune_channels_
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "structured"))
+from graph_helpers import fresh_reload_errors, prune_half  # noqa: E402
 from structured_helpers import kill_units  # noqa: E402
 
 
 def _pruned(kind):
     torch.manual_seed(0)
-    model = Net(kind).eval()
-    x = example(kind)
-    with torch.no_grad():
-        shape = model(x).shape
-    prune_channels_(model, x, StructuredConfig(ratio=0.5))
-    with torch.no_grad():
-        assert model(x).shape == shape
-    return model, x
+    return prune_half(Net(kind).eval(), example(kind))
 
 
 def test_one_channel_gates_stay_while_the_channels_they_scale_go():
@@ -119,32 +111,7 @@ def test_dead_units_pruned_with_their_ties_leave_the_outputs_unchanged(kind):
     assert (after - before).abs().max().item() <= 1e-5 * max(1.0, before.abs().max().item())
 
 
-RELOAD = r"""
-import json, sys, torch
-sys.path.insert(0, sys.argv[1])
-from pattern_models import Net
-import prunekit
-errors = {}
-for kind in sys.argv[3].split(","):
-    folder = sys.argv[2] + "/" + kind
-    model = prunekit.load_pruned(Net(kind).eval(), folder)
-    x = torch.load(folder + "/x.pt")
-    with torch.no_grad():
-        errors[kind] = (model(x) - torch.load(folder + "/y.pt")).abs().max().item()
-print(json.dumps(errors))
-"""
-
-
 def test_pruned_patterns_reload_in_a_fresh_process(tmp_path):
-    for kind in KINDS:
-        model, x = _pruned(kind)
-        save_pruned(model, tmp_path / kind)
-        torch.save(x, tmp_path / kind / "x.pt")
-        with torch.no_grad():
-            torch.save(model(x), tmp_path / kind / "y.pt")
-    out = subprocess.run([sys.executable, "-c", RELOAD, str(HERE), str(tmp_path), ",".join(KINDS)],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    errors = json.loads(out.stdout.strip().splitlines()[-1])
+    errors = fresh_reload_errors(tmp_path, "pattern_models", KINDS, _pruned)
     assert sorted(errors) == sorted(KINDS)
     assert max(errors.values()) <= 1e-5
