@@ -34,6 +34,36 @@ class Block:
     producer: bool = False
 
 
+def distinct(t: torch.Tensor) -> torch.Tensor:
+    """``t`` narrowed to its first slice along every dim it repeats by broadcasting
+    (stride 0): labels made by ``expand`` (a layer's output channels over tokens) stay
+    as small as their channels.
+
+    Example:
+        >>> distinct(torch.arange(3).expand(1000, 3)).shape
+        torch.Size([1, 3])
+    """
+    for d in range(t.dim()):
+        if t.shape[d] > 1 and t.stride(d) == 0:
+            t = t.narrow(d, 0, 1)
+    return t
+
+
+def fill(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``where(a >= 0, a, b)`` for same-shaped label tensors, computed once per slice
+    they both repeat (stride 0) and expanded: no full-size copy of broadcast labels.
+
+    Example:
+        >>> fill(torch.tensor([3, -1]).expand(4, 2), torch.tensor([5, 6]).expand(4, 2))[0]
+        tensor([3, 6])
+    """
+    sa, sb = a, b
+    for d in range(a.dim()):
+        if a.shape[d] > 1 and a.stride(d) == 0 and b.stride(d) == 0:
+            sa, sb = sa.narrow(d, 0, 1), sb.narrow(d, 0, 1)
+    return torch.where(sa >= 0, sa, sb).expand(a.shape)
+
+
 def compress_slices(a: torch.Tensor, b: torch.Tensor | None = None, keep_dim: int | None = None,
                     dims: list[int] | None = None):
     """Drop slices (along any dim, or along ``dims``) that repeat the slice before them in
@@ -47,7 +77,12 @@ def compress_slices(a: torch.Tensor, b: torch.Tensor | None = None, keep_dim: in
     """
     for d in range(a.dim()) if dims is None else dims:
         n = a.shape[d]
-        if n <= 2 or d == keep_dim:
+        if n <= 1 or d == keep_dim:
+            continue
+        if a.stride(d) == 0 and (b is None or b.stride(d) == 0):  # broadcast: one slice
+            a, b = a.narrow(d, 0, 1), b.narrow(d, 0, 1) if b is not None else None
+            continue
+        if n <= 2:
             continue
         others = [k for k in range(a.dim()) if k != d]
         same = a.narrow(d, 1, n - 1) == a.narrow(d, 0, n - 1)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from prunekit.graph.atoms import NONE
+from prunekit.graph.atoms import NONE, distinct, fill
 from prunekit.graph.derived import derived_dims
 from prunekit.graph.dual import Dual, fix
 from prunekit.graph.labels import ParamRef, const_along, labels_min, per_index_pairs
@@ -146,8 +146,8 @@ def _combine(ctx, labs: list[torch.Tensor], tables: list[bool]):
             second = x
         else:
             fix(ctx, x)
-    primary = primary.contiguous()
-    return primary if second is None else Dual(primary, second.contiguous())
+    # the columns of a linear layer broadcast over its rows stay a broadcast view
+    return primary if second is None else Dual(primary, second)
 
 
 def matmul(ctx, func, args, kwargs, out):
@@ -220,10 +220,10 @@ def matmul(ctx, func, args, kwargs, out):
         main = result.primary if isinstance(result, Dual) else result
         if main is None:
             main = torch.full(shape, NONE, dtype=torch.int64)
-        table.couple(torch.where(main >= 0, main, bl), bl)
-        main = torch.where(main >= 0, main, bl).contiguous()
+        main = fill(main, bl)
+        table.couple(main, bl)
         result = Dual(main, result.second) if isinstance(result, Dual) else main
-        if not bool((main >= 0).any()):
+        if not bool((distinct(main) >= 0).any()):
             return None
     return result
 

@@ -31,13 +31,13 @@ class DependencyGraph:
         groups: removable groups (see ``Group``).
         tensor_shapes: shape of every parameter/buffer at trace time.
         ties: (primary group id, dependent group id, factor): kept(primary) ==
-            factor * kept(dependent).
+            factor * kept(dependent); the factor is an int or a ``Fraction``.
         ops: number of aten ops traced.
     """
 
     groups: list[Group]
     tensor_shapes: dict[str, tuple[int, ...]]
-    ties: list[tuple[int, int, int]] = field(default_factory=list)
+    ties: list[tuple[int, int, int | Fraction]] = field(default_factory=list)
     ops: int = 0
     output_shapes: list[tuple[int, ...]] = field(default_factory=list)
     splits: dict[tuple[str, int], tuple[tuple[int, int], ...]] = field(default_factory=dict)
@@ -218,6 +218,10 @@ def _apply_width_ties(graph: DependencyGraph) -> None:
                     tie = (a[0], b[0], int(r))
                 elif r is not None and r.numerator == 1:
                     tie = (b[0], a[0], r.denominator)
+                else:  # e.g. units of 6 channels and heads of 32: 16 units per 3 heads
+                    tie = (a[0], b[0], r)
+            elif whole and len(set(a)) == 1 and len(set(b)) == 1 and None not in b:
+                tie = _whole_heads_tie(graph, src, rec.dims[dkey].size, a[0], b[0])
             if tie is None:
                 frozen.update(x for x in a + b if x is not None)
                 why.update((x, f"width tie of {_call(rec)} has no whole-number ratio")
@@ -247,6 +251,22 @@ def binding_ties(graph: DependencyGraph) -> list[tuple[int, int, int]]:
 
 def _call(rec) -> str:
     return f"{rec.name} in {(rec.stack[-1] if rec.stack else '') or '<model>'}"
+
+
+def _whole_heads_tie(graph: DependencyGraph, src, head_size: int, a: int, b: int):
+    """``reshape(B, N, self.num_heads, C // self.num_heads)`` whose split loses whole
+    heads (one unit of group ``b`` per head): the head size stays, so the input's width
+    ``C`` must keep ``head_size`` channels per kept head: kept_a * na = head_size * kept_b
+    (``na``: input indices per unit of ``a``). None when the widths do not add up so."""
+    units = graph.groups[b].size
+    if src.size != head_size * units:
+        return None
+    r = Fraction(head_size) / Fraction(src.size, graph.groups[a].size)
+    if r.denominator == 1:
+        return (a, b, int(r))
+    if r.numerator == 1:
+        return (b, a, r.denominator)
+    return (a, b, r)
 
 
 def _spans_dim(src) -> bool:

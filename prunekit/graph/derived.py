@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_leaves
 
+from prunekit.graph.dual import Dual
 from prunekit.graph.labels import ParamRef
 
 Axis = tuple[str, int, int]  # (parameter name, parameter dim, size); name "" = no identity
@@ -131,6 +132,17 @@ class Derived:
             todo.extend(d.parents)
 
     def label(self):
+        """The ordinary label: a label tensor / ``ParamRef`` / None (the primary labels
+        when the rule gave second labels too, see :meth:`second`)."""
+        got = self._result()
+        return got.primary if isinstance(got, Dual) else got
+
+    def second(self) -> torch.Tensor | None:
+        """The second labels the ordinary rule gave (``prunekit.graph.dual``), or None."""
+        got = self._result()
+        return got.second if isinstance(got, Dual) else None
+
+    def _result(self):
         if not self._memo:
             res = self.lazy()
             self._memo.append(res[self.index] if isinstance(res, (tuple, list)) else (

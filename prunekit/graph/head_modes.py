@@ -71,6 +71,7 @@ class SplitModes:
         self._owner = torch.full((0,), -1, dtype=torch.int64)  # atom id -> split index
         # couplings that hold when two splits both take a mode: (i, j, mode, pairs)
         self.joint: list[tuple[int, int, int, torch.Tensor]] = []
+        self._links: list[tuple[int, int]] = []  # splits that must take the same mode
 
     # -- during the trace -----------------------------------------------------------
     def owner(self, labels: torch.Tensor | None) -> int | None:
@@ -142,6 +143,31 @@ class SplitModes:
         atoms = atoms[atoms > 0]
         self.couple(index, mode, atoms, torch.full_like(atoms, FIXED))
 
+    def link(self, a: int, b: int, heads_a: torch.Tensor, heads_b: torch.Tensor) -> None:
+        """Splits ``a`` and ``b`` meet head by head (the query and value projections of
+        one attention, each reshaped into heads on its own): they take the same mode,
+        and in ``HEADS`` mode head ``h`` of one goes with head ``h`` of the other
+        (``heads_a`` / ``heads_b``: labels of one element of every head, broadcast)."""
+        if a == b:
+            return
+        self._links.append((a, b))
+        self.couple(a, HEADS, heads_a, heads_b)
+
+    def _linked(self) -> list[int]:
+        """A representative split per split: the smallest index of its linked set."""
+        root = list(range(len(self.choices)))
+
+        def find(i: int) -> int:
+            while root[i] != i:
+                root[i] = root[root[i]]
+                i = root[i]
+            return i
+
+        for a, b in self._links:
+            ra, rb = find(a), find(b)
+            root[max(ra, rb)] = min(ra, rb)
+        return [find(i) for i in range(len(self.choices))]
+
     def head_of(self, index: int, labels: torch.Tensor) -> torch.Tensor:
         """The head (index along split ``index``'s head dim) of every element of
         ``labels``; -1 where an element is not one of that split's channels."""
@@ -183,13 +209,19 @@ class SplitModes:
         whole heads."""
         modes = [DIMS] * len(self.choices)
         comp = self._components(modes)
-        collapsed = [i for i, c in enumerate(self.choices) if self._collapsed(c, comp)]
+        root = self._linked()
+        # linked splits (query / key / value heads) change mode together
+        sets = {root[i] for i, c in enumerate(self.choices) if self._collapsed(c, comp)}
+        collapsed = [i for i in range(len(self.choices)) if root[i] in sets]
         if collapsed:
             trial = list(modes)
             for i in collapsed:
                 trial[i] = HEADS
             comp_heads = self._components(trial)
-            good = [i for i in collapsed if self._one_per_head(self.choices[i], comp_heads)]
+            bad = {root[i] for i in collapsed
+                   if not self._one_per_head(self.choices[i], comp_heads)
+                   and not self._collapsed(self.choices[i], comp_heads)}
+            good = [i for i in collapsed if root[i] not in bad]
             # a module with a split that cannot lose whole heads (grouped-query attention's
             # queries) keeps its other splits' modes
             stuck = {self.choices[i].key[0] for i in collapsed

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from prunekit.graph.atoms import NONE, AtomTable
+from prunekit.graph.atoms import NONE, AtomTable, distinct
 
 
 @dataclass(frozen=True)
@@ -89,20 +89,27 @@ def const_along(labels: torch.Tensor, dims: list[int], keepdim: bool) -> torch.T
     """Label of each slice if it is the same over ``dims``, else NONE."""
     if not dims:
         return labels
-    hi = labels.amax(dim=dims, keepdim=keepdim)
-    lo = labels.amin(dim=dims, keepdim=keepdim)
-    return torch.where(hi == lo, hi, torch.full_like(hi, NONE))
+    dims = [d % labels.dim() for d in dims]
+    small = distinct(labels)  # a broadcast (stride-0) dim reduces on one slice
+    hi = small.amax(dim=dims, keepdim=True)
+    lo = small.amin(dim=dims, keepdim=True)
+    res = torch.where(hi == lo, hi, torch.full_like(hi, NONE))
+    res = res.expand([1 if d in dims else n for d, n in enumerate(labels.shape)])
+    return res if keepdim else res.squeeze(tuple(dims))
 
 
 def labels_min(labels: torch.Tensor, dims: list[int] | int) -> torch.Tensor:
     """Smallest label >= 0 over ``dims`` (NONE where there is none): positions without
     identity (zero padding) do not make a slice's label vary."""
-    lo = labels.amin(dim=dims)
-    if not bool((lo < 0).any()):  # no NONE anywhere: the plain minimum (one pass)
-        return lo
-    big = torch.iinfo(labels.dtype).max
-    lo = torch.where(labels >= 0, labels, big).amin(dim=dims)
-    return torch.where(lo == big, torch.full_like(lo, NONE), lo)
+    dims = [d % labels.dim() for d in ([dims] if isinstance(dims, int) else dims)]
+    small = distinct(labels)  # a broadcast (stride-0) dim reduces on one slice
+    lo = small.amin(dim=dims, keepdim=True)
+    if bool((lo < 0).any()):  # NONE somewhere: the smallest label >= 0
+        big = torch.iinfo(labels.dtype).max
+        lo = torch.where(small >= 0, small, big).amin(dim=dims, keepdim=True)
+        lo = torch.where(lo == big, torch.full_like(lo, NONE), lo)
+    lo = lo.expand([1 if d in dims else n for d, n in enumerate(labels.shape)])
+    return lo.squeeze(tuple(dims))
 
 
 def per_index_pairs(labels: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from prunekit.graph.atoms import NONE, compress_slices
+from prunekit.graph.atoms import NONE, compress_slices, distinct, fill
 from prunekit.graph.dual import Dual, fix, varying_dims
 from prunekit.graph.labels import const_along
 from prunekit.graph.labels import label_of as _label
@@ -22,10 +22,11 @@ def pointwise(ctx, func, args, kwargs, out):
     if not isinstance(main, torch.Tensor):
         return None
     fits = [t for t in tensors if t.dim() <= main.dim() and _broadcastable(t.shape, main.shape)]
+    # labels first: a tensor derived from parameters gets its second labels on first use
+    labs = [x for x in (_label(ctx, t) for t in fits) if x is not None]
     if any(t in ctx.second for t in fits):
         result = _with_seconds(ctx, fits, main.shape)
     else:
-        labs = [x for x in (_label(ctx, t) for t in fits) if x is not None]
         result = _combine(ctx, labs, [t.shape for t in fits if t in ctx.lost], main.shape)
     if result is None:
         return None
@@ -34,24 +35,69 @@ def pointwise(ctx, func, args, kwargs, out):
 
 def _combine(ctx, labs: list[torch.Tensor], lost: list, shape) -> torch.Tensor | None:
     """Couple the operands' labels element by element; the result's labels. ``lost``:
-    shapes of operands computed from channels whose identity was lost."""
+    shapes of operands computed from channels whose identity was lost.
+
+    Dims along which every operand is broadcast (size 1 or a stride-0 view: tokens of a
+    linear layer's output) carry the same labels in every slice: the couplings are
+    made on one slice and the result is that slice expanded (no full-size labels)."""
     if not labs:
         return None
+    nd = len(shape)
+    padded = [x.reshape((1,) * (nd - x.dim()) + tuple(x.shape)) for x in labs]
+    common = [d for d in range(nd) if shape[d] > 1 and all(
+        x.shape[d] == 1 or x.stride(d) == 0 for x in padded)]
+    if not common:
+        return _combine_dense(ctx, labs, lost, shape)
+    small = []
+    for x in padded:
+        for d in common:
+            x = x.narrow(d, 0, 1) if x.shape[d] > 1 else x
+        small.append(x)
+    small_shape = tuple(1 if d in common else n for d, n in enumerate(shape))
+    lost = [tuple(1 if d + nd - len(s) in common else n for d, n in enumerate(s)) for s in lost]
+    res = _combine_dense(ctx, small, lost, small_shape)
+    return None if res is None else res.expand(shape)
+
+
+def _combine_dense(ctx, labs: list[torch.Tensor], lost: list, shape) -> torch.Tensor | None:
     lost_labs = [torch.full(s, NONE, dtype=torch.int64) for s in lost]
     if lost_labs:
         _fix_unmatched(ctx, labs + lost_labs, len(shape))
     full = [x for x in labs if tuple(x.shape) == tuple(shape)]
-    part = [x for x in labs if tuple(x.shape) != tuple(shape)]
+    # broadcast operands: the one whose labels vary along most dims leads (``g * ctx``
+    # with a one-channel gate ``g`` and per-channel ``ctx``: ctx's channels are the result's)
+    part = sorted((x for x in labs if tuple(x.shape) != tuple(shape)),
+                  key=lambda x: -len(_varying(x)))
     ordered = full + part
     result = ordered[0].expand(shape) if ordered[0].shape != shape else ordered[0]
+    spread = set(_spread_dims(ordered[0], shape))  # dims every operand so far broadcasts
     for other in ordered[1:]:
-        a, b = _aligned(result, other)
-        if a is not None:
-            ctx.table.couple(a, b)
-        elif not _shared_by_heads(ctx, result, other):
-            _fix_unpaired(ctx, other)
-        result = torch.where(result >= 0, result, other.expand(shape))
-    return result.contiguous()
+        o_dims = _varying(other, len(shape))
+        if spread & set(o_dims) and bool((result >= 0).any()):
+            _fix(ctx, other)  # an outer product: its second factor's channels stay
+        else:
+            a, b = _aligned(result, other)
+            if a is not None:
+                ctx.table.couple(a, b)
+            elif not _shared_by_heads(ctx, result, other):
+                _fix_unpaired(ctx, other)
+        spread &= set(_spread_dims(other, shape))
+        if bool((distinct(result) < 0).any()):  # else the result is the first operand's
+            result = fill(result.expand(shape), other.expand(shape))
+    return result if result.shape == torch.Size(shape) else result.expand(shape)
+
+
+def _spread_dims(lab: torch.Tensor, shape) -> list[int]:
+    """Dims (of ``shape``) along which ``lab`` is broadcast."""
+    full = (1,) * (len(shape) - lab.dim()) + tuple(lab.shape)
+    return [d for d in range(len(shape)) if full[d] == 1 and shape[d] > 1]
+
+
+def _varying(lab: torch.Tensor, nd: int | None = None) -> list[int]:
+    """Dims (counted in ``nd`` dims, right-aligned) along which a channel label changes."""
+    nd = lab.dim() if nd is None else nd
+    small = compress_slices(lab)[0] if lab.numel() > 4096 else lab
+    return [d + nd - lab.dim() for d in varying_dims(small)]
 
 
 def _with_seconds(ctx, tensors: list[torch.Tensor], shape):
@@ -147,14 +193,11 @@ def _fix(ctx, picked: torch.Tensor) -> None:
 
 def _fix_unpaired(ctx, other: torch.Tensor) -> None:
     """``other`` is broadcast along a dim where the full operand's labels vary (XCiT's
-    per-head temperature times channel-by-channel attention scores): no unit of the full
-    operand matches one of its slices, so the labels it varies by cannot go."""
-    for d in range(other.dim()):
-        if other.shape[d] > 1 and bool((const_along(other, [d], keepdim=True) < 0).any()):
-            atoms = torch.unique(other)
-            atoms = atoms[atoms > 0]
-            ctx.table.couple(atoms, torch.zeros_like(atoms))
-            return
+    per-head temperature times channel-by-channel attention scores, FocalNet's one-channel
+    gate times every context channel): no unit of the full operand matches one of its
+    slices, so its channels cannot go (removing a gate's only channel would leave nothing
+    to multiply by)."""
+    _fix(ctx, other)
 
 
 def _shared_by_heads(ctx, full: torch.Tensor, other: torch.Tensor) -> bool:

@@ -150,8 +150,8 @@ def structural(ctx, func, args, kwargs, out):
         if name in PARAM_VIEW_OPS and isinstance(out, torch.Tensor):
             return _param_view(ctx, func, name, lab, args, kwargs, out)
         lab = lab.materialize(ctx.table)
-    if name == "_to_copy":
-        return lab.clone()
+    if name in ("_to_copy", "clone", "contiguous", "alias", "detach", "lift_fresh"):
+        return lab  # labels are never written in place: a copy would only cost memory
     if name in VIEWISH:
         res = lab.reshape(out.shape)
         _split_coupling(ctx, tuple(src.shape), tuple(out.shape), res)
@@ -332,8 +332,12 @@ def multi_structural(ctx, func, args, kwargs, out):
         labs = [mat(t, t) for t in args[0]]
         if all(int(x.max()) < 0 for x in labs if x.numel()):
             return None
-        if name in ("cat", "stack"):
-            _couple_joined(ctx, name, labs, kwargs.get("dim", args[1] if len(args) > 1 else 0))
+        dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+        ref = _couple_joined(ctx, name, labs, dim) if name in ("cat", "stack") else None
+        if ref is not None and isinstance(out, torch.Tensor):
+            return ref.expand(out.shape)  # the inputs are one unit per position
+        if name == "cat":
+            return _cat_broadcast(labs, dim)
         return func(labs, *args[1:], **kwargs)
     if name in ("copy_", "copy"):
         src = mat(args[1], args[1])
@@ -349,24 +353,48 @@ def multi_structural(ctx, func, args, kwargs, out):
     raise ctx.unsupported(func, "no label rule")
 
 
-def _couple_joined(ctx, name, labs, dim) -> None:
+def _cat_broadcast(labs: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """``torch.cat`` of label tensors, made once per slice that every input repeats by
+    broadcasting (stride 0: tokens of a layer's output) and expanded."""
+    labs = [lab for lab in labs if lab.numel() or lab.dim() > 1] or labs
+    nd = labs[0].dim()
+    dim %= max(nd, 1)
+    common = [d for d in range(nd) if d != dim and labs[0].shape[d] > 1 and all(
+        lab.dim() == nd and lab.stride(d) == 0 for lab in labs)]
+    if not common:
+        return torch.cat(labs, dim)
+    small = []
+    for lab in labs:
+        for d in common:
+            lab = lab.narrow(d, 0, 1)
+        small.append(lab)
+    res = torch.cat(small, dim)
+    return res.expand([res.shape[d] if d not in common else labs[0].shape[d] for d in range(nd)])
+
+
+def _couple_joined(ctx, name, labs, dim) -> torch.Tensor | None:
     """``stack``, or ``cat`` along a dim no input's labels vary by (a batch or token dim),
     needs its inputs to lose the same positions of every other dim (feature maps stacked
     and summed, YOLOv9's ``CBFuse``): couple them element by element, and alias them so
-    that a reduction over the new dim sums one unit."""
+    that a reduction over the new dim sums one unit. Returns the first input's slice
+    when every input of such a ``cat`` was coupled to it (a class token joined to the
+    patch tokens): the result's labels are that slice repeated."""
     labelled = [lab for lab in labs if lab.numel() and int(lab.max()) >= 0]
     if len(labelled) < 2:
-        return
+        return None
     if name == "cat":
         d = dim % labelled[0].dim()
         if any(bool((const_along(lab, [d], True) < 0).any()) for lab in labelled):
-            return  # channels concatenated: each input keeps its own
+            return None  # channels concatenated: each input keeps its own
         labelled = [lab.narrow(d, 0, 1) for lab in labelled]
     ref = labelled[0]
     for lab in labelled[1:]:
         if lab.shape == ref.shape:
             ctx.table.couple(lab, ref)
             ctx.alias(lab, ref)
+    whole = len(labelled) == len([lab for lab in labs if lab.numel()]) and all(
+        lab.shape == ref.shape for lab in labelled)
+    return ref if name == "cat" and whole else None
 
 
 def family_rule(name: str, func):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
@@ -39,6 +40,10 @@ def _dim_source(ctx, t: torch.Tensor, dim: int) -> DimSource | None:
         return DimSource(size, param=lab.name, pdim=pdim)
     if lab.numel() == 0 or not bool((lab > 0).any()):
         return None
+    if size > 1 and lab.stride(dim) == 0:  # broadcast (tokens of a linear layer): every
+        # index has the same labels, so no cut changes this size; recorded as such (FIXED)
+        # without pairing every index with every label
+        return DimSource(size, index=np.arange(size), atoms=np.zeros(size, dtype=np.int64))
     index, atoms = per_index_pairs(lab, dim)
     return DimSource(size, index=index.numpy(), atoms=atoms.numpy())
 
@@ -49,8 +54,10 @@ def _per_channel(src: DimSource) -> bool:
     if src.index is None:
         return False
     keep = src.atoms > 0
+    if int(keep.sum()) < src.size:  # some index without a label
+        return False
     index, atoms = src.index[keep], src.atoms[keep]
-    return len(set(index.tolist())) == src.size and len(set(atoms.tolist())) == len(atoms)
+    return len(np.unique(index)) == src.size and len(np.unique(atoms)) == len(atoms)
 
 
 def _plausible_values(modules) -> set[int]:
@@ -91,18 +98,27 @@ class SizeRecorder(TorchFunctionMode):
         self.counts: dict[str, int] = defaultdict(int)
         self._plausible: dict[tuple[str, ...], set[int]] = {}
         self._inputs: dict[int, tuple] = {}  # id(module) -> the inputs of its running forward
-        self._hook = None
+        self._hooks: list = []
 
     def __enter__(self):
         def remember(module, inputs):
             self._inputs[id(module)] = inputs
 
-        self._hook = torch.nn.modules.module.register_module_forward_pre_hook(remember)
+        def forget(module, inputs, output):
+            # only running modules' inputs are kept: a finished module's would keep its
+            # activations (and their labels) alive to the end of the trace (GBs for a
+            # 400M-parameter ViT)
+            self._inputs.pop(id(module), None)
+
+        hooks = torch.nn.modules.module
+        self._hooks = [hooks.register_module_forward_pre_hook(remember),
+                       hooks.register_module_forward_hook(forget, always_call=True)]
         return super().__enter__()
 
     def __exit__(self, *exc):
-        if self._hook is not None:
-            self._hook.remove()
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
         self._inputs.clear()
         return super().__exit__(*exc)
 

@@ -97,6 +97,9 @@ class TraceContext:
             return None
         got = self.labels.get(t)
         if isinstance(got, Derived):  # computed from parameters: its ordinary label
+            sec = got.second()  # a Dual from the ordinary rule: labels + second labels
+            if sec is not None and t not in self.second:
+                self.second[t] = sec
             return got.label()
         if got is not None:
             return got
@@ -306,7 +309,7 @@ def run_traced(model: nn.Module, example_input: Any) -> tuple[TraceContext, Any]
         inputs = tuple(example_input.values())
     for t in tree_leaves(inputs):
         if isinstance(t, torch.Tensor) and t.is_floating_point():
-            ctx.set(t, torch.full(t.shape, FIXED, dtype=torch.int64))
+            ctx.set(t, torch.full((), FIXED, dtype=torch.int64).expand(t.shape))  # no copy
     with traced_forward(model) as stack, _Mode(ctx), SizeRecorder(ctx, stack, ctx.modules_by_name):
         ctx.module_stack = stack
         if isinstance(example_input, dict):

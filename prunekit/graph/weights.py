@@ -31,7 +31,7 @@ def _plain_param(ctx, t):
 def _channel_out(labels: torch.Tensor, shape, dim: int) -> torch.Tensor:
     view = [1] * len(shape)
     view[dim] = -1
-    return labels.view(view).expand(shape).contiguous()
+    return labels.view(view).expand(shape)  # broadcast over tokens / pixels: no copy
 
 
 def convolution(ctx, func, args, kwargs, out):
@@ -180,6 +180,7 @@ def attention(ctx, func, args, kwargs, out):
     main = out[0] if isinstance(out, (tuple, list)) else out
     virt = head_contraction(ctx, args[0], args[1], q, k)
     split = ctx.heads.owner(q if q is not None else k)
+    link_heads(ctx, split, q, (k, v))
     if mask_lab is not None:
         per_head_bias(ctx, split, mask_lab, virt.narrow(-1, 0, 1))
     if v is None:
@@ -189,7 +190,7 @@ def attention(ctx, func, args, kwargs, out):
     if col.dim() >= 3 and col.shape[-3] not in (1, main.shape[-3]):
         # grouped-query attention: each key/value head serves a run of query heads
         col = col.repeat_interleave(main.shape[-3] // col.shape[-3], dim=-3)
-    res = col.expand(main.shape).contiguous()
+    res = col.expand(main.shape)
     return _tuple_like(out, res)
 
 
@@ -231,6 +232,26 @@ def head_contraction(ctx, q_t, k_t, q, k) -> torch.Tensor:
     if q is not None:
         ctx.table.couple(q, virt.expand(*q.shape[:-2], 1, e).expand_as(q))
     return virt
+
+
+def link_heads(ctx, split, q: torch.Tensor | None, others) -> None:
+    """Key and value heads (``(..., H, S, E)`` labels) reshaped from other projections
+    than the query's must keep the query's heads: their splits take the same mode, and
+    whole heads go together (see ``prunekit.graph.head_modes``)."""
+    if split is None or q is None or q.dim() < 3:
+        return
+    qh = q.narrow(-2, 0, 1).narrow(-1, 0, 1)
+    for lab in others:
+        other = ctx.heads.owner(lab) if lab is not None and lab.dim() >= 3 else None
+        if other is None or other == split:
+            continue
+        oh = lab.narrow(-2, 0, 1).narrow(-1, 0, 1)
+        if oh.shape[-3] != qh.shape[-3] and oh.shape[-3] > 0 and \
+                qh.shape[-3] % oh.shape[-3] == 0:  # grouped-query attention
+            oh = oh.repeat_interleave(qh.shape[-3] // oh.shape[-3], dim=-3)
+        if oh.shape[-3] == qh.shape[-3]:
+            ctx.heads.link(split, other, qh.expand(torch.broadcast_shapes(
+                qh.shape, oh.shape)), oh.expand(torch.broadcast_shapes(qh.shape, oh.shape)))
 
 
 def per_head_bias(ctx, split, bias: torch.Tensor, heads: torch.Tensor) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import torch
 
@@ -72,11 +73,12 @@ def global_keep(scores: list[torch.Tensor], ratio: float, max_ratio: float) -> l
     return [n - r for n, r in zip(sizes, removed)]
 
 
-def apply_ties(keep: list[int], sizes: list[int], ties: list[tuple[int, int, int]],
+def apply_ties(keep: list[int], sizes: list[int], ties: list[tuple[int, int, int | Fraction]],
                round_to: int | None = None) -> list[int]:
     """Enforce kept(primary) == factor * kept(dependent) for each tie; the dependent's
     count is rounded so that the primary stays a multiple of ``round_to`` (12 heads x 44
-    dims = 528 = 66 x 8).
+    dims = 528 = 66 x 8). A fractional factor ``p/q`` (units of 6 channels tied to heads
+    of 32: 16/3) keeps the dependent a multiple of ``q``.
 
     Example:
         >>> apply_ties([48, 10], [96, 32], [(0, 1, 3)])
@@ -85,21 +87,27 @@ def apply_ties(keep: list[int], sizes: list[int], ties: list[tuple[int, int, int
         [528, 44]
         >>> apply_ties([24, 3, 4], [48, 6, 8], [(0, 1, 8), (0, 2, 6)])  # lcm(8, 6) = 24
         [24, 3, 4]
+        >>> apply_ties([16, 3], [32, 6], [(0, 1, Fraction(16, 3))])
+        [16, 3]
     """
     keep = list(keep)
     # a primary tied to several dependents keeps a multiple of every factor
     multiple: dict[int, int] = {}
     for a, _, f in ties:
-        multiple[a] = math.lcm(multiple.get(a, 1), f)
+        multiple[a] = math.lcm(multiple.get(a, 1), Fraction(f).numerator)
     for a, b, f in ties:
-        m = multiple[a] // f
-        step = round_to // math.gcd(round_to, f) if round_to and round_to > 1 else None
-        step = m if step is None else math.lcm(step, m)
-        kb = round_keep(int(round(keep[a] / f)), sizes[b], step)
+        f = Fraction(f)
+        p, q = f.numerator, f.denominator
+        base = round_to // math.gcd(round_to, p) if round_to and round_to > 1 else 1
+        step = q * math.lcm(base, multiple[a] // p)
+        kb = round_keep(int(round(keep[a] / f)), sizes[b], step if step > 1 else None)
         keep[b] = kb
-        keep[a] = min(sizes[a], f * kb)
+        keep[a] = min(sizes[a], int(f * kb))
     for a, b, f in ties:  # second pass: primaries shared by several ties agree
-        keep[b] = max(1, min(sizes[b], keep[a] // f))
+        f = Fraction(f)
+        kb = int(keep[a] / f)
+        kb -= kb % f.denominator
+        keep[b] = max(1, min(sizes[b], kb))
     return keep
 
 

@@ -284,14 +284,16 @@ def _probe(model: nn.Module, example_input: Any, records: dict, expected: dict,
     return {k: v[0] for k, v in works.items() if len(v) == 1}
 
 
-def _proposals(model: nn.Module, stale: list[_Stale], failed: set[_Candidate]):
+def _proposals(model: nn.Module, stale: list[_Stale], failed: set[tuple[_Candidate, tuple]]):
     """(proposals {attribute slot: (candidate, stale)}, unclear [(stale, candidates)],
-    the first unclear stale that is not a guess, for the error)."""
+    the first unclear stale that is not a guess, for the error). ``failed``: (candidate,
+    call slot) pairs already tried: an attribute that did not feed one call may still
+    feed another (``self.dim_head_v`` is not the query's head size, but the value's)."""
     proposals: dict[tuple, tuple[_Candidate, _Stale]] = {}
     unclear, ambiguous = [], None
     for s in stale:
         _path, cands, guess = _candidates(model, s)
-        cands = [c for c in cands if c not in failed]
+        cands = [c for c in cands if (c, _where(s)) not in failed]
         if len(cands) > 1:
             unclear.append((s, cands))
             if ambiguous is None and not guess:
@@ -302,7 +304,8 @@ def _proposals(model: nn.Module, stale: list[_Stale], failed: set[_Candidate]):
         c = cands[0]
         slot = (c.module, c.name, c.index)
         if slot in proposals and proposals[slot][0].new != c.new:
-            failed.update((c, proposals.pop(slot)[0]))  # two calls want two values
+            other, other_stale = proposals.pop(slot)  # two calls want two values
+            failed.update(((c, _where(s)), (other, _where(other_stale))))
             continue
         proposals[slot] = (c, s)
     return proposals, unclear, ambiguous
@@ -328,7 +331,7 @@ def update_stale_sizes(model: nn.Module, example_input: Any, records: dict,
     if all(n == s.old for key, rec in records.items() for s, n in zip(rec.slots, expected[key])):
         return []  # no recorded integer counts a removed channel: nothing can be stale
     before: dict[tuple[str, str], Any] = {}
-    failed: set[_Candidate] = set()
+    failed: set[tuple[_Candidate, tuple]] = set()
     pending: dict[_Candidate, tuple] = {}  # applied last round -> the stale it should fix
     for _ in range(MAX_ROUNDS):
         stale, wrong = find_stale(model, example_input, records, expected)
@@ -336,19 +339,24 @@ def update_stale_sizes(model: nn.Module, example_input: Any, records: dict,
         for cand, what in pending.items():
             if what in still:  # the attribute did not feed that call: undo
                 _set(model, replace(cand, new=cand.old))
-                failed.add(cand)
+                failed.add((cand, what))
         pending = {}
         if not stale:
             break
         proposals, unclear, ambiguous = _proposals(model, stale, failed)
-        if not proposals and unclear:
-            found = _probe(model, example_input, records, expected, unclear, stale + wrong)
-            for s, _cands in unclear:
+        # modules without a clear update this round probe their unclear ones meanwhile
+        # (one replay per candidate rank for all of them), so each module's search runs
+        # in parallel with the others' instead of after them
+        busy = {s.key[0] for _c, s in proposals.values()}
+        waiting = [(s, cands) for s, cands in unclear if s.key[0] not in busy]
+        if waiting:
+            found = _probe(model, example_input, records, expected, waiting, stale + wrong)
+            for s, _cands in waiting:
                 c = found.get(_where(s))
                 if c is not None:
                     proposals.setdefault((c.module, c.name, c.index), (c, s))
-            if not proposals and ambiguous is not None:
-                raise _ambiguous(model, *ambiguous)
+        if not proposals and ambiguous is not None:
+            raise _ambiguous(model, *ambiguous)
         if not proposals:
             break
         for c, s in proposals.values():

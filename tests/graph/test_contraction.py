@@ -2,8 +2,6 @@
 indexing (``graph/contraction.py``, ``graph/dual.py``): talking heads, cross-covariance
 attention, stacked branches, a parameter read by position, ``C // num_heads``."""
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,10 +9,9 @@ import pytest
 import torch
 from attention_models import Net, example
 
-from prunekit.structured import StructuredConfig, prune_channels_, save_pruned
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "structured"))
+from graph_helpers import fresh_reload_errors, prune_half  # noqa: E402
 from structured_helpers import check_equivalence  # noqa: E402
 
 KINDS = ["talking", "xca", "stacked", "weighted", "query"]
@@ -22,14 +19,7 @@ KINDS = ["talking", "xca", "stacked", "weighted", "query"]
 
 def _pruned(kind):
     torch.manual_seed(0)
-    model = Net(kind).eval()
-    x = example(kind)
-    with torch.no_grad():
-        shape = model(x).shape
-    prune_channels_(model, x, StructuredConfig(ratio=0.5))
-    with torch.no_grad():
-        assert model(x).shape == shape
-    return model, x
+    return prune_half(Net(kind).eval(), example(kind))
 
 
 def test_talking_heads_keep_the_heads_and_prune_the_head_dims():
@@ -74,32 +64,7 @@ def test_dead_units_pruned_leave_the_outputs_unchanged(kind):
     assert stats["params_after"] < stats["params_before"]
 
 
-RELOAD = r"""
-import json, sys, torch
-sys.path.insert(0, sys.argv[1])
-from attention_models import Net
-import prunekit
-errors = {}
-for kind in sys.argv[3].split(","):
-    folder = sys.argv[2] + "/" + kind
-    model = prunekit.load_pruned(Net(kind).eval(), folder)
-    x = torch.load(folder + "/x.pt")
-    with torch.no_grad():
-        errors[kind] = (model(x) - torch.load(folder + "/y.pt")).abs().max().item()
-print(json.dumps(errors))
-"""
-
-
 def test_pruned_models_reload_in_a_fresh_process(tmp_path):
-    for kind in KINDS:
-        model, x = _pruned(kind)
-        save_pruned(model, tmp_path / kind)
-        torch.save(x, tmp_path / kind / "x.pt")
-        with torch.no_grad():
-            torch.save(model(x), tmp_path / kind / "y.pt")
-    out = subprocess.run([sys.executable, "-c", RELOAD, str(HERE), str(tmp_path), ",".join(KINDS)],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    errors = json.loads(out.stdout.strip().splitlines()[-1])
+    errors = fresh_reload_errors(tmp_path, "attention_models", KINDS, _pruned)
     assert sorted(errors) == sorted(KINDS)
     assert max(errors.values()) <= 1e-5
