@@ -33,6 +33,7 @@ from torch import nn
 
 from prunekit.errors import UnsupportedOpError
 from prunekit.llm.blocks import find_blocks, is_prunable_linear, weight_2d
+from prunekit.llm.structured.heads_probe import diagonal_norm_hooks
 from prunekit.llm.structured.layout import AttentionLayout, Layout, MLPLayout
 
 _ATTENTION_NAME = re.compile(r"attention|attn", re.IGNORECASE)
@@ -103,6 +104,7 @@ def probe_block(model: nn.Module, block: nn.Module, tokens: int = PROBE_TOKENS) 
 
     for path, module in linears.items():
         handles.append(module.register_forward_hook(make_hook(path)))
+    handles.extend(diagonal_norm_hooks(block))  # a norm over all heads must not tie them together
     handles.append(block.register_forward_pre_hook(block_pre, with_kwargs=True))
     handles.append(block.register_forward_hook(block_post))
     vocab = int(getattr(model.config, "vocab_size", 100) or 100)

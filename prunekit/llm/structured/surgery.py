@@ -36,6 +36,7 @@ def block_layouts(model: nn.Module, indices: Iterable[int] | None = None) -> dic
     """The :class:`Layout` of each block (all blocks, or ``indices``)."""
     from prunekit.llm.structured.discover import discover_layout
     from prunekit.llm.structured.families import table_layout
+    from prunekit.llm.structured.heads_followers import with_followers
 
     path, blocks = find_blocks(model)
     chosen = range(len(blocks)) if indices is None else indices
@@ -43,7 +44,8 @@ def block_layouts(model: nn.Module, indices: Iterable[int] | None = None) -> dic
     for i in chosen:
         if not 0 <= int(i) < len(blocks):
             raise ModelError(f"block index {i} out of range; {path} has {len(blocks)} blocks")
-        out[int(i)] = table_layout(blocks[int(i)], model.config) or discover_layout(model, int(i))
+        layout = table_layout(blocks[int(i)], model.config) or discover_layout(model, int(i))
+        out[int(i)] = with_followers(model, blocks[int(i)], layout)
     return out
 
 
@@ -67,6 +69,11 @@ def _linear_keep(prefix: str, module: nn.Module, index: torch.Tensor, side: str)
     if side == "out" and getattr(module, "bias", None) is not None:
         keep[f"{prefix}.bias"] = {0: index}
     return keep
+
+
+def _follower_keep(prefix: str, params: Mapping[str, tuple], drop: list[int]) -> dict[str, dict[int, torch.Tensor]]:
+    """``apply_keep`` entries for the tensors indexed by unit (:mod:`.heads_followers`)."""
+    return {f"{prefix}.{p}": {dim: keep_indices(units, drop)} for p, (dim, units) in params.items()}
 
 
 def _apply(model: nn.Module, keep: dict, attrs: list[tuple[nn.Module, str, object]]) -> None:
@@ -120,6 +127,7 @@ def prune_heads(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: 
             kept = keep_indices(rows + ((att.shared[p],) if att.shared.get(p) else ()), drop)
             keep.update(_linear_keep(f"{prefix}.{p}", block.get_submodule(p), kept, "out"))
         keep.update(_linear_keep(f"{prefix}.{att.o}", block.get_submodule(att.o), keep_indices(att.cols, drop), "in"))
+        keep.update(_follower_keep(prefix, att.params, drop))
         module = block.get_submodule(att.module)
         n_units = att.n_units - len(drop)
         n_heads = n_units * att.heads_per_unit
@@ -167,6 +175,7 @@ def prune_mlp_neurons(model: nn.Module, remove: Mapping[int, Iterable[int]], *, 
             keep.update(_linear_keep(f"{prefix}.{p}", block.get_submodule(p), keep_indices(rows, drop), "out"))
         cols = tuple((j,) for j in range(mlp.size))
         keep.update(_linear_keep(f"{prefix}.{mlp.inp}", block.get_submodule(mlp.inp), keep_indices(cols, drop), "in"))
+        keep.update(_follower_keep(prefix, mlp.params, drop))
     if keep:
         _apply(model, keep, [])
         if sync:
