@@ -62,19 +62,25 @@ def block_layout(block: nn.Module, where: str = "block") -> BlockLayout:
     return layout
 
 
-def head_dim(block: nn.Module, layout: BlockLayout) -> int:
+def head_dim(block: nn.Module, layout: BlockLayout, config: object = None) -> int:
+    from prunekit.llm.structured.discover import head_dim_of
+
     attn = block.get_submodule(layout.attention)
     for attr in ("head_dim", "attention_head_size"):
         if hasattr(attn, attr):
             return int(getattr(attn, attr))
-    raise UnsupportedOpError(f"{type(attn).__name__} has no head_dim / attention_head_size")
+    try:
+        return head_dim_of(attn, config)
+    except (AttributeError, TypeError, ValueError, ZeroDivisionError):
+        raise UnsupportedOpError(f"{type(attn).__name__} has no head_dim / attention_head_size and the "
+                                 "config gives no hidden_size / num_attention_heads") from None
 
 
-def head_counts(block: nn.Module, layout: BlockLayout) -> tuple[int, int]:
+def head_counts(block: nn.Module, layout: BlockLayout, config: object = None) -> tuple[int, int]:
     """``(query heads, key/value heads)`` currently in the block."""
     from prunekit.llm.blocks import weight_2d
 
-    hd = head_dim(block, layout)
+    hd = head_dim(block, layout, config)
     q_rows = weight_2d(block.get_submodule(layout.q)).shape[0]
     if layout.k is None:  # fused qkv
         return q_rows // (3 * hd), q_rows // (3 * hd)
@@ -105,8 +111,8 @@ def table_layout(block: nn.Module, config: object = None) -> Layout | None:
     lay = _name_match(block)
     if lay is None:
         return None
-    hd = head_dim(block, lay)
-    n_heads, n_kv = head_counts(block, lay)
+    hd = head_dim(block, lay, config)
+    n_heads, n_kv = head_counts(block, lay, config)
     per = n_heads // n_kv
     if lay.k is None:  # fused [q | k | v], each n_heads * hd wide
         width = n_heads * hd

@@ -109,6 +109,8 @@ def partition(owner: torch.Tensor, n_units: int) -> tuple[int, tuple[tuple[int, 
                 break
             unit_of.append(seen.pop() if seen else None)
         else:
+            if 2 * len({u for u in unit_of if u is not None}) < n_units:
+                continue  # most units must be seen owning an index; the rest (dead on the probe) inferred
             if None in unit_of:
                 unit_of = _fill_order(unit_of, n_units)
             if unit_of is None:
@@ -174,7 +176,7 @@ def find_followers(model: nn.Module, block: nn.Module, region: str, target_linea
         for k, p in params.items():
             p.requires_grad_(saved[k])
     target = rec["inputs"].get(target_linear)
-    if target is None:
+    if target is None or not target.requires_grad:  # the block ran without autograd (HRM's inner loops)
         return {}, {}
     linears = [p for p in linears if p in rec["leaves"]]
     tensors = list(params.values()) + [rec["leaves"][p] for p in linears]

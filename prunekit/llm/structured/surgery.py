@@ -29,7 +29,7 @@ from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
 
 _HEAD_ATTRS = ("num_heads", "num_attention_heads", "n_head", "n_heads")
 _KV_ATTRS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
-_WIDTH_ATTRS = ("all_head_size", "split_size")
+_WIDTH_ATTRS = ("all_head_size", "split_size", "embed_dim", "inner_dim")
 
 
 def block_layouts(model: nn.Module, indices: Iterable[int] | None = None) -> dict[int, Layout]:
