@@ -62,11 +62,13 @@ def find_experts(block: nn.Module, hidden: int) -> ExpertsLayout | None:
 
 
 def _router(block: nn.Module, experts: str, n: int, hidden: int) -> str | None:
-    for name, module in block.named_modules():
-        w = getattr(module, "weight", None)
-        if name != experts and isinstance(w, torch.Tensor) and tuple(w.shape) == (n, hidden):
-            return name
-    return None
+    """The ``[n, hidden]`` weight nearest the experts: beside them first (not a per-head gate in attention)."""
+    found = [name for name, module in block.named_modules() if name != experts
+             and isinstance(getattr(module, "weight", None), torch.Tensor)
+             and tuple(module.weight.shape) == (n, hidden)]
+    parent = experts.rpartition(".")[0]
+    near = [name for name in found if not parent or name.startswith(parent + ".")]
+    return (near or found or [None])[0]
 
 
 def _router_choice(out: Any, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:

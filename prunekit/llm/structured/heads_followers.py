@@ -135,11 +135,11 @@ def _fill_order(unit_of: list[int | None], n_units: int) -> list[int] | None:
     return None
 
 
-def _candidates(block: nn.Module, region: str, skip: set[str]) -> tuple[dict[str, nn.Parameter], list[str]]:
-    """Floating parameters and linear layers under ``region`` that are not in ``skip``."""
+def _candidates(block: nn.Module, region: str, skip: set[str]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Floating parameters, saved buffers and linear layers under ``region`` that are not in ``skip``."""
     root = block.get_submodule(region) if region else block
     prefix = f"{region}." if region else ""
-    params: dict[str, nn.Parameter] = {}
+    params: dict[str, torch.Tensor] = {}
     linears: list[str] = []
     for name, module in root.named_modules():
         path = prefix + name if name else region
@@ -148,15 +148,30 @@ def _candidates(block: nn.Module, region: str, skip: set[str]) -> tuple[dict[str
         if name and is_prunable_linear(module):
             linears.append(path)
             continue
-        for key, p in module.named_parameters(recurse=False):
-            if p.is_floating_point() and p.numel() > 1:
+        transient = getattr(module, "_non_persistent_buffers_set", set())
+        tensors = list(module.named_parameters(recurse=False)) + [  # saved buffers (MiniMax's per-head decays)
+            (k, b) for k, b in module.named_buffers(recurse=False) if b is not None and k not in transient]
+        for key, p in tensors:
+            if p.is_floating_point() and p.numel() > 1 and p.is_leaf:
                 params[f"{path}.{key}" if path else key] = p
     return params, linears
 
 
+def _by_head_count(shape: torch.Size, n_units: int, per_unit: int) -> tuple[int, tuple] | None:
+    """The one dim sized like the head count, split by unit: for tensors the probe cannot reach."""
+    dims = [d for d, n in enumerate(shape) if n == n_units * per_unit]
+    if len(dims) != 1:
+        return None
+    return dims[0], tuple(tuple(range(u * per_unit, (u + 1) * per_unit)) for u in range(n_units))
+
+
 def find_followers(model: nn.Module, block: nn.Module, region: str, target_linear: str,
-                   cols: tuple[tuple[int, ...], ...], skip: set[str]) -> tuple[dict, dict]:
+                   cols: tuple[tuple[int, ...], ...], skip: set[str], per_unit: int = 0) -> tuple[dict, dict]:
     """Followers of the units ``cols`` (input columns of ``target_linear``) inside ``region``.
+
+    A tensor of the region the probe never reaches (MiniMax's per-head decay slopes, used
+    only beyond the probe's 8 tokens) follows by shape when ``per_unit`` (heads per unit)
+    is given and exactly one of its dims has the head count.
 
     Returns ``(params, rows)``: ``params[path] = (dim, per-unit indices)`` for tensors,
     ``rows[linear] = per-unit output rows`` for linear layers. Empty when the region has
@@ -172,20 +187,22 @@ def find_followers(model: nn.Module, block: nn.Module, region: str, target_linea
         for p in params.values():
             p.requires_grad_(True)
         rec = probe_block(model, block)
+        target = rec["inputs"].get(target_linear)
+        if target is None or not target.requires_grad:  # the block ran without autograd
+            return {}, {}
+        linears = [p for p in linears if p in rec["leaves"]]
+        tensors = list(params.values()) + [rec["leaves"][p] for p in linears]
+        flags = [False] * len(params) + [True] * len(linears)
+        owners = unit_owners(target, cols, tensors, flags)
     finally:
         for k, p in params.items():
             p.requires_grad_(saved[k])
-    target = rec["inputs"].get(target_linear)
-    if target is None or not target.requires_grad:  # the block ran without autograd (HRM's inner loops)
-        return {}, {}
-    linears = [p for p in linears if p in rec["leaves"]]
-    tensors = list(params.values()) + [rec["leaves"][p] for p in linears]
-    flags = [False] * len(params) + [True] * len(linears)
-    owners = unit_owners(target, cols, tensors, flags)
     found_params: dict[str, Any] = {}
     found_rows: dict[str, Any] = {}
     for (name, _), owner in zip(params.items(), owners[: len(params)]):
         split = partition(owner, len(cols))
+        if split is None and per_unit and bool((owner == UNREACHED).all()):
+            split = _by_head_count(owner.shape, len(cols), per_unit)
         if split is not None:
             found_params[name] = split
     for name, owner in zip(linears, owners[len(params):]):
@@ -211,7 +228,7 @@ def with_followers(model: nn.Module, block: nn.Module, layout: Any) -> Any:
 
     att = layout.attention
     skip = set(att.rows) | {att.o}
-    params, rows = find_followers(model, block, att.module, att.o, att.cols, skip)
+    params, rows = find_followers(model, block, att.module, att.o, att.cols, skip, att.heads_per_unit)
     if params or rows:
         att = dataclasses.replace(att, params={**att.params, **params}, rows={**att.rows, **rows})
     mlp = layout.mlp
