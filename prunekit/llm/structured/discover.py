@@ -217,7 +217,7 @@ def _takes_alibi(module: nn.Module) -> bool:
     import inspect
 
     try:
-        return "alibi" in inspect.signature(module.forward).parameters
+        return bool({"alibi", "position_bias"} & set(inspect.signature(module.forward).parameters))  # MPT
     except (TypeError, ValueError):
         return False
 

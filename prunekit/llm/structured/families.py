@@ -118,10 +118,12 @@ def table_layout(block: nn.Module, config: object = None) -> Layout | None:
         width = n_heads * hd
         rows = {lay.q: tuple(tuple(i + s * width for s in range(3) for i in range(h * hd, (h + 1) * hd))
                              for h in range(n_heads))}
-    else:
+    else:  # a value head may be wider than a query/key head (MiMo-V2 v_head_dim): widths from the weights
+        v_rows = int(weight_2d(block.get_submodule(lay.v)).shape[0])
         rows = {lay.q: contiguous_units(n_kv, per * hd), lay.k: contiguous_units(n_kv, hd),
-                lay.v: contiguous_units(n_kv, hd)}
-    attention = AttentionLayout(lay.attention, lay.o, rows, contiguous_units(n_kv, per * hd), per, hd)
+                lay.v: contiguous_units(n_kv, v_rows // n_kv)}
+    o_cols = int(weight_2d(block.get_submodule(lay.o)).shape[1])
+    attention = AttentionLayout(lay.attention, lay.o, rows, contiguous_units(n_kv, o_cols // n_kv), per, hd)
     size = int(weight_2d(block.get_submodule(lay.mlp_in)).shape[1])
     mlp = MLPLayout(lay.mlp_in, {p: contiguous_units(size, 1) for p in lay.mlp_out})
     return Layout(lay.family, attention, mlp)
