@@ -50,12 +50,14 @@ def _out_in(module: nn.Module) -> tuple[int, int]:
     return int(w.shape[0]), int(w.shape[1])
 
 
-def _attention_module(block: nn.Module, where: str) -> str:
+def _attention_module(block: nn.Module, where: str, ran: set[str] | None = None) -> str:
     best: tuple[int, int, str] | None = None
     for name, module in block.named_modules():
         if not name or not _ATTENTION_NAME.search(type(module).__name__):
             continue
-        n = sum(1 for m in module.modules() if is_prunable_linear(m))
+        n = sum(1 for p, m in module.named_modules() if is_prunable_linear(m)  # that the probe ran: not
+                and (ran is None or f"{name}.{p}" in ran))                      # an idle cross-attention
+
         if n >= 2 and (best is None or (n, -name.count(".")) < best[:2]):
             best = (n, -name.count("."), name)
     if best is None:
@@ -146,7 +148,7 @@ def _rows_reached(target: torch.Tensor, leaves: list[torch.Tensor]) -> list[torc
 
 
 def _attention_layout(model: nn.Module, block: nn.Module, rec: dict, where: str) -> AttentionLayout:
-    attn_path = _attention_module(block, where)
+    attn_path = _attention_module(block, where, set(rec["order"]))
     attention = block.get_submodule(attn_path)
     hidden = rec["hidden"]
     inside = [p for p in rec["order"] if p.startswith(attn_path + ".")]

@@ -114,6 +114,9 @@ def table_layout(block: nn.Module, config: object = None) -> Layout | None:
     hd = head_dim(block, lay, config)
     n_heads, n_kv = head_counts(block, lay, config)
     per = n_heads // n_kv
+    fused_rows = int(weight_2d(block.get_submodule(lay.q)).shape[0])
+    if lay.k is None and fused_rows != 3 * int(weight_2d(block.get_submodule(lay.o)).shape[1]):
+        return None  # fused rows are not [q | k | v] of equal widths (GPT-BigCode multi-query): probe the block
     if lay.k is None:  # fused [q | k | v], each n_heads * hd wide
         width = n_heads * hd
         rows = {lay.q: tuple(tuple(i + s * width for s in range(3) for i in range(h * hd, (h + 1) * hd))

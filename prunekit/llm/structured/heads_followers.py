@@ -207,7 +207,7 @@ def find_followers(model: nn.Module, block: nn.Module, region: str, target_linea
             found_params[name] = split
     for name, owner in zip(linears, owners[len(params):]):
         split = partition(owner, len(cols))
-        if split is not None and (owner >= 0).all():
+        if split is not None and split[0] == owner.dim() - 1:
             found_rows[name] = split[1]
     return found_params, found_rows
 

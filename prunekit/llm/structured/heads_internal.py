@@ -7,8 +7,9 @@ key/value head). It is *internal* and stays whole when no row reaches a head of 
 output projection directly (MLA's low-rank ``q_a_proj`` / ``kv_a_proj``, whose outputs
 feed another linear; a router scoring heads), or when the rows that do reach one reach
 every head and the rest none (the shared rotary key of ``kv_a_proj_with_mqa``). A
-projection with rows that feed only some heads and rows that feed none cannot be mapped
-and is reported by :mod:`.discover`.
+projection with rows that feed some heads and rows the probe leaves unused (ProphetNet's
+relative-position buckets) is left to :mod:`.heads_followers`, which places the unused
+rows by the order of the others.
 
 Example:
     >>> import torch
@@ -40,6 +41,8 @@ def head_indexed(head_rows: list[list[torch.Tensor]]) -> list[int]:
         everyone = hits.all(0)
         if n_heads > 1 and bool((reached == everyone).all()) and not bool(reached.all()):
             continue                                                     # shared by every head, rest internal
+        if not bool(reached.all()):
+            continue  # rows the short probe leaves unused (relative-position buckets): a follower, placed by order
         out.append(j)
     return out
 
