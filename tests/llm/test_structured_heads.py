@@ -175,3 +175,21 @@ def test_grouped_score_correction_bias_loses_removed_experts(family):
     bias = [p for n, p in block.named_parameters() if n.endswith("e_score_correction_bias")]
     assert bias and bias[0].shape[-1] == 6
     assert main_output(model, IDS).shape == (2, 12, 128)
+
+
+def test_a_removal_the_forward_cannot_take_is_undone_and_named():
+    from prunekit.errors import UnsupportedOpError
+    from prunekit.llm.structured import prune_heads
+
+    t = transformers
+    torch.manual_seed(0)
+    cfg = t.TrOCRConfig(d_model=64, decoder_layers=2, decoder_attention_heads=8, decoder_ffn_dim=96,
+                        vocab_size=128, max_position_embeddings=64)
+    model = t.TrOCRForCausalLM(cfg).eval()  # reshapes its attention output to the input width
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    before = main_output(model, IDS)
+    with pytest.raises(UnsupportedOpError, match="no longer runs after the removal"):
+        prune_heads(model, {0: [1]})
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == shapes
+    assert block_layouts(model, [0])[0].attention.n_heads == 8
+    assert torch.equal(main_output(model, IDS), before)

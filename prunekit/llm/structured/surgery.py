@@ -24,6 +24,7 @@ from torch import nn
 
 from prunekit.errors import ModelError, UnsupportedOpError
 from prunekit.llm.blocks import _is_conv1d, find_blocks
+from prunekit.llm.structured.heads_check import checked_apply
 from prunekit.llm.structured.layout import Layout, keep_indices
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
 
@@ -74,21 +75,6 @@ def _linear_keep(prefix: str, module: nn.Module, index: torch.Tensor, side: str)
 def _follower_keep(prefix: str, params: Mapping[str, tuple], drop: list[int]) -> dict[str, dict[int, torch.Tensor]]:
     """``apply_keep`` entries for the tensors indexed by unit (:mod:`.heads_followers`)."""
     return {f"{prefix}.{p}": {dim: keep_indices(units, drop)} for p, (dim, units) in params.items()}
-
-
-def _apply(model: nn.Module, keep: dict, attrs: list[tuple[nn.Module, str, object]]) -> None:
-    """Set ``attrs`` (head counts the registry's sync rules read), then slice; undo both on error."""
-    from prunekit.surgery.apply import apply_keep
-
-    saved = [(m, name, getattr(m, name)) for m, name, _ in attrs]
-    try:
-        for m, name, value in attrs:
-            setattr(m, name, value)
-        apply_keep(model, keep)
-    except BaseException:
-        for m, name, value in reversed(saved):
-            setattr(m, name, value)
-        raise
 
 
 def _block_config(config: object, n_heads: int, n_units: int, att: object) -> object:
@@ -146,12 +132,17 @@ def prune_heads(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: 
             old = alibi_heads(module, att.n_heads)
             kept_units = [u for u in range(att.n_units) if u not in set(drop)]
             alibi.append((module, [old[u * att.heads_per_unit + j] for u in kept_units
-                                   for j in range(att.heads_per_unit)]))
+                                   for j in range(att.heads_per_unit)], old))
     if not keep:
         return
-    _apply(model, keep, attrs)
-    for module, heads in alibi:
-        set_alibi_heads(module, heads)
+
+    def set_slopes():
+        for module, heads, _ in alibi:
+            set_alibi_heads(module, heads)
+        return lambda: [set_alibi_heads(module, old) for module, _, old in alibi]
+
+    checked_apply(model, keep, attrs, f"{path} blocks {sorted(int(i) for i in remove)}: removing attention heads",
+                  set_slopes)
     if sync:
         sync_config(model)
 
@@ -177,7 +168,7 @@ def prune_mlp_neurons(model: nn.Module, remove: Mapping[int, Iterable[int]], *, 
         keep.update(_linear_keep(f"{prefix}.{mlp.inp}", block.get_submodule(mlp.inp), keep_indices(cols, drop), "in"))
         keep.update(_follower_keep(prefix, mlp.params, drop))
     if keep:
-        _apply(model, keep, [])
+        checked_apply(model, keep, [], f"{path} blocks {sorted(int(i) for i in remove)}: removing MLP neurons")
         if sync:
             sync_config(model)
 
