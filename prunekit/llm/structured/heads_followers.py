@@ -222,6 +222,17 @@ def _common_parent(paths: list[str]) -> str:
     return ".".join(common)
 
 
+def has_extra_tensors(block: nn.Module, layout: Any) -> bool:
+    """True when the attention module holds tensors besides its q/k/v/o projections.
+
+    The name table assumes plain grouped-query attention; an attention module with more
+    (DiffLlama's paired heads and lambdas, per-head norms or sinks) is probed instead.
+    """
+    att = layout.attention
+    params, linears = _candidates(block, att.module, set(att.rows) | {att.o})
+    return bool(params or linears)
+
+
 def with_followers(model: nn.Module, block: nn.Module, layout: Any) -> Any:
     """``layout`` with the follower tensors of its attention units and MLP neurons added."""
     import dataclasses

@@ -37,7 +37,7 @@ def block_layouts(model: nn.Module, indices: Iterable[int] | None = None) -> dic
     """The :class:`Layout` of each block (all blocks, or ``indices``)."""
     from prunekit.llm.structured.discover import discover_layout
     from prunekit.llm.structured.families import table_layout
-    from prunekit.llm.structured.heads_followers import with_followers
+    from prunekit.llm.structured.heads_followers import has_extra_tensors, with_followers
 
     path, blocks = find_blocks(model)
     chosen = range(len(blocks)) if indices is None else indices
@@ -45,7 +45,9 @@ def block_layouts(model: nn.Module, indices: Iterable[int] | None = None) -> dic
     for i in chosen:
         if not 0 <= int(i) < len(blocks):
             raise ModelError(f"block index {i} out of range; {path} has {len(blocks)} blocks")
-        layout = table_layout(blocks[int(i)], model.config) or discover_layout(model, int(i))
+        layout = table_layout(blocks[int(i)], model.config)
+        if layout is None or has_extra_tensors(blocks[int(i)], layout):  # names match, the attention differs
+            layout = discover_layout(model, int(i))
         out[int(i)] = with_followers(model, blocks[int(i)], layout)
     return out
 
