@@ -45,6 +45,7 @@ def _build(family: str) -> nn.Module:
                                                   intermediate_size_mlp=96),  # router returns a tuple
         "openai-gpt": lambda: t.OpenAIGPTConfig(n_embd=64, n_layer=2, n_head=8, vocab_size=128,
                                                 n_positions=64),     # no head_dim attribute
+        "doge": lambda: t.DogeConfig(**KW),                           # dt_proj reads the values
         "xglm": lambda: t.XGLMConfig(d_model=64, num_layers=2, attention_heads=8, ffn_dim=96,
                                      vocab_size=128, max_position_embeddings=64),  # reshape by embed_dim
     }
@@ -82,6 +83,7 @@ CASES = {  # family, config -> (followers expected in block 0, kept num_heads, k
     ("llama4_text", "heads"): ({}, 6, None),
     ("openai-gpt", "heads"): ({}, 6, None),
     ("xglm", "heads"): ({}, 6, None),
+    ("doge", "heads"): ({"self_attn.A": 3, "self_attn.dt_proj.weight": 3}, 6, None),
 }
 
 
@@ -97,6 +99,8 @@ def test_pruned_families_reload_in_a_fresh_process_with_equal_logits(tmp_path):
             assert shapes["intermediate_size"] == inter, family
         for name, size in followers.items():
             assert blocks[0].get_parameter(name).shape[0] == size, (family, name)
+        if family == "doge":  # its input columns are the kept value rows: 3 groups x 8
+            assert blocks[0].self_attn.dt_proj.weight.shape == (3, 24)
         folder = tmp_path / f"{family}-{what}"
         _save(model, folder)
         folders.append(str(folder))

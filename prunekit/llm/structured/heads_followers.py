@@ -158,20 +158,26 @@ def _candidates(block: nn.Module, region: str, skip: set[str]) -> tuple[dict[str
 
 
 def _by_head_count(shape: torch.Size, n_units: int, per_unit: int) -> tuple[int, tuple] | None:
-    """The one dim sized like the head count, split by unit: for tensors the probe cannot reach."""
-    dims = [d for d, n in enumerate(shape) if n == n_units * per_unit]
-    if len(dims) != 1:
-        return None
-    return dims[0], tuple(tuple(range(u * per_unit, (u + 1) * per_unit)) for u in range(n_units))
+    """The one dim sized like the head (else group) count, split by unit: for tensors the probe cannot reach."""
+    for width in (per_unit, 1):  # a dim with one entry per head, else one per key/value group
+        dims = [d for d, n in enumerate(shape) if n == n_units * width]
+        if len(dims) == 1:
+            return dims[0], tuple(tuple(range(u * width, (u + 1) * width)) for u in range(n_units))
+    return None
 
 
 def find_followers(model: nn.Module, block: nn.Module, region: str, target_linear: str,
-                   cols: tuple[tuple[int, ...], ...], skip: set[str], per_unit: int = 0) -> tuple[dict, dict]:
+                   cols: tuple[tuple[int, ...], ...], skip: set[str], per_unit: int = 0,
+                   sources: dict[str, tuple[tuple[int, ...], ...]] | None = None) -> tuple[dict, dict]:
     """Followers of the units ``cols`` (input columns of ``target_linear``) inside ``region``.
 
     A tensor of the region the probe never reaches (MiniMax's per-head decay slopes, used
     only beyond the probe's 8 tokens) follows by shape when ``per_unit`` (heads per unit)
     is given and exactly one of its dims has the head count.
+
+    A linear of the region that reads exactly a head-indexed projection's output
+    (``sources``: path -> per-unit rows; Doge's ``dt_proj`` reads the values) loses the
+    removed units' input columns too.
 
     Returns ``(params, rows)``: ``params[path] = (dim, per-unit indices)`` for tensors,
     ``rows[linear] = per-unit output rows`` for linear layers. Empty when the region has
@@ -194,10 +200,11 @@ def find_followers(model: nn.Module, block: nn.Module, region: str, target_linea
         tensors = list(params.values()) + [rec["leaves"][p] for p in linears]
         flags = [False] * len(params) + [True] * len(linears)
         owners = unit_owners(target, cols, tensors, flags)
+        readers = _readers(block, rec, linears, sources or {})
     finally:
         for k, p in params.items():
             p.requires_grad_(saved[k])
-    found_params: dict[str, Any] = {}
+    found_params: dict[str, Any] = dict(readers)
     found_rows: dict[str, Any] = {}
     for (name, _), owner in zip(params.items(), owners[: len(params)]):
         split = partition(owner, len(cols))
@@ -207,9 +214,34 @@ def find_followers(model: nn.Module, block: nn.Module, region: str, target_linea
             found_params[name] = split
     for name, owner in zip(linears, owners[len(params):]):
         split = partition(owner, len(cols))
+        if split is None and per_unit and bool((owner == UNREACHED).all()):
+            split = _by_head_count(owner.shape, len(cols), per_unit)  # Doge's dt_proj feeds a mask
         if split is not None and split[0] == owner.dim() - 1:
             found_rows[name] = split[1]
     return found_params, found_rows
+
+
+def _readers(block: nn.Module, rec: dict, linears: list[str],
+             sources: dict[str, tuple[tuple[int, ...], ...]]) -> dict[str, tuple[int, tuple]]:
+    """``{linear.weight: (input dim, per-unit columns)}`` for linears whose input is a source's output."""
+    from prunekit.llm.blocks import _is_conv1d
+
+    out = {}
+    for name in linears:
+        x = rec["inputs"].get(name)
+        for src, units in sources.items():
+            leaf = rec["leaves"].get(src)
+            if x is None or leaf is None or x.shape[-1] != leaf.shape[-1]:
+                continue
+            if sum(len(u) for u in units) != leaf.shape[-1]:
+                continue  # shared rows (multi-query) are not split by unit
+            width = leaf.shape[-1]
+            same = x.numel() == leaf.numel() and torch.equal(x.detach().reshape(-1, width),
+                                                             leaf.detach().reshape(-1, width))
+            if same:
+                out[f"{name}.weight"] = (0 if _is_conv1d(block.get_submodule(name)) else 1, units)
+                break
+    return out
 
 
 def _common_parent(paths: list[str]) -> str:
@@ -239,7 +271,8 @@ def with_followers(model: nn.Module, block: nn.Module, layout: Any) -> Any:
 
     att = layout.attention
     skip = set(att.rows) | {att.o}
-    params, rows = find_followers(model, block, att.module, att.o, att.cols, skip, att.heads_per_unit)
+    params, rows = find_followers(model, block, att.module, att.o, att.cols, skip, att.heads_per_unit,
+                                  sources={p: r for p, r in att.rows.items() if not att.shared.get(p)})
     if params or rows:
         att = dataclasses.replace(att, params={**att.params, **params}, rows={**att.rows, **rows})
     mlp = layout.mlp

@@ -115,7 +115,8 @@ def prune_heads(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: 
             kept = keep_indices(rows + ((att.shared[p],) if att.shared.get(p) else ()), drop)
             keep.update(_linear_keep(f"{prefix}.{p}", block.get_submodule(p), kept, "out"))
         keep.update(_linear_keep(f"{prefix}.{att.o}", block.get_submodule(att.o), keep_indices(att.cols, drop), "in"))
-        keep.update(_follower_keep(prefix, att.params, drop))
+        for name, dims in _follower_keep(prefix, att.params, drop).items():
+            keep.setdefault(name, {}).update(dims)  # a reader's input columns beside its own rows
         module = block.get_submodule(att.module)
         n_units = att.n_units - len(drop)
         n_heads = n_units * att.heads_per_unit
@@ -168,7 +169,8 @@ def prune_mlp_neurons(model: nn.Module, remove: Mapping[int, Iterable[int]], *, 
             keep.update(_linear_keep(f"{prefix}.{p}", block.get_submodule(p), keep_indices(rows, drop), "out"))
         cols = tuple((j,) for j in range(mlp.size))
         keep.update(_linear_keep(f"{prefix}.{mlp.inp}", block.get_submodule(mlp.inp), keep_indices(cols, drop), "in"))
-        keep.update(_follower_keep(prefix, mlp.params, drop))
+        for name, dims in _follower_keep(prefix, mlp.params, drop).items():
+            keep.setdefault(name, {}).update(dims)
     if keep:
         checked_apply(model, keep, [], f"{path} blocks {sorted(int(i) for i in remove)}: removing MLP neurons")
         if sync:
