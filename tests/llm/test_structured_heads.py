@@ -46,6 +46,7 @@ def _build(family: str) -> nn.Module:
         "openai-gpt": lambda: t.OpenAIGPTConfig(n_embd=64, n_layer=2, n_head=8, vocab_size=128,
                                                 n_positions=64),     # no head_dim attribute
         "doge": lambda: t.DogeConfig(**KW),                           # dt_proj reads the values
+        "diffllama": lambda: t.DiffLlamaConfig(**KW),                 # value halves pair the KV groups
         "xglm": lambda: t.XGLMConfig(d_model=64, num_layers=2, attention_heads=8, ffn_dim=96,
                                      vocab_size=128, max_position_embeddings=64),  # reshape by embed_dim
     }
@@ -84,6 +85,7 @@ CASES = {  # family, config -> (followers expected in block 0, kept num_heads, k
     ("openai-gpt", "heads"): ({}, 6, None),
     ("xglm", "heads"): ({}, 6, None),
     ("doge", "heads"): ({"self_attn.A": 3, "self_attn.dt_proj.weight": 3}, 6, None),
+    ("diffllama", "heads"): ({}, 4, None),   # probed: 2 units of 4 heads (2 paired KV heads); 0.25 of 2 is 1
 }
 
 

@@ -237,7 +237,10 @@ def _mlp_layout(block: nn.Module, rec: dict, attn_path: str, skip: set[str], whe
     if not outs:
         raise UnsupportedOpError(f"{where}: {inp} reads {size} MLP neurons but no linear before it "
                                  f"produces a multiple of {size} outputs from the hidden states")
-    return MLPLayout(inp, _neuron_rows(rec, inp, outs, size))
+    rows = _neuron_rows(rec, inp, outs, size)
+    if not rows:
+        raise UnsupportedOpError(f"{where}: no linear before {inp} feeds its {size} MLP neurons")
+    return MLPLayout(inp, rows)
 
 
 def _neuron_rows(rec: dict, inp: str, outs: list[str], size: int) -> dict[str, tuple[tuple[int, ...], ...]]:
@@ -253,6 +256,8 @@ def _neuron_rows(rec: dict, inp: str, outs: list[str], size: int) -> dict[str, t
             code += hit.long() << bit
     result = {}
     for p, code, hit, leaf in zip(outs, codes, reached, leaves):
+        if not bool(hit.any()):  # never reaches the neurons (a parallel Mamba mixer's in_proj): not the MLP's
+            continue
         copies = leaf.shape[-1] // size
         positional = tuple(tuple(j + c * size for c in range(copies)) for j in range(size))
         if not bool(hit.all()):  # a dead activation hides some rows: the elementwise order holds
