@@ -1,7 +1,8 @@
-"""ALiBi (Bloom): each head has its own slope, so a pruned head must take its slope with it.
+"""ALiBi (Bloom, MPT): each head has its own slope, so a pruned head must take its slope with it.
 
 Bloom builds one ALiBi tensor for all blocks from ``config.n_head`` (shape
-``[batch * heads, 1, keys]``) and hands it to every attention module. After heads are
+``[batch * heads, 1, keys]``; MPT passes ``position_bias`` ``[heads, 1, keys]``) and hands
+it to every attention module. After heads are
 removed from a block, :func:`set_alibi_heads` makes that block's attention keep only the
 slopes of its remaining original heads, with a forward pre-hook on the attention module
 (the config keeps the original head count, so the slopes are the original ones). The
@@ -38,6 +39,10 @@ def _select(alibi: torch.Tensor, batch: int, heads: list[int]) -> torch.Tensor:
     return picked.reshape(batch * len(heads), *alibi.shape[1:])
 
 
+def _index(kept: list[int], like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(kept, dtype=torch.long, device=like.device)
+
+
 def set_alibi_heads(attention: nn.Module, heads: list[int]) -> None:
     """Make ``attention`` use the ALiBi slopes of original heads ``heads`` only."""
     setattr(attention, _ATTR, [int(h) for h in heads])
@@ -50,6 +55,9 @@ def set_alibi_heads(attention: nn.Module, heads: list[int]) -> None:
         if "alibi" in kwargs and kwargs["alibi"] is not None:
             kwargs = {**kwargs, "alibi": _select(kwargs["alibi"], hidden.shape[0], kept)}
             return args, kwargs
+        bias = kwargs.get("position_bias")
+        if isinstance(bias, torch.Tensor) and bias.dim() in (3, 4):  # MPT [heads, 1, keys]; [batch, heads, q, k]
+            return args, {**kwargs, "position_bias": bias.index_select(bias.dim() - 3, _index(kept, bias))}
         return None
 
     setattr(attention, _HOOK, attention.register_forward_pre_hook(pre_hook, with_kwargs=True))

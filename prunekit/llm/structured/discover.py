@@ -34,6 +34,8 @@ from torch import nn
 
 from prunekit.errors import UnsupportedOpError
 from prunekit.llm.blocks import find_blocks, is_prunable_linear, weight_2d
+from prunekit.llm.structured.heads_internal import head_indexed, heads_and_width
+from prunekit.llm.structured.heads_probe import diagonal_norm_hooks
 from prunekit.llm.structured.layout import AttentionLayout, Layout
 from prunekit.llm.structured.mixers import attention_path, declares_head_size, mlp_layout, rows_reached
 
@@ -49,8 +51,8 @@ def _out_in(module: nn.Module) -> tuple[int, int]:
     return int(w.shape[0]), int(w.shape[1])
 
 
-def _attention_module(block: nn.Module, where: str) -> str:
-    path = attention_path(block)
+def _attention_module(block: nn.Module, where: str, ran: set[str] | None = None) -> str:
+    path = attention_path(block, ran)
     if path is None:
         raise UnsupportedOpError(
             f"{where} ({type(block).__name__}): found no attention module (a submodule whose class name "
@@ -65,6 +67,12 @@ def head_dim_of(attention: nn.Module, config: Any) -> int:
         value = getattr(attention, attr, None)
         if isinstance(value, int) and value > 0:
             return value
+    heads = [getattr(attention, a, None) for a in ("num_heads", "num_attention_heads", "n_head", "n_heads")]
+    widths = [getattr(attention, a, None) for a in ("split_size", "all_head_size", "embed_dim")]
+    heads = [h for h in heads if isinstance(h, int) and h > 0]
+    widths = [w for w in widths if isinstance(w, int) and w > 0]
+    if heads and widths and widths[0] % heads[0] == 0:  # GPT-1: the module's own width over its head count
+        return widths[0] // heads[0]
     value = getattr(config, "head_dim", None)
     if isinstance(value, int) and value > 0:
         return value
@@ -82,6 +90,8 @@ def probe_block(model: nn.Module, block: nn.Module, tokens: int = PROBE_TOKENS) 
 
     def make_hook(path: str):
         def hook(_m, args, out):
+            if not isinstance(out, torch.Tensor):  # a Linear subclass returning a tuple (Llama 4's router)
+                return None
             order.append(path)
             inputs[path] = args[0]
             leaf = out.detach().requires_grad_(True)
@@ -92,12 +102,14 @@ def probe_block(model: nn.Module, block: nn.Module, tokens: int = PROBE_TOKENS) 
     def block_pre(_m, args, kwargs):
         h = args[0] if args else kwargs.get("hidden_states")
         hidden.append(int(h.shape[-1]))
+        torch.set_grad_enabled(True)  # a model running this block under no_grad (HRM's early cycles)
 
     def block_post(*_):
         raise _Stop
 
     for path, module in linears.items():
         handles.append(module.register_forward_hook(make_hook(path)))
+    handles.extend(diagonal_norm_hooks(block))  # a norm over all heads must not tie them together
     handles.append(block.register_forward_pre_hook(block_pre, with_kwargs=True))
     handles.append(block.register_forward_hook(block_post))
     vocab = int(getattr(model.config, "vocab_size", 100) or 100)
@@ -117,7 +129,7 @@ def probe_block(model: nn.Module, block: nn.Module, tokens: int = PROBE_TOKENS) 
 
 
 def _attention_layout(model: nn.Module, block: nn.Module, rec: dict, where: str) -> AttentionLayout:
-    attn_path = _attention_module(block, where)
+    attn_path = _attention_module(block, where, set(rec["order"]))
     attention = block.get_submodule(attn_path)
     hidden = rec["hidden"]
     inside = [p for p in rec["order"] if p.startswith(attn_path + ".")]
@@ -126,16 +138,22 @@ def _attention_layout(model: nn.Module, block: nn.Module, rec: dict, where: str)
         raise UnsupportedOpError(f"{where}.{attn_path}: no linear maps the attention output back to "
                                  f"the hidden size {hidden}")
     o = o_candidates[-1]
-    qkv = [p for p in inside[: inside.index(o)] if _out_in(rec["linears"][p])[1] == hidden]
-    hd = head_dim_of(attention, model.config)
+    qkv = inside[: inside.index(o)]
     o_in = rec["inputs"][o]
     width = int(o_in.shape[-1])
+    hd = heads_and_width(attention, model.config, width, head_dim_of(attention, model.config))
     if not qkv or width % hd:
         raise UnsupportedOpError(f"{where}.{attn_path}: could not match query/key/value projections "
                                  f"(found {qkv}) or heads of {hd} channels in {o}'s {width} inputs")
-    leaves = [rec["leaves"][p] for p in qkv]
     n_heads = width // hd
-    head_rows = [rows_reached(o_in[..., h * hd:(h + 1) * hd], leaves) for h in range(n_heads)]
+    head_rows = [rows_reached(o_in[..., h * hd:(h + 1) * hd], [rec["leaves"][p] for p in qkv])
+                 for h in range(n_heads)]
+    indexed = head_indexed(head_rows)  # low-rank bottlenecks (MLA) and routers stay whole
+    qkv = [qkv[j] for j in indexed]
+    head_rows = [[rows[j] for j in indexed] for rows in head_rows]
+    leaves = [rec["leaves"][p] for p in qkv]
+    if not qkv:
+        raise UnsupportedOpError(f"{where}.{attn_path}: no projection before {o} has rows that feed its heads")
     parent = list(range(n_heads))
 
     def find(i: int) -> int:
@@ -182,7 +200,7 @@ def _takes_alibi(module: nn.Module) -> bool:
     import inspect
 
     try:
-        return "alibi" in inspect.signature(module.forward).parameters
+        return bool({"alibi", "position_bias"} & set(inspect.signature(module.forward).parameters))  # MPT
     except (TypeError, ValueError):
         return False
 
@@ -199,7 +217,7 @@ def discover_layout(model: nn.Module, block_index: int) -> Layout:
     width = getattr(text, "hidden_size", None)
     if isinstance(width, int) and 0 < width < rec["hidden"] and rec["hidden"] % width == 0:
         rec["hidden"] = width  # hyper-connections: the block carries several streams of the hidden state
-    attn_path = attention_path(block)  # None: an SSM / recurrent mixer, left as it is (mixers.py)
+    attn_path = attention_path(block, set(rec["order"]))  # None: an SSM / recurrent mixer, left as it is (mixers.py)
     if attn_path is not None and not declares_head_size(block.get_submodule(attn_path), model.config):
         attn_path = None
     attention = _attention_layout(model, block, rec, where) if attn_path is not None else None

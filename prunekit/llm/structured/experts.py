@@ -62,11 +62,13 @@ def find_experts(block: nn.Module, hidden: int) -> ExpertsLayout | None:
 
 
 def _router(block: nn.Module, experts: str, n: int, hidden: int) -> str | None:
-    for name, module in block.named_modules():
-        w = getattr(module, "weight", None)
-        if name != experts and isinstance(w, torch.Tensor) and tuple(w.shape) == (n, hidden):
-            return name
-    return None
+    """The ``[n, hidden]`` weight nearest the experts: beside them first (not a per-head gate in attention)."""
+    found = [name for name, module in block.named_modules() if name != experts
+             and isinstance(getattr(module, "weight", None), torch.Tensor)
+             and tuple(module.weight.shape) == (n, hidden)]
+    parent = experts.rpartition(".")[0]
+    near = [name for name in found if not parent or name.startswith(parent + ".")]
+    return (near or found or [None])[0]
 
 
 def _router_choice(out: Any, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,16 +148,18 @@ def expert_keep_names(block_path: str, block: nn.Module, layout: ExpertsLayout,
     keep = torch.tensor([e for e in range(layout.n_experts) if e not in set(drop)], dtype=torch.long)
     out = {f"{block_path}.{layout.module}.{k}": {0: keep} for k in layout.params}
     parent = layout.module.rpartition(".")[0]
-    owners = {layout.router, parent} | {name for name, _ in block.get_submodule(parent).named_children()} \
-        if parent else {layout.router}
-    for path in owners:  # the router's rows and per-expert vectors beside it (score-correction biases)
-        full = path if path in (layout.router, parent) else f"{parent}.{path}"
-        if full == layout.module:
+    from prunekit.llm.blocks import is_prunable_linear
+
+    owners = {layout.router, parent} | {f"{parent}.{name}" for name, m in block.get_submodule(parent).named_modules()
+                                        if name and not is_prunable_linear(m)} if parent else {layout.router}
+    for full in owners:  # the router's rows and per-expert vectors near it (score-correction biases)
+        if full == layout.module or full.startswith(layout.module + "."):
             continue
         module = block.get_submodule(full)
         for k, t in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
-            if t is not None and 1 <= t.dim() <= 2 and t.shape[0] == layout.n_experts:
-                out[f"{block_path}.{full}.{k}"] = {0: keep}
+            dims = [d for d in range(t.dim()) if t.shape[d] == layout.n_experts] if t is not None else []
+            if 1 <= t.dim() <= 2 and dims:  # [E], [E, H] or a grouped [groups, E] (Ernie 4.5)
+                out[f"{block_path}.{full}.{k}"] = {dims[0]: keep}
     return out
 
 

@@ -62,19 +62,25 @@ def block_layout(block: nn.Module, where: str = "block") -> BlockLayout:
     return layout
 
 
-def head_dim(block: nn.Module, layout: BlockLayout) -> int:
+def head_dim(block: nn.Module, layout: BlockLayout, config: object = None) -> int:
+    from prunekit.llm.structured.discover import head_dim_of
+
     attn = block.get_submodule(layout.attention)
     for attr in ("head_dim", "attention_head_size"):
         if hasattr(attn, attr):
             return int(getattr(attn, attr))
-    raise UnsupportedOpError(f"{type(attn).__name__} has no head_dim / attention_head_size")
+    try:
+        return head_dim_of(attn, config)
+    except (AttributeError, TypeError, ValueError, ZeroDivisionError):
+        raise UnsupportedOpError(f"{type(attn).__name__} has no head_dim / attention_head_size and the "
+                                 "config gives no hidden_size / num_attention_heads") from None
 
 
-def head_counts(block: nn.Module, layout: BlockLayout) -> tuple[int, int]:
+def head_counts(block: nn.Module, layout: BlockLayout, config: object = None) -> tuple[int, int]:
     """``(query heads, key/value heads)`` currently in the block."""
     from prunekit.llm.blocks import weight_2d
 
-    hd = head_dim(block, layout)
+    hd = head_dim(block, layout, config)
     q_rows = weight_2d(block.get_submodule(layout.q)).shape[0]
     if layout.k is None:  # fused qkv
         return q_rows // (3 * hd), q_rows // (3 * hd)
@@ -105,17 +111,22 @@ def table_layout(block: nn.Module, config: object = None) -> Layout | None:
     lay = _name_match(block)
     if lay is None:
         return None
-    hd = head_dim(block, lay)
-    n_heads, n_kv = head_counts(block, lay)
+    hd = head_dim(block, lay, config)
+    n_heads, n_kv = head_counts(block, lay, config)
     per = n_heads // n_kv
+    fused_rows = int(weight_2d(block.get_submodule(lay.q)).shape[0])
+    if lay.k is None and fused_rows != 3 * int(weight_2d(block.get_submodule(lay.o)).shape[1]):
+        return None  # fused rows are not [q | k | v] of equal widths (GPT-BigCode multi-query): probe the block
     if lay.k is None:  # fused [q | k | v], each n_heads * hd wide
         width = n_heads * hd
         rows = {lay.q: tuple(tuple(i + s * width for s in range(3) for i in range(h * hd, (h + 1) * hd))
                              for h in range(n_heads))}
-    else:
+    else:  # a value head may be wider than a query/key head (MiMo-V2 v_head_dim): widths from the weights
+        v_rows = int(weight_2d(block.get_submodule(lay.v)).shape[0])
         rows = {lay.q: contiguous_units(n_kv, per * hd), lay.k: contiguous_units(n_kv, hd),
-                lay.v: contiguous_units(n_kv, hd)}
-    attention = AttentionLayout(lay.attention, lay.o, rows, contiguous_units(n_kv, per * hd), per, hd)
+                lay.v: contiguous_units(n_kv, v_rows // n_kv)}
+    o_cols = int(weight_2d(block.get_submodule(lay.o)).shape[1])
+    attention = AttentionLayout(lay.attention, lay.o, rows, contiguous_units(n_kv, o_cols // n_kv), per, hd)
     size = int(weight_2d(block.get_submodule(lay.mlp_in)).shape[1])
     mlp = MLPLayout(lay.mlp_in, {p: contiguous_units(size, 1) for p in lay.mlp_out})
     return Layout(lay.family, attention, mlp)

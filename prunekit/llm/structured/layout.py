@@ -36,6 +36,9 @@ class AttentionLayout:
         alibi: the block adds per-head ALiBi slopes (Bloom); pruned heads lose their slope.
         shared: rows every unit reads (multi-query attention's one key/value head, whose
             query heads are then the units); they are always kept.
+        params: other tensors indexed by unit (per-head norms, sinks, grouped convs):
+            path -> ``(dim, indices of each unit along dim)``
+            (:mod:`~prunekit.llm.structured.heads_followers`).
     """
 
     module: str
@@ -46,6 +49,7 @@ class AttentionLayout:
     head_dim: int
     alibi: bool = False
     shared: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    params: dict[str, tuple[int, tuple[tuple[int, ...], ...]]] = field(default_factory=dict)
 
     @property
     def n_units(self) -> int:
@@ -63,10 +67,15 @@ class AttentionLayout:
 
 @dataclass(frozen=True)
 class MLPLayout:
-    """Intermediate neurons of one dense MLP: ``outs[path][j]`` are the rows of neuron ``j``."""
+    """Intermediate neurons of one dense MLP: ``outs[path][j]`` are the rows of neuron ``j``.
+
+    ``params`` are other tensors indexed by neuron (per-neuron scales, sub-norms), as in
+    :class:`AttentionLayout`.
+    """
 
     inp: str                                    # projection reading the neurons (down / fc2)
     outs: dict[str, tuple[tuple[int, ...], ...]]
+    params: dict[str, tuple[int, tuple[tuple[int, ...], ...]]] = field(default_factory=dict)
 
     @property
     def size(self) -> int:

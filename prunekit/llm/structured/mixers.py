@@ -47,13 +47,16 @@ _ATTENTION_NAME = re.compile(r"attention|attn", re.IGNORECASE)
 _NORM_NAME = re.compile(r"norm", re.IGNORECASE)
 
 
-def attention_path(block: nn.Module) -> str | None:
-    """The smallest attention-named submodule holding two or more linears, or None."""
+def attention_path(block: nn.Module, ran: set[str] | None = None) -> str | None:
+    """The smallest attention-named submodule holding two or more linears, or None.
+    With ``ran`` (paths of the linears a probe forward ran), only linears that ran count:
+    an idle cross-attention is not the block's attention."""
     best: tuple[int, int, str] | None = None
     for name, module in block.named_modules():
         if not name or not _ATTENTION_NAME.search(type(module).__name__):
             continue
-        n = sum(1 for m in module.modules() if is_prunable_linear(m))
+        n = sum(1 for q, m in module.named_modules() if is_prunable_linear(m)
+                and (ran is None or f"{name}.{q}" in ran))
         if n >= 2 and (best is None or (n, -name.count(".")) < best[:2]):
             best = (n, -name.count("."), name)
     return None if best is None else best[2]

@@ -119,7 +119,7 @@ def _lowest(scores: list[torch.Tensor], fraction: float, scope: str) -> dict[int
     if scope == "layer":
         out = {}
         for i, s in enumerate(scores):
-            k = min(int(round(fraction * s.numel())), s.numel() - 1)
+            k = min(int(fraction * s.numel() + 0.5), s.numel() - 1)  # half up: 0.25 of 2 KV groups is 1
             out[i] = torch.argsort(s)[:k].tolist()
         return out
     flat = torch.cat([s / s.sum().clamp_min(1e-12) for s in scores])  # normalised per block

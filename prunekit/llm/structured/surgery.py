@@ -24,19 +24,21 @@ from torch import nn
 
 from prunekit.errors import ModelError, UnsupportedOpError
 from prunekit.llm.blocks import _is_conv1d, find_blocks
+from prunekit.llm.structured.heads_check import checked_apply
 from prunekit.llm.structured.layer_fields import config_after_removal, layer_config
 from prunekit.llm.structured.layout import Layout, keep_indices
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
 
 _HEAD_ATTRS = ("num_heads", "num_attention_heads", "n_head", "n_heads")
 _KV_ATTRS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
-_WIDTH_ATTRS = ("all_head_size", "split_size")
+_WIDTH_ATTRS = ("all_head_size", "split_size", "embed_dim", "inner_dim")
 
 
 def block_layouts(model: nn.Module, indices: Iterable[int] | None = None) -> dict[int, Layout]:
     """The :class:`Layout` of each block (all blocks, or ``indices``)."""
     from prunekit.llm.structured.discover import discover_layout
     from prunekit.llm.structured.families import table_layout
+    from prunekit.llm.structured.heads_followers import has_extra_tensors, with_followers
 
     path, blocks = find_blocks(model)
     chosen = range(len(blocks)) if indices is None else indices
@@ -44,7 +46,10 @@ def block_layouts(model: nn.Module, indices: Iterable[int] | None = None) -> dic
     for i in chosen:
         if not 0 <= int(i) < len(blocks):
             raise ModelError(f"block index {i} out of range; {path} has {len(blocks)} blocks")
-        out[int(i)] = table_layout(blocks[int(i)], model.config) or discover_layout(model, int(i))
+        layout = table_layout(blocks[int(i)], model.config)
+        if layout is None or has_extra_tensors(blocks[int(i)], layout):  # names match, the attention differs
+            layout = discover_layout(model, int(i))
+        out[int(i)] = with_followers(model, blocks[int(i)], layout)
     return out
 
 
@@ -70,19 +75,9 @@ def _linear_keep(prefix: str, module: nn.Module, index: torch.Tensor, side: str)
     return keep
 
 
-def _apply(model: nn.Module, keep: dict, attrs: list[tuple[nn.Module, str, object]]) -> None:
-    """Set ``attrs`` (head counts the registry's sync rules read), then slice; undo both on error."""
-    from prunekit.surgery.apply import apply_keep
-
-    saved = [(m, name, getattr(m, name)) for m, name, _ in attrs]
-    try:
-        for m, name, value in attrs:
-            setattr(m, name, value)
-        apply_keep(model, keep)
-    except BaseException:
-        for m, name, value in reversed(saved):
-            setattr(m, name, value)
-        raise
+def _follower_keep(prefix: str, params: Mapping[str, tuple], drop: list[int]) -> dict[str, dict[int, torch.Tensor]]:
+    """``apply_keep`` entries for the tensors indexed by unit (:mod:`.heads_followers`)."""
+    return {f"{prefix}.{p}": {dim: keep_indices(units, drop)} for p, (dim, units) in params.items()}
 
 
 def _block_config(config: object, n_heads: int, n_units: int, att: object) -> object:
@@ -126,6 +121,8 @@ def prune_heads(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: 
             kept = keep_indices(rows + ((att.shared[p],) if att.shared.get(p) else ()), drop)
             keep.update(_linear_keep(f"{prefix}.{p}", block.get_submodule(p), kept, "out"))
         keep.update(_linear_keep(f"{prefix}.{att.o}", block.get_submodule(att.o), keep_indices(att.cols, drop), "in"))
+        for name, dims in _follower_keep(prefix, att.params, drop).items():
+            keep.setdefault(name, {}).update(dims)  # a reader's input columns beside its own rows
         module = block.get_submodule(att.module)
         n_units = att.n_units - len(drop)
         n_heads = n_units * att.heads_per_unit
@@ -144,12 +141,17 @@ def prune_heads(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: 
             old = alibi_heads(module, att.n_heads)
             kept_units = [u for u in range(att.n_units) if u not in set(drop)]
             alibi.append((module, [old[u * att.heads_per_unit + j] for u in kept_units
-                                   for j in range(att.heads_per_unit)]))
+                                   for j in range(att.heads_per_unit)], old))
     if not keep:
         return
-    _apply(model, keep, attrs)
-    for module, heads in alibi:
-        set_alibi_heads(module, heads)
+
+    def set_slopes():
+        for module, heads, _ in alibi:
+            set_alibi_heads(module, heads)
+        return lambda: [set_alibi_heads(module, old) for module, _, old in alibi]
+
+    checked_apply(model, keep, attrs, f"{path} blocks {sorted(int(i) for i in remove)}: removing attention heads",
+                  set_slopes)
     if sync:
         sync_config(model)
 
@@ -173,8 +175,10 @@ def prune_mlp_neurons(model: nn.Module, remove: Mapping[int, Iterable[int]], *, 
             keep.update(_linear_keep(f"{prefix}.{p}", block.get_submodule(p), keep_indices(rows, drop), "out"))
         cols = tuple((j,) for j in range(mlp.size))
         keep.update(_linear_keep(f"{prefix}.{mlp.inp}", block.get_submodule(mlp.inp), keep_indices(cols, drop), "in"))
+        for name, dims in _follower_keep(prefix, mlp.params, drop).items():
+            keep.setdefault(name, {}).update(dims)
     if keep:
-        _apply(model, keep, [])
+        checked_apply(model, keep, [], f"{path} blocks {sorted(int(i) for i in remove)}: removing MLP neurons")
         if sync:
             sync_config(model)
 
