@@ -123,11 +123,11 @@ def instrument(clock: StageClock) -> Callable[[], None]:
 def profile(model: Path, method: str, nsamples: int, seqlen: int) -> dict[str, Any]:
     import torch
 
+    from prunekit.data.text import read_text
     from prunekit.llm.calibration import calibration_windows, tokenize_text
     from prunekit.llm.config import LLMPruneConfig
     from prunekit.llm.loading import load_tokenizer
     from prunekit.llm.offload import OutOfCoreConfig, prune_llm_out_of_core
-    from prunekit.data.text import read_text
 
     tokenizer = load_tokenizer(str(model))
     ids = tokenize_text(tokenizer, read_text("austen:emma"))
