@@ -12,6 +12,7 @@ the in-memory path.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -30,7 +31,7 @@ from prunekit.io import atomic_write_text
 from prunekit.io.atomic import current_umask
 from prunekit.llm.blocks import find_blocks, find_linears
 from prunekit.llm.config import LLMPruneConfig
-from prunekit.llm.memory import peak_rss_mb
+from prunekit.llm.memory import peak_rss_mb, trim_heap
 from prunekit.llm.offload.activations import ActivationStore
 from prunekit.llm.offload.config import OutOfCoreConfig, resolve_device
 from prunekit.llm.offload.shards import ShardReader, ShardWriter
@@ -215,6 +216,8 @@ def prune_llm_out_of_core(
                     total += lin.weight.numel()
                 writer.write({prefix + k: v for k, v in block.state_dict().items()})
                 release(block)
+                gc.collect()  # tensors held in reference cycles (hooks, closures) go now, not later
+                trim_heap()  # and the freed heap pages go back to the system
                 result.rss_mb_after_block.append(_current_rss() / 2**20)
                 result.peak_rss_mb_after_block.append(peak_rss_mb())
                 advance()
