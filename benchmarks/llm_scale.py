@@ -16,6 +16,7 @@ Raw per-run metrics go to ``benchmarks/results/llm_scale/``. The last line print
 
 Run:  OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/llm_scale.py            (~1 h on one core)
       PYTHONPATH=. python benchmarks/llm_scale.py --size tiny --no-save        (a smoke run, ~5 min)
+      --methods wanda --skip-smollm2 --merge redoes one run and keeps the others in the results file
       add --jobs 3 to run Wanda, SparseGPT and the SmolLM2 pair at once (less wall time on a busy machine)
 """
 
@@ -59,6 +60,18 @@ b = AutoModelForCausalLM.from_pretrained(sys.argv[2], low_cpu_mem_usage=True).st
 diff = [k for k in a if k not in b or not torch.equal(a[k], b[k])]
 print(json.dumps({"tensors": len(a), "identical": not diff and set(a) == set(b), "different": diff[:5]}))
 """
+
+
+def code_version() -> str:
+    """The commit the runs used, ``+dirty`` when prunekit/ or benchmarks/ had uncommitted changes."""
+    def git(*argv: str) -> str:
+        try:
+            return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "prunekit", "benchmarks/llm_scale.py") else "")
 
 
 def env() -> dict[str, str]:
@@ -145,6 +158,11 @@ def scale_run(model: Path, work: Path, size: str, method: str, log_dir: Path, sa
            "within_2_5_gb": max(rss, metrics["peak_rss_mb"]) <= 2500, "wait4_maxrss_mb": round(rss, 1),
            "metrics_peak_rss_mb": round(metrics["peak_rss_mb"], 1),
            "activations_on_disk": metrics["out_of_core"]["spilled"], "sparsity": metrics["sparsity_measured"],
+           "seconds_per_block": round(metrics["prune_seconds"] / len(metrics["layer_sparsity"]), 1),
+           "memory_by_stage": metrics["memory_by_stage"],
+           "rss_mb_after_block": metrics["out_of_core"].get("rss_mb_after_block"),
+           "peak_rss_mb_after_block": metrics["out_of_core"].get("peak_rss_mb_after_block"),
+           "load_average": [round(x, 1) for x in os.getloadavg()], "code": code_version(),
            "reload": {**reload, "seconds": round(reload_s, 1), "peak_rss_mb": round(reload_rss, 1)}}
     print(json.dumps({method: out}), flush=True)
     return out
@@ -208,6 +226,8 @@ def main() -> None:
                         help="runs at once (Wanda, SparseGPT, SmolLM2 pair); >1 on a busy machine saves wall "
                         "time, each run's seconds then include the contention")
     parser.add_argument("--reuse-model", action="store_true", help="keep a model written by an earlier run")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the runs (and SmolLM2 pair) of the saved results that this invocation does not redo")
     parser.add_argument("--step", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step:
@@ -254,8 +274,14 @@ def main() -> None:
             result["smollm2"] = smol.result()
     shutil.rmtree(model)
     result["total_seconds"] = round(time.perf_counter() - start, 1)
+    saved = RESULTS / f"{args.size}.json"
+    if args.merge and saved.is_file():
+        previous = json.loads(saved.read_text())
+        result["runs"] = {**previous.get("runs", {}), **result["runs"]}
+        if "smollm2" not in result and "smollm2" in previous:
+            result["smollm2"] = previous["smollm2"]
     if save:
-        (RESULTS / f"{args.size}.json").write_text(json.dumps(result, indent=1) + "\n")
+        saved.write_text(json.dumps(result, indent=1) + "\n")
     shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result))
 

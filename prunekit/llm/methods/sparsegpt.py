@@ -18,26 +18,35 @@ def inverse_hessian_cholesky(hessian: torch.Tensor, percdamp: float = 0.01) -> t
     """Upper Cholesky factor of ``(H + damp*I)^-1`` with ``damp = percdamp * mean(diag H)``.
 
     Dead inputs (zero diagonal) get a unit diagonal. Damping is raised tenfold (up to
-    five times) if the factorisation fails.
+    five times) if the factorisation fails. The three factorisations run in place on one
+    float64 copy of ``hessian`` (each attempt starts from a fresh copy), so the peak beside
+    the input is that copy and LAPACK's workspace: for a 5632-wide MLP input ~0.5 GB rather
+    than ~1 GB of separate factors, which matters when pruning out of core.
+
+    Example:
+        >>> H = torch.tensor([[4.0, 2.0], [2.0, 3.0]])
+        >>> U = inverse_hessian_cholesky(H, percdamp=0.0)
+        >>> torch.allclose(U.T @ U, torch.linalg.inv(H))
+        True
     """
-    H = hessian.detach().double().clone()
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1.0
-    mean_diag = torch.mean(torch.diag(H)).item()
-    idx = torch.arange(H.shape[0], device=H.device)
-    damp = percdamp * mean_diag
+    damp = mean_diag = None
     for _ in range(6):
+        H = hessian.detach().double()
+        if H.data_ptr() == hessian.data_ptr():  # a float64 input: never factor the caller's tensor
+            H = H.clone()
+        dead = torch.diag(H) == 0
+        H[dead, dead] = 1.0
+        if mean_diag is None:
+            mean_diag = torch.mean(torch.diag(H)).item()
+            damp = percdamp * mean_diag
+        H.diagonal().add_(damp)
         try:
-            Hd = H.clone()
-            Hd[idx, idx] += damp
-            L = torch.linalg.cholesky(Hd)
-            del Hd  # each factor is n x n doubles: free them as soon as they are used
-            Hinv = torch.cholesky_inverse(L)
-            del L
-            U = torch.linalg.cholesky(Hinv, upper=True)
-            del Hinv
-            return U.float()
+            torch.linalg.cholesky(H, out=H)
+            torch.cholesky_inverse(H, out=H)
+            torch.linalg.cholesky(H, upper=True, out=H)
+            return H.float()
         except torch.linalg.LinAlgError:
+            del H
             damp = damp * 10 if damp > 0 else 1e-6 * max(mean_diag, 1e-12)
     raise torch.linalg.LinAlgError("SparseGPT: the Hessian stayed singular after damping")
 

@@ -12,13 +12,14 @@ the in-memory path.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from prunekit.io import atomic_write_text
 from prunekit.io.atomic import current_umask
 from prunekit.llm.blocks import find_blocks, find_linears
 from prunekit.llm.config import LLMPruneConfig
+from prunekit.llm.memory import peak_rss_mb, trim_heap
 from prunekit.llm.methods.dense_stream import DenseStream
 from prunekit.llm.offload.activations import ActivationStore
 from prunekit.llm.offload.config import OutOfCoreConfig, resolve_device
@@ -53,10 +55,15 @@ class OutOfCoreResult(LLMPruneResult):
     activation_mb: float = 0.0
     block_mb: float = 0.0
     device: str = "cpu"
+    #: after each block is written and freed: the process's resident set and its peak so far, MB
+    rss_mb_after_block: list[float] = field(default_factory=list)
+    peak_rss_mb_after_block: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "output": self.output, "spilled": self.spilled,
-                "activation_mb": self.activation_mb, "block_mb": self.block_mb, "device": self.device}
+                "activation_mb": self.activation_mb, "block_mb": self.block_mb, "device": self.device,
+                "rss_mb_after_block": [round(x, 1) for x in self.rss_mb_after_block],
+                "peak_rss_mb_after_block": [round(x, 1) for x in self.peak_rss_mb_after_block]}
 
 
 def _bytes(module: nn.Module) -> int:
@@ -211,6 +218,10 @@ def prune_llm_out_of_core(
                     total += lin.weight.numel()
                 writer.write({prefix + k: v for k, v in block.state_dict().items()})
                 release(block)
+                gc.collect()  # tensors held in reference cycles (hooks, closures) go now, not later
+                trim_heap()  # and the freed heap pages go back to the system
+                result.rss_mb_after_block.append(_current_rss() / 2**20)
+                result.peak_rss_mb_after_block.append(peak_rss_mb())
                 advance()
         store.close()
         args.clear()

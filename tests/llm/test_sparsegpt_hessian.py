@@ -1,0 +1,84 @@
+"""SparseGPT's inverse-Hessian factor: the in-place factorisation gives the very numbers of
+the textbook sequence of separate factors, and holds one float64 copy (plus LAPACK's
+workspace) instead of three."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from prunekit.llm.methods.sparsegpt import inverse_hessian_cholesky
+
+
+def _textbook(hessian: torch.Tensor, percdamp: float) -> torch.Tensor:
+    """Separate tensors for every step (the previous implementation, kept as the reference)."""
+    H = hessian.double().clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1.0
+    mean_diag = torch.mean(torch.diag(H)).item()
+    idx = torch.arange(H.shape[0])
+    damp = percdamp * mean_diag
+    for _ in range(6):
+        try:
+            Hd = H.clone()
+            Hd[idx, idx] += damp
+            L = torch.linalg.cholesky(Hd)
+            return torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True).float()
+        except torch.linalg.LinAlgError:
+            damp = damp * 10 if damp > 0 else 1e-6 * max(mean_diag, 1e-12)
+    raise torch.linalg.LinAlgError("singular")
+
+
+def test_same_numbers_as_separate_factors_with_dead_inputs() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(256, 96)
+    x[:, [3, 50]] = 0  # dead inputs
+    H = x.T @ x * (2 / 256)
+    U = inverse_hessian_cholesky(H, 0.01)
+    assert torch.equal(U, _textbook(H, 0.01))
+    assert U.dtype == torch.float32 and torch.equal(U, U.triu())
+    assert U[3, 3].item() == pytest.approx(1 / 1.01**0.5 * (1 + 0.0), rel=0.05)  # ~ (1 + damp)^-1/2
+    assert torch.equal(H, x.T @ x * (2 / 256))  # the input is left alone
+
+
+def test_retries_with_more_damping_like_before() -> None:
+    H = torch.tensor([[1.0, 1.05], [1.05, 1.0]])  # eigenvalues -0.05 and 2.05: needs damp 0.1
+    U = inverse_hessian_cholesky(H, 0.01)
+    assert torch.equal(U, _textbook(H, 0.01))
+    damped = H.double() + 0.1 * torch.eye(2, dtype=torch.float64)
+    assert torch.allclose(U.double().T @ U.double(), torch.linalg.inv(damped), rtol=1e-5)
+
+
+def test_float64_input_is_not_modified() -> None:
+    H = torch.tensor([[4.0, 2.0], [2.0, 3.0]], dtype=torch.float64)
+    before = H.clone()
+    inverse_hessian_cholesky(H, 0.01)
+    assert torch.equal(H, before)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self")
+def test_peak_memory_is_about_two_float64_matrices() -> None:
+    def kb(field: str) -> int:
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field))
+        return int(line.split()[1])
+
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pytest.skip("cannot reset the peak RSS mark")
+    n = 2048
+    torch.manual_seed(0)
+    x = torch.randn(4096, n)
+    H = x.T @ x
+    del x
+    Path("/proc/self/clear_refs").write_text("5")
+    base = kb("VmRSS:")
+    U = inverse_hessian_cholesky(H, 0.01)
+    extra_mb = (kb("VmHWM:") - base) / 1024
+    matrix_mb = n * n * 8 / 2**20  # 32 MB
+    assert U.shape == (n, n)
+    # the float64 copy, one LAPACK workspace and the float32 result (separate factors: > 3 copies)
+    assert extra_mb < 2.75 * matrix_mb, extra_mb
