@@ -41,7 +41,7 @@ _INDEX_NAME = re.compile(r"idx|indices|index|layers$", re.IGNORECASE)
 _PATTERN_NAME = re.compile(r"period|offset|freq|interval|first|start|every|step|dense|sparse|replace",
                            re.IGNORECASE)
 _INVALID = 1 << 30
-_MAX_VALUES = 64
+_MAX_VALUES = 16  # periodic patterns: offsets and periods tried below this
 
 
 def meta_shapes(model: nn.Module, config: Any, init: bool = False) -> dict[str, tuple[int, ...]] | None:
@@ -86,8 +86,8 @@ def renumbered(state: dict[str, tuple[int, ...]], path: str, drop: list[int]) ->
     return out
 
 
-def _score(model: nn.Module, config: Any, want: dict, ignore: set[str], init: bool) -> int:
-    got = meta_shapes(model, config, init)
+def _score(model: nn.Module, config: Any, want: dict, ignore: set[str]) -> int:
+    got = meta_shapes(model, config)
     if got is None:
         return _INVALID
     return sum(1 for k in want.keys() | got.keys()
@@ -184,13 +184,13 @@ def config_after_removal(model: nn.Module, drop: list[int]) -> dict[str, Any] | 
 
     for name, value in base.items():
         put(name, value)
-    best = _score(model, trial, want, ignore, init)
+    best = _score(model, trial, want, ignore)
     if best == _INVALID:  # undo cuts of lists that only look per-layer (Falcon-H1's [min, max] pairs)
         cuts = dict(changes)
         for name, value in base.items():
             if isinstance(value, (list, tuple, str)) and name in original and original[name] != value:
                 put(name, original[name])
-                score = _score(model, trial, want, ignore, init)
+                score = _score(model, trial, want, ignore)
                 if score <= best:  # a tie while invalid: another cut may be the one to undo
                     best = score
                 else:
@@ -210,14 +210,14 @@ def config_after_removal(model: nn.Module, drop: list[int]) -> dict[str, Any] | 
                 if value == current:
                     continue
                 put(name, value)
-                score = _score(model, trial, want, ignore, init)
+                score = _score(model, trial, want, ignore)
                 if score < best:
                     best, current, improved = score, value, True
                     break
                 put(name, current)
         if not improved:
             break
-    if best != 0:
+    if best != 0 or (init and meta_shapes(model, trial, init=True) is None):  # initialisation checked once
         return None
     return {k: v for k, v in changes.items() if original.get(k, getattr(own, k, None)) != v}
 
