@@ -270,15 +270,16 @@ def with_followers(model: nn.Module, block: nn.Module, layout: Any) -> Any:
     import dataclasses
 
     att = layout.attention
-    skip = set(att.rows) | {att.o}
-    params, rows = find_followers(model, block, att.module, att.o, att.cols, skip, att.heads_per_unit,
-                                  sources={p: r for p, r in att.rows.items() if not att.shared.get(p)})
-    if params or rows:
-        att = dataclasses.replace(att, params={**att.params, **params}, rows={**att.rows, **rows})
+    if att is not None:  # None: an SSM / recurrent mixer, left as it is
+        skip = set(att.rows) | {att.o}
+        params, rows = find_followers(model, block, att.module, att.o, att.cols, skip, att.heads_per_unit,
+                                      sources={p: r for p, r in att.rows.items() if not att.shared.get(p)})
+        if params or rows:
+            att = dataclasses.replace(att, params={**att.params, **params}, rows={**att.rows, **rows})
     mlp = layout.mlp
     if mlp is not None:
         region = _common_parent([mlp.inp, *mlp.outs])
-        skip = {mlp.inp, *mlp.outs, att.module}
+        skip = {mlp.inp, *mlp.outs} | ({att.module} if att is not None else set())
         if layout.experts is not None:
             skip |= {layout.experts.module, layout.experts.router}
         cols = tuple((j,) for j in range(mlp.size))
