@@ -8,6 +8,7 @@ the layer-type rules (protected dims, count ties between groups).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -237,16 +238,28 @@ def _apply_width_ties(graph: DependencyGraph) -> None:
 
 
 def binding_ties(graph: DependencyGraph) -> list[tuple[int, int, int]]:
-    """The ties the allocation must keep: every tie, and the soft ties of groups no tie
-    binds (a soft tie conflicting with a tie is a guess the forward does not need).
+    """The ties the allocation must keep: every tie, and each soft tie that still lets
+    its primary group shrink (kept counts a multiple of every factor, below its size);
+    a soft tie that would freeze it conflicts with a computed tie, so it is a guess the
+    forward does not need (CrossViT: heads of 32 read from ``self.head_dim`` beside a
+    cross attention's ``C // 3``).
 
     Example:
-        >>> g = DependencyGraph([], {}, ties=[(0, 1, 3)], soft_ties=[(0, 2, 32), (4, 5, 8)])
+        >>> g = DependencyGraph([], {}, ties=[(0, 1, 3)], soft_ties=[(0, 2, 32), (0, 3, 1)])
+        >>> g.groups = [type("G", (), {"size": 96})()] * 4
         >>> binding_ties(g)
-        [(0, 1, 3), (4, 5, 8)]
+        [(0, 1, 3), (0, 3, 1)]
     """
-    bound = {a for a, _, _ in graph.ties} | {b for _, b, _ in graph.ties}
-    return list(graph.ties) + [t for t in graph.soft_ties if not {t[0], t[1]} & bound]
+    ties = list(graph.ties)
+    multiple: dict[int, int] = {}
+    for a, _, f in ties:
+        multiple[a] = math.lcm(multiple.get(a, 1), f)
+    for a, b, f in graph.soft_ties:
+        m = math.lcm(multiple.get(a, 1), f)
+        if m < graph.groups[a].size:
+            ties.append((a, b, f))
+            multiple[a] = m
+    return ties
 
 
 def _call(rec) -> str:
@@ -319,7 +332,7 @@ def _drop(graph: DependencyGraph, frozen: set[int], why: dict[int, str] | None =
     changed = True
     while changed:
         changed = False
-        for a, b, _ in graph.ties:
+        for a, b, _ in graph.ties + graph.soft_ties:
             if (a in frozen) != (b in frozen):
                 src, dst = (a, b) if a in frozen else (b, a)
                 why.setdefault(dst, f"tied to a frozen group ({why.get(src, 'see there')})")
