@@ -64,6 +64,32 @@ def fill(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(sa >= 0, sa, sb).expand(a.shape)
 
 
+def cat_labels(labs: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """``torch.cat`` of label tensors, made once per slice that every input repeats by
+    broadcasting (stride 0: tokens of a layer's output) and expanded.
+
+    Example:
+        >>> a, b = torch.tensor([1, 2]).expand(5, 2), torch.tensor([3]).expand(5, 1)
+        >>> out = cat_labels([a, b], 1)
+        >>> out.shape, out.stride(), out[0].tolist()
+        (torch.Size([5, 3]), (0, 1), [1, 2, 3])
+    """
+    labs = [lab for lab in labs if lab.numel() or lab.dim() > 1] or labs
+    nd = labs[0].dim()
+    dim %= max(nd, 1)
+    common = [d for d in range(nd) if d != dim and labs[0].shape[d] > 1 and all(
+        lab.dim() == nd and lab.stride(d) == 0 for lab in labs)]
+    if not common:
+        return torch.cat(labs, dim)
+    small = []
+    for lab in labs:
+        for d in common:
+            lab = lab.narrow(d, 0, 1)
+        small.append(lab)
+    res = torch.cat(small, dim)
+    return res.expand([res.shape[d] if d not in common else labs[0].shape[d] for d in range(nd)])
+
+
 def compress_slices(a: torch.Tensor, b: torch.Tensor | None = None, keep_dim: int | None = None,
                     dims: list[int] | None = None):
     """Drop slices (along any dim, or along ``dims``) that repeat the slice before them in

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from prunekit.graph.atoms import NONE, compress_dims, compress_slices
+from prunekit.graph.atoms import NONE, cat_labels, compress_dims, compress_slices
 from prunekit.graph.derived import view_axes
 from prunekit.graph.guard import VIEWISH
 from prunekit.graph.index_rules import (
@@ -337,7 +337,7 @@ def multi_structural(ctx, func, args, kwargs, out):
         if ref is not None and isinstance(out, torch.Tensor):
             return ref.expand(out.shape)  # the inputs are one unit per position
         if name == "cat":
-            return _cat_broadcast(labs, dim)
+            return cat_labels(labs, dim)
         return func(labs, *args[1:], **kwargs)
     if name in ("copy_", "copy"):
         src = mat(args[1], args[1])
@@ -351,25 +351,6 @@ def multi_structural(ctx, func, args, kwargs, out):
         op = getattr(torch.ops.aten, name)
         return op(mat(args[0], args[0]), mat(args[1], args[1]), *args[2:])
     raise ctx.unsupported(func, "no label rule")
-
-
-def _cat_broadcast(labs: list[torch.Tensor], dim: int) -> torch.Tensor:
-    """``torch.cat`` of label tensors, made once per slice that every input repeats by
-    broadcasting (stride 0: tokens of a layer's output) and expanded."""
-    labs = [lab for lab in labs if lab.numel() or lab.dim() > 1] or labs
-    nd = labs[0].dim()
-    dim %= max(nd, 1)
-    common = [d for d in range(nd) if d != dim and labs[0].shape[d] > 1 and all(
-        lab.dim() == nd and lab.stride(d) == 0 for lab in labs)]
-    if not common:
-        return torch.cat(labs, dim)
-    small = []
-    for lab in labs:
-        for d in common:
-            lab = lab.narrow(d, 0, 1)
-        small.append(lab)
-    res = torch.cat(small, dim)
-    return res.expand([res.shape[d] if d not in common else labs[0].shape[d] for d in range(nd)])
 
 
 def _couple_joined(ctx, name, labs, dim) -> torch.Tensor | None:
