@@ -252,10 +252,10 @@ def binding_ties(graph: DependencyGraph) -> list[tuple[int, int, int]]:
     """
     ties = list(graph.ties)
     multiple: dict[int, int] = {}
-    for a, _, f in ties:
-        multiple[a] = math.lcm(multiple.get(a, 1), f)
+    for a, _, f in ties:  # a fractional factor p/q keeps the primary a multiple of p
+        multiple[a] = math.lcm(multiple.get(a, 1), Fraction(f).numerator)
     for a, b, f in graph.soft_ties:
-        m = math.lcm(multiple.get(a, 1), f)
+        m = math.lcm(multiple.get(a, 1), Fraction(f).numerator)
         if m < graph.groups[a].size:
             ties.append((a, b, f))
             multiple[a] = m

@@ -31,6 +31,13 @@ print(json.dumps(errors))
 """
 
 
+def prune_kind(net: Callable[[str], torch.nn.Module], example: Callable[[str], torch.Tensor],
+               kind: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    """``prune_half`` of ``net(kind)`` built with seed 0 (the pattern tests' models)."""
+    torch.manual_seed(0)
+    return prune_half(net(kind).eval(), example(kind))
+
+
 def prune_half(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor]:
     """``prune_channels_`` at ratio 0.5; the output shape must not change."""
     with torch.no_grad():

@@ -11,15 +11,14 @@ from attention_models import Net, example
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "structured"))
-from graph_helpers import fresh_reload_errors, prune_half  # noqa: E402
+from graph_helpers import fresh_reload_errors, prune_kind  # noqa: E402
 from structured_helpers import check_equivalence  # noqa: E402
 
 KINDS = ["talking", "xca", "stacked", "weighted", "query"]
 
 
 def _pruned(kind):
-    torch.manual_seed(0)
-    return prune_half(Net(kind).eval(), example(kind))
+    return prune_kind(Net, example, kind)
 
 
 def test_talking_heads_keep_the_heads_and_prune_the_head_dims():

@@ -16,13 +16,12 @@ from prunekit.structured import StructuredConfig, StructuredPruner, prune_channe
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "structured"))
-from graph_helpers import fresh_reload_errors, prune_half  # noqa: E402
+from graph_helpers import fresh_reload_errors, prune_kind  # noqa: E402
 from structured_helpers import kill_units  # noqa: E402
 
 
 def _pruned(kind):
-    torch.manual_seed(0)
-    return prune_half(Net(kind).eval(), example(kind))
+    return prune_kind(Net, example, kind)
 
 
 def test_one_channel_gates_stay_while_the_channels_they_scale_go():

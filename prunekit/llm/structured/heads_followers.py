@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from prunekit.llm.blocks import is_prunable_linear
+from prunekit.llm.structured.mixers import common_parent
 
 SHARED = -2      # an entry reached by more than one unit
 UNREACHED = -1   # an entry no unit reaches
@@ -244,15 +245,6 @@ def _readers(block: nn.Module, rec: dict, linears: list[str],
     return out
 
 
-def _common_parent(paths: list[str]) -> str:
-    parts = [p.split(".")[:-1] for p in paths]
-    common: list[str] = []
-    for level in zip(*parts):
-        if len(set(level)) != 1:
-            break
-        common.append(level[0])
-    return ".".join(common)
-
 
 def has_extra_tensors(block: nn.Module, layout: Any) -> bool:
     """True when the attention module holds tensors besides its q/k/v/o projections.
@@ -278,7 +270,7 @@ def with_followers(model: nn.Module, block: nn.Module, layout: Any) -> Any:
             att = dataclasses.replace(att, params={**att.params, **params}, rows={**att.rows, **rows})
     mlp = layout.mlp
     if mlp is not None:
-        region = _common_parent([mlp.inp, *mlp.outs])
+        region = common_parent([mlp.inp, *mlp.outs])
         skip = {mlp.inp, *mlp.outs} | ({att.module} if att is not None else set())
         if layout.experts is not None:
             skip |= {layout.experts.module, layout.experts.router}

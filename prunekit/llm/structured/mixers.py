@@ -142,7 +142,8 @@ def neuron_rows(rec: dict, inp: str, outs: list[str], size: int) -> dict[str, tu
     return result
 
 
-def _common_prefix(paths: list[str]) -> str:
+def common_parent(paths: list[str]) -> str:
+    """The deepest module path holding every one of ``paths`` (dotted parameter-owner names)."""
     parts = [p.split(".")[:-1] for p in paths]
     common: list[str] = []
     for names in zip(*parts):
@@ -159,7 +160,7 @@ def channels_used_elsewhere(block: nn.Module, linears: list[str], size: int, ski
     experts); norms are ignored. Such a parameter (a depthwise ``conv1d``, ``A_log``)
     means the channels feed more than an elementwise activation: a mixer.
     """
-    root = _common_prefix(linears)
+    root = common_parent(linears)
     parent = block.get_submodule(root) if root else block
     for name, module in parent.named_modules():
         full = f"{root}.{name}" if root and name else (name or root)
