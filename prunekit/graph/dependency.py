@@ -215,14 +215,14 @@ def _apply_width_ties(graph: DependencyGraph) -> None:
                     # size if the input keeps head_dim channels per head kept (one unit per
                     # head, num_heads updated as a stale size): kept_a * na = kept_b * D
                     r = Fraction(rec.dims[dkey].size) / na if graph.groups[b[0]].size == k else None
-                if r is not None and r.denominator == 1:
+                if r is None:  # units that are not one per head: the input keeps head_size
+                    tie = _whole_heads_tie(graph, src, rec.dims[dkey].size, a[0], b[0])
+                elif r.denominator == 1:
                     tie = (a[0], b[0], int(r))
-                elif r is not None and r.numerator == 1:
+                elif r.numerator == 1:
                     tie = (b[0], a[0], r.denominator)
                 else:  # e.g. units of 6 channels and heads of 32: 16 units per 3 heads
                     tie = (a[0], b[0], r)
-            elif whole and len(set(a)) == 1 and len(set(b)) == 1 and None not in b:
-                tie = _whole_heads_tie(graph, src, rec.dims[dkey].size, a[0], b[0])
             if tie is None:
                 frozen.update(x for x in a + b if x is not None)
                 why.update((x, f"width tie of {_call(rec)} has no whole-number ratio")
