@@ -97,6 +97,7 @@ class SizeRecorder(TorchFunctionMode):
         self.ctx, self.stack, self.modules = ctx, stack, modules
         self.counts: dict[str, int] = defaultdict(int)
         self._plausible: dict[tuple[str, ...], set[int]] = {}
+        self._fixed_sections: dict[str, set[int]] = defaultdict(set)  # sizes of fixed splits
         self._inputs: dict[int, tuple] = {}  # id(module) -> the inputs of its running forward
         self._hooks: list = []
 
@@ -168,9 +169,15 @@ class SizeRecorder(TorchFunctionMode):
         if any(isinstance(v, (tuple, list)) and list(v) == call.values for v in attrs.values()):
             return True
         # sections written from integer attributes (``[self.key_dim, self.key_dim,
-        # self.val_dim]``): every distinct size is one attribute's value
+        # self.val_dim]``): every distinct size is one attribute's value, and none of them
+        # also sizes a split of this module that cannot follow the cut (SHViT's
+        # ``split(x, [self.pdim, self.dim - self.pdim])``: updating ``pdim`` would break it)
         ints = [v for v in attrs.values() if is_int(v)]
-        return all(is_int(v) and ints.count(v) == 1 for v in set(call.values))
+        fixed = self._fixed_sections[self.stack[-1]]
+        if all(is_int(v) and ints.count(v) == 1 for v in set(call.values)) and not fixed & set(call.values):
+            return True
+        fixed.update(v for v in call.values if is_int(v))
+        return False
 
     def _record(self, name, args, kwargs, out) -> SizeRecord | None:
         call = parse_call(name, args, kwargs)
