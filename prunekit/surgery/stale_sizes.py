@@ -333,7 +333,11 @@ def update_stale_sizes(model: nn.Module, example_input: Any, records: dict,
     before: dict[tuple[str, str], Any] = {}
     failed: set[tuple[_Candidate, tuple]] = set()
     pending: dict[_Candidate, tuple] = {}  # applied last round -> the stale it should fix
-    for _ in range(MAX_ROUNDS):
+    # a replay may stop at the first stale call it cannot get past, so a model whose
+    # blocks each hold one stale size needs a round per block: rounds go on while they
+    # make progress, up to one per module with recorded sizes
+    rounds = max(MAX_ROUNDS, len({key[0] for key in records}) + 1)
+    for _ in range(rounds):
         stale, wrong = find_stale(model, example_input, records, expected)
         still = {_where(s) for s in stale}
         for cand, what in pending.items():
