@@ -8,7 +8,8 @@ memory limit; in it, from the same seeded random weights each time:
 * structured (``structured_prune``): heads 0.25, MLP 0.25, one layer, and experts 0.25
   where the model has routed experts. A variant counts only if it removed parameters.
   A variant the model has nothing of (heads in a pure Mamba / RWKV model, MLP neurons in
-  a model without MLPs) is reported as ``"n/a: <reason>"`` (``structured_prune``'s
+  a model without MLPs, a layer fewer where the model's class builds no model that shallow)
+  is reported as ``"n/a: <reason>"`` (``structured_prune``'s
   ``plan["not_applicable"]``): it is not a failure, but a family is structured-ok only
   if every applicable structured variant round-trips and at least one applies.
 
@@ -97,8 +98,9 @@ def run_family(family: str, out: Path) -> dict:
         try:
             m = build(family)
             plan = structured_prune(m, [{"input_ids": calib}], StructuredConfig(**kw))
-            if plan.get("not_applicable", {}).get(name):
-                result["variants"][name] = "n/a: " + plan["not_applicable"][name]
+            kind = next(iter(kw))  # not_applicable is keyed by the StructuredConfig field ("layers")
+            if plan.get("not_applicable", {}).get(kind):
+                result["variants"][name] = "n/a: " + plan["not_applicable"][kind]
                 continue
             after = sum(p.numel() for p in m.parameters())
             if after >= params:

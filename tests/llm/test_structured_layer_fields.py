@@ -125,3 +125,97 @@ def test_a_multimodal_model_edits_its_text_config(tmp_path):
     assert model.config.text_config.num_hidden_layers == 2
     _save(model, tmp_path)
     assert _reload_diff(tmp_path, plain=True) < 1e-5
+
+
+def tiny_smollm3(layers: int, interval: int, seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = transformers.SmolLM3Config(hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                                     num_key_value_heads=2, intermediate_size=48, vocab_size=64,
+                                     max_position_embeddings=64, no_rope_layer_interval=interval,
+                                     pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    return transformers.SmolLM3ForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("layers,interval,drop,kept", [(3, 2, 0, [0, 1]), (2, 4, 0, [1]), (2, 4, 1, [1])])
+def test_a_per_layer_flag_list_that_reads_as_indices_follows_the_kept_blocks(layers, interval, drop, kept, tmp_path):
+    model = tiny_smollm3(layers, interval)  # no_rope_layers: one 0/1 flag per layer, [1, 0, 1] or [1, 1]
+    flags = list(model.config.no_rope_layers)
+    assert kept == [f for i, f in enumerate(flags) if i != drop]
+    uses_rope = [b.self_attn.use_rope for i, b in enumerate(model.model.layers) if i != drop]
+    # read as layer indices, [1, 0, 1] without block 0 would become [0, 0]: rope lost on the last block
+    assert config_after_removal(model, [drop])["no_rope_layers"] == kept
+    remove_layers(model, [drop])
+    assert model.config.no_rope_layers == kept
+    assert [b.self_attn.use_rope for b in model.model.layers] == uses_rope
+    _save(model, tmp_path)
+    assert _reload_diff(tmp_path, plain=True) < 1e-5
+
+
+class _FirstBlockFlagged(transformers.LlamaForCausalLM):
+    """A Llama whose first block's attention is built with a flag no config field sets."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.model.layers[0].self_attn.first = True
+        for block in self.model.layers[1:]:
+            block.self_attn.first = False
+
+
+def test_a_block_attribute_no_config_field_explains_is_refused_not_reloaded_differently():
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                                   intermediate_size=48, vocab_size=64, max_position_embeddings=64)
+    model = _FirstBlockFlagged(cfg).eval()
+    # same parameters either way: only the attribute tells the rebuilt block 0 from the kept old block 1
+    assert config_after_removal(model, [0]) is None
+    with pytest.raises(UnsupportedOpError, match=r"remove_layers: removing model\.layers \[0\]"):
+        remove_layers(model, [0])
+    assert config_after_removal(model, [2]) == {"num_hidden_layers": 2}
+    assert removable_layers(model, [0, 2], 1) == [2]
+
+
+def test_layer_index_attributes_of_kept_blocks_are_renumbered():
+    torch.manual_seed(0)  # RwkvBlock, its attention and feed-forward keep the block index as layer_id
+    cfg = transformers.RwkvConfig(hidden_size=32, num_hidden_layers=3, vocab_size=64, intermediate_size=48,
+                                  attention_hidden_size=32, context_length=64, use_cache=False)
+    model = transformers.RwkvForCausalLM(cfg).eval()
+    remove_layers(model, [1])
+    assert [(b.layer_id, b.attention.layer_id, b.feed_forward.layer_id) for b in model.rwkv.blocks] == [
+        (0, 0, 0), (1, 1, 1)]
+
+
+def tiny_olmo_hybrid(layer_types: list[str], seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = transformers.OlmoHybridConfig(hidden_size=32, num_hidden_layers=len(layer_types), layer_types=layer_types,
+                                        num_attention_heads=4, num_key_value_heads=2, intermediate_size=48,
+                                        vocab_size=64, max_position_embeddings=64, linear_num_key_heads=4,
+                                        linear_num_value_heads=4, linear_key_head_dim=8, linear_value_head_dim=8,
+                                        pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    return transformers.AutoModelForCausalLM.from_config(cfg).eval()
+
+
+def test_a_depth_the_class_refuses_makes_layer_removal_not_applicable():
+    from prunekit.llm.structured import StructuredConfig, structured_prune
+    from prunekit.llm.structured.layer_fields import DepthNotBuildableError
+
+    model = tiny_olmo_hybrid(["linear_attention", "full_attention"])  # the validator wants one of each
+    with pytest.raises(DepthNotBuildableError, match=r"OlmoHybridConfig builds no model with 1 layer\(s\) "
+                                                     r"\(.*expects at least one"):
+        removable_layers(model, [0, 1], 1)
+    ids = {"input_ids": torch.randint(3, 64, (1, 8), generator=torch.Generator().manual_seed(1))}
+    before = sum(p.numel() for p in model.parameters())
+    plan = structured_prune(model, [ids], StructuredConfig(layers=1))
+    assert plan["layers"] == [] and "builds no model with 1 layer(s)" in plan["not_applicable"]["layers"]
+    assert sum(p.numel() for p in model.parameters()) == before and len(model.model.layers) == 2
+    # RWKV: transformers' initialisation divides by num_hidden_layers - 1, so no 1-layer RWKV exists
+    with pytest.raises(DepthNotBuildableError, match=r"RwkvConfig builds no model with 1 layer\(s\) "
+                                                     r"\(ZeroDivisionError"):
+        removable_layers(tiny_rwkv(), [1, 0], 1)
+
+
+def test_a_deeper_hybrid_drops_a_layer_and_its_layer_type_and_reloads(tmp_path):
+    model = tiny_olmo_hybrid(["linear_attention", "full_attention", "linear_attention", "full_attention"])
+    remove_layers(model, [2])
+    assert model.config.layer_types == ["linear_attention", "full_attention", "full_attention"]
+    _save(model, tmp_path)
+    assert _reload_diff(tmp_path, plain=True) < 1e-5

@@ -3,7 +3,10 @@
 Asking for heads on a pure Mamba model, or experts on a dense one, is not an error:
 ``structured_prune`` removes the kinds that apply and lists the others, with the reason,
 under ``plan["not_applicable"]`` (the CLI prints it; the families benchmark reports the
-variant as ``"n/a: <reason>"``). Removing whole layers applies to every model.
+variant as ``"n/a: <reason>"``). Removing whole layers applies to every model whose class
+can be built that much shallower; ``structured_prune`` lists ``layers`` only when the
+class itself refuses the smaller depth (its config validation or weight initialisation
+raises: :class:`~prunekit.llm.structured.layer_fields.DepthNotBuildableError`).
 
 Example:
     >>> # structured_prune(mamba, batches, StructuredConfig(heads=0.25))["not_applicable"]

@@ -9,10 +9,16 @@ encoder-decoder, the ``n_input_layers`` / ``n_output_layers`` split of a looped 
 Nothing is listed per family: :func:`config_after_removal` starts from the usual edit
 (per-layer lists filtered, ``num_hidden_layers`` lowered), then tries each candidate edit
 of the config's own fields and keeps those that bring a model built from the config on
-the meta device closer to the pruned model (same parameter names, same shapes where the
-unpruned model's matched) and pass the config's own validation (strict dataclass
-validators included). A removal no edit expresses returns None; :func:`removable_layers`
-then picks the next-best block instead.
+the meta device closer to the pruned model and pass the config's own validation (strict
+dataclass validators included). "Closer" compares what a reload would rebuild: parameter
+names and shapes (where the unpruned model's matched), each module's class, and each
+module's plain attributes set at construction (SmolLM3's ``use_rope`` from the 0/1 list
+``no_rope_layers``, a ``sliding_window``, a ``layer_type``), with the kept blocks'
+layer-index attributes renumbered (:func:`renumber_layer_indices`). A per-layer list that
+also reads as a list of layer indices (``no_rope_layers=[1, 1]``) is thus resolved by the
+modules it builds, not by its name. A removal no edit expresses exactly returns None;
+:func:`removable_layers` then picks the next-best block instead, and raises when none
+fits: a pruned model that a reload would rebuild differently is never produced.
 
 Example:
     >>> from transformers import LlamaConfig, LlamaForCausalLM
@@ -40,12 +46,17 @@ _COUNT_NAME = re.compile(r"layer|depth|block", re.IGNORECASE)
 _INDEX_NAME = re.compile(r"idx|indices|index|layers$", re.IGNORECASE)
 _PATTERN_NAME = re.compile(r"period|offset|freq|interval|first|start|every|step|dense|sparse|replace",
                            re.IGNORECASE)
+_LAYER_INDEX_ATTR = re.compile(r"^(layer|block)_?(idx|id|index|number|num)$")
 _INVALID = 1 << 30
 _MAX_VALUES = 16  # periodic patterns: offsets and periods tried below this
+_PLAIN = (bool, int, float, str, type(None))
+_ABSENT = object()
 
 
-def meta_shapes(model: nn.Module, config: Any, init: bool = False) -> dict[str, tuple[int, ...]] | None:
-    """Parameter shapes of ``type(model)(config)`` built on the meta device; None if it fails.
+def meta_build(model: nn.Module, config: Any, init: bool = False, errors: list[str] | None = None
+               ) -> nn.Module | None:
+    """``type(model)(config)`` built on the meta device; None if the config or the class refuses
+    (the refusal, one line, is appended to ``errors`` when given).
 
     The config is first round-tripped through ``from_dict`` (what ``from_pretrained``
     validates), so a config the class rejects is None too. With ``init`` the model's
@@ -58,9 +69,94 @@ def meta_shapes(model: nn.Module, config: Any, init: bool = False) -> dict[str, 
             fresh = type(model)(config)
             if init and hasattr(fresh, "initialize_weights"):
                 fresh.initialize_weights()
-    except Exception:  # a config the class rejects is simply not a candidate
+    except Exception as e:  # a config the class rejects is simply not a candidate
+        if errors is not None:
+            errors.append(" ".join(f"{type(e).__name__}: {e}".split())[:240])
         return None
-    return {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
+    return fresh
+
+
+def meta_shapes(model: nn.Module, config: Any, init: bool = False) -> dict[str, tuple[int, ...]] | None:
+    """Parameter shapes of ``type(model)(config)`` built on the meta device; None if it fails
+    (:func:`meta_build`)."""
+    fresh = meta_build(model, config, init)
+    return None if fresh is None else {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
+
+
+def _plain(value: Any) -> Any:
+    """A construction-time attribute value made comparable, or ``...`` for one not compared
+    (modules, tensors, callables, configs)."""
+    if isinstance(value, float) and value != value:
+        return "nan"
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, _PLAIN) for v in value):
+        return tuple(value)
+    return ...
+
+
+def module_attributes(model: nn.Module) -> dict[str, Any]:
+    """Every module's class and plain public attributes, keyed ``"<module path>.#<attribute>"``.
+
+    These are what a module fixes when it is built (``use_rope``, ``sliding_window``,
+    ``layer_idx``, ``is_causal``); two models with equal parameters but different values
+    here compute different functions.
+
+    Example:
+        >>> m = nn.Sequential(nn.Dropout(0.25))
+        >>> module_attributes(m)["0.#p"], module_attributes(m)["0.#class"]
+        (0.25, 'Dropout')
+    """
+    out: dict[str, Any] = {}
+    for name, module in model.named_modules():
+        prefix = f"{name}.#" if name else "#"
+        out[prefix + "class"] = type(module).__name__
+        for attr, value in vars(module).items():
+            if attr.startswith("_") or attr == "training":
+                continue
+            plain = _plain(value)
+            if plain is not ...:
+                out[prefix + attr] = plain
+    return out
+
+
+def renumber_layer_indices(block: nn.Module, old: int, new: int) -> None:
+    """Set every layer-index attribute of ``block`` and its modules (``layer_idx``,
+    ``layer_id``, ``block_idx``, ``layer_number``) that holds ``old`` to ``new``, in place.
+
+    Example:
+        >>> b = nn.Linear(2, 2); b.layer_idx = 3
+        >>> renumber_layer_indices(b, 3, 1); b.layer_idx
+        1
+    """
+    for module in block.modules():
+        for attr, value in list(vars(module).items()):
+            if _LAYER_INDEX_ATTR.match(attr) and type(value) is int and value == old:
+                setattr(module, attr, new)
+
+
+def _renumbered_attributes(attrs: dict[str, Any], path: str, drop: list[int]) -> dict[str, Any]:
+    """:func:`module_attributes` as they are after removing blocks ``drop`` of ``path``: kept
+    blocks renumbered, their layer-index attributes holding the new index."""
+    gone = set(drop)
+    prefix = path + "."
+    out: dict[str, Any] = {}
+    for key, value in attrs.items():
+        if not key.startswith(prefix):
+            out[key] = value
+            continue
+        index, _, rest = key[len(prefix):].partition(".")
+        if not index.isdigit():
+            out[key] = value
+            continue
+        old = int(index)
+        if old in gone:
+            continue
+        new = old - sum(d < old for d in gone)
+        if _LAYER_INDEX_ATTR.match(rest.rpartition("#")[2]) and type(value) is int and value == old:
+            value = new
+        out[f"{prefix}{new}.{rest}"] = value
+    return out
 
 
 def renumbered(state: dict[str, tuple[int, ...]], path: str, drop: list[int]) -> dict[str, tuple[int, ...]]:
@@ -86,12 +182,33 @@ def renumbered(state: dict[str, tuple[int, ...]], path: str, drop: list[int]) ->
     return out
 
 
-def _score(model: nn.Module, config: Any, want: dict, ignore: set[str]) -> int:
-    got = meta_shapes(model, config)
-    if got is None:
-        return _INVALID
-    return sum(1 for k in want.keys() | got.keys()
-               if (k not in want or k not in got) or (want[k] != got[k] and k not in ignore))
+def _mismatched(want: dict[str, Any], got: dict[str, Any], ignore: set[str]) -> list[str]:
+    return sorted(k for k in want.keys() | got.keys()
+                  if (k not in want or k not in got) or (want[k] != got[k] and k not in ignore))
+
+
+def _mismatches(want: dict[str, Any], got: dict[str, Any], ignore: set[str]) -> int:
+    return len(_mismatched(want, got, ignore))
+
+
+def _differences(model: nn.Module, config: Any, want: dict, ignore: set[str], want_attrs: dict[str, Any],
+                 ignore_attrs: set[str]) -> list[str] | None:
+    """Where ``type(model)(config)`` differs from the pruned model (parameters missing, extra
+    or of another shape, then module classes and construction-time attributes); None if the
+    class refuses the config."""
+    fresh = meta_build(model, config)
+    if fresh is None:
+        return None
+    got = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
+    got_attrs = {k: v for k, v in module_attributes(fresh).items() if k not in ignore_attrs}
+    return _mismatched(want, got, ignore) + _mismatched(want_attrs, got_attrs, set())
+
+
+def _score(model: nn.Module, config: Any, want: dict, ignore: set[str], want_attrs: dict[str, Any],
+           ignore_attrs: set[str]) -> int:
+    """How far ``type(model)(config)`` is from the pruned model (:func:`_differences`)."""
+    found = _differences(model, config, want, ignore, want_attrs, ignore_attrs)
+    return _INVALID if found is None else len(found)
 
 
 def _keep(seq: Any, drop: set[int]) -> Any:
@@ -109,17 +226,22 @@ def _indices(name: str, value: Any, n: int, gone: set[int]) -> list[int] | None:
 
 
 def _base(original: dict[str, Any], n: int, gone: set[int]) -> dict[str, Any]:
-    """The usual edit: index lists renumbered, per-layer lists filtered, the layer count lowered."""
+    """The usual edit: per-layer lists filtered, index lists renumbered, the layer count lowered.
+
+    A list with one entry per layer is filtered even when its name and values also read as
+    layer indices (SmolLM3's 0/1 flags ``no_rope_layers=[1, 1]``); where the other reading
+    is the right one, the search in :func:`config_after_removal` finds it.
+    """
     out: dict[str, Any] = {}
     for name, value in original.items():
         if name == LAYER_SHAPES_FIELD:
             continue
         renamed = _indices(name, value, n, gone)
-        if renamed is not None:
-            out[name] = renamed
-        elif isinstance(value, (list, tuple)) and len(value) == n or \
+        if isinstance(value, (list, tuple)) and len(value) == n or \
                 isinstance(value, str) and len(value) == n and "pattern" in name.lower():
             out[name] = _keep(value, gone)
+        elif renamed is not None:
+            out[name] = renamed
     out["num_hidden_layers"] = n - len(gone)
     return out
 
@@ -152,6 +274,16 @@ def layer_config(config: Any) -> Any:
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
+class DepthNotBuildableError(UnsupportedOpError):
+    """The model's class builds no model with that many layers (its config validation or its
+    weight initialisation refuses the depth), so no block removal of that size applies.
+    ``reason`` says which class refused, and how."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def config_after_removal(model: nn.Module, drop: list[int]) -> dict[str, Any] | None:
     """The config fields to change when blocks ``drop`` are removed; None if none fit.
 
@@ -159,19 +291,34 @@ def config_after_removal(model: nn.Module, drop: list[int]) -> dict[str, Any] | 
     model). When the class cannot be built from its own config on the meta device, the usual
     edit (per-layer lists filtered, ``num_hidden_layers``) is returned unchecked.
     """
+    return _fit(model, drop)[0]
+
+
+def _fit(model: nn.Module, drop: list[int]) -> tuple[dict[str, Any] | None, str | None, list[str]]:
+    """:func:`config_after_removal`, and when it is None, why: the class's refusal of the
+    closest config found (its validation or initialisation error), else ``None`` and where
+    the model that config builds differs from the pruned one (parameter and attribute keys)."""
     path, blocks = find_blocks(model)
     n = len(blocks)
     config = model.config
     state = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    before = meta_shapes(model, config)
-    init = before is not None and meta_shapes(model, config, init=True) is not None  # init checkable
+    fresh = meta_build(model, config)
+    init = fresh is not None and meta_build(model, config, init=True) is not None  # init checkable
     own = layer_config(config)
     original = {k: getattr(own, k) for k in own.to_dict() if hasattr(own, k)}  # the live values
     base = _base(original, n, set(drop))
-    if before is None:
-        return base
+    if fresh is None:
+        return base, None, []
+    before = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
     ignore = set(renumbered({k: s for k, s in state.items() if before.get(k, s) != s}, path, drop))
     want = renumbered(state, path, drop)
+    # attributes the live model already does not share with its own rebuild (widths set by an
+    # earlier pruning step, flags a forward pass sets) say nothing about the config edit
+    live, rebuilt = module_attributes(model), module_attributes(fresh)
+    ignore_attrs = set(_renumbered_attributes({k: None for k in live.keys() | rebuilt.keys()
+                                               if live.get(k, _ABSENT) != rebuilt.get(k, _ABSENT)}, path, drop))
+    want_attrs = {k: v for k, v in _renumbered_attributes(
+        {k: v for k, v in live.items() if k in rebuilt}, path, drop).items() if k not in ignore_attrs}
     trial = copy.deepcopy(config)
     changes: dict[str, Any] = {}
 
@@ -184,13 +331,13 @@ def config_after_removal(model: nn.Module, drop: list[int]) -> dict[str, Any] | 
 
     for name, value in base.items():
         put(name, value)
-    best = _score(model, trial, want, ignore)
+    best = _score(model, trial, want, ignore, want_attrs, ignore_attrs)
     if best == _INVALID:  # undo cuts of lists that only look per-layer (Falcon-H1's [min, max] pairs)
         cuts = dict(changes)
         for name, value in base.items():
             if isinstance(value, (list, tuple, str)) and name in original and original[name] != value:
                 put(name, original[name])
-                score = _score(model, trial, want, ignore)
+                score = _score(model, trial, want, ignore, want_attrs, ignore_attrs)
                 if score <= best:  # a tie while invalid: another cut may be the one to undo
                     best = score
                 else:
@@ -210,37 +357,76 @@ def config_after_removal(model: nn.Module, drop: list[int]) -> dict[str, Any] | 
                 if value == current:
                     continue
                 put(name, value)
-                score = _score(model, trial, want, ignore)
+                score = _score(model, trial, want, ignore, want_attrs, ignore_attrs)
                 if score < best:
                     best, current, improved = score, value, True
                     break
                 put(name, current)
         if not improved:
             break
-    if best != 0 or (init and meta_shapes(model, trial, init=True) is None):  # initialisation checked once
-        return None
-    return {k: v for k, v in changes.items() if original.get(k, getattr(own, k, None)) != v}
+    errors: list[str] = []
+    if best == _INVALID or meta_build(model, trial, init=init, errors=errors) is None:
+        if not errors:
+            meta_build(model, trial, init=init, errors=errors)
+        return None, errors[0] if errors else None, []  # the class refuses every config tried
+    if best != 0:
+        return None, None, _differences(model, trial, want, ignore, want_attrs, ignore_attrs) or []
+    return {k: v for k, v in changes.items() if original.get(k, getattr(own, k, None)) != v}, None, []
+
+
+def _where(keys: list[str], shown: int = 4) -> str:
+    """Parameter / attribute keys summarised by module, up to the first block index, with counts.
+
+    Example:
+        >>> _where(["m.h.1.w", "m.h.1.b", "m.g.0.#use_rope", "lm_head.weight"])
+        'm.h.1 (2), m.g.0 (1), lm_head.weight (1)'
+    """
+    groups: dict[str, int] = {}
+    for key in keys:
+        parts = key.split(".")
+        cut = next((i + 1 for i, part in enumerate(parts) if part.isdigit()), len(parts))
+        group = ".".join(parts[:cut])
+        groups[group] = groups.get(group, 0) + 1
+    ranked = sorted(groups.items(), key=lambda kv: -kv[1])
+    more = f", {len(ranked) - shown} more" if len(ranked) > shown else ""
+    return ", ".join(f"{g} ({c})" for g, c in ranked[:shown]) + more
 
 
 def removable_layers(model: nn.Module, order: list[int], count: int) -> list[int]:
     """The first ``count`` blocks of ``order`` whose removal, together, the config can express.
 
     Raises:
-        UnsupportedOpError: when fewer than ``count`` such blocks exist.
+        DepthNotBuildableError: when every removal tried gives a depth the model's class itself
+            refuses to build (OLMo-Hybrid needs one layer of each kind, RWKV's initialisation
+            divides by ``num_hidden_layers - 1``): layer removal does not apply to this model.
+        UnsupportedOpError: when fewer than ``count`` removable blocks exist otherwise.
     """
     path, blocks = find_blocks(model)
     chosen: list[int] = []
     refused: list[int] = []
+    reasons: list[tuple[int, str | None]] = []  # (depth after the removal tried, the class's refusal)
+    differs: list[str] = []  # where the closest rebuild of the first refused removal differs
     for i in order:
         if len(chosen) == count:
             break
         trial = sorted(chosen + [int(i)])
-        if len(trial) < len(blocks) and config_after_removal(model, trial) is not None:
+        updates, reason, where = _fit(model, trial) if len(trial) < len(blocks) else (None, None, [])
+        if updates is not None:
             chosen = trial
         else:
             refused.append(int(i))
+            reasons.append((len(blocks) - len(trial), reason))
+            differs = differs or where
     if len(chosen) < count:
+        name = type(layer_config(model.config)).__name__
+        if reasons and all(r is not None for _, r in reasons):
+            depth, reason = reasons[0]
+            why = f"{name} builds no model with {depth} layer(s) ({reason})"
+            raise DepthNotBuildableError(f"{path}: cannot remove {count} block(s): {why}", why)
+        where = (f"; the closest config found builds a model with {len(differs)} difference(s), in "
+                 f"{_where(differs)}") if differs else ""
         raise UnsupportedOpError(
             f"{path}: cannot remove {count} block(s): removing {refused[:5]} gives a model that its "
-            f"config ({type(model.config).__name__}) cannot rebuild (no per-layer field explains the change)")
+            f"config ({type(model.config).__name__}) cannot rebuild (no per-layer field explains the "
+            f"change{where})")
     return chosen

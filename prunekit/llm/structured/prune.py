@@ -23,7 +23,7 @@ from prunekit.llm.sequential import block_output
 from prunekit.llm.structured.applicability import not_applicable
 from prunekit.llm.structured.experts import expert_statistics, remove_experts, shrink_expert_neurons
 from prunekit.llm.structured.importance import block_influence, column_scores, expert_neuron_scores
-from prunekit.llm.structured.layer_fields import removable_layers
+from prunekit.llm.structured.layer_fields import DepthNotBuildableError, removable_layers
 from prunekit.llm.structured.shapes import sync_config
 from prunekit.llm.structured.surgery import block_layouts, prune_heads, prune_mlp_neurons, remove_layers
 
@@ -182,7 +182,9 @@ def structured_prune(
         in a dense one) is not an error: it is listed in ``not_applicable`` and the other
         kinds are still removed (:func:`~prunekit.llm.structured.applicability.not_applicable`).
         Layers are the lowest-influence blocks among those whose removal the config can
-        express (:func:`~prunekit.llm.structured.layer_fields.removable_layers`).
+        express (:func:`~prunekit.llm.structured.layer_fields.removable_layers`); when the
+        model's class builds no model with that many fewer layers (a 2-layer OLMo-Hybrid
+        needs one layer of each kind), ``not_applicable["layers"]`` gives the class's reason.
     """
     scores = collect_structured_scores(model, batches)
     layouts = scores["layouts"]
@@ -199,7 +201,10 @@ def structured_prune(
         if not batches:
             raise ConfigError("removing whole layers needs calibration batches (block influence)")
         order = torch.argsort(torch.stack(scores["blocks"])).tolist()
-        plan["layers"] = removable_layers(model, order, config.layers)
+        try:
+            plan["layers"] = removable_layers(model, order, config.layers)
+        except DepthNotBuildableError as e:  # the class has no model that much shallower
+            plan["not_applicable"]["layers"] = e.reason
     if any(plan["heads"].values()):
         prune_heads(model, plan["heads"], sync=False)
     if any(plan["mlp"].values()):

@@ -25,7 +25,7 @@ from torch import nn
 from prunekit.errors import ModelError, UnsupportedOpError
 from prunekit.llm.blocks import _is_conv1d, find_blocks
 from prunekit.llm.structured.heads_check import checked_apply
-from prunekit.llm.structured.layer_fields import config_after_removal, layer_config
+from prunekit.llm.structured.layer_fields import config_after_removal, layer_config, renumber_layer_indices
 from prunekit.llm.structured.layout import Layout, keep_indices
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
 
@@ -204,10 +204,9 @@ def remove_layers(model: nn.Module, layers: Iterable[int], *, sync: bool = True)
     parent_path, _, attr = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     setattr(parent, attr, nn.ModuleList(keep))
-    for new_index, block in enumerate(keep):
-        for module in block.modules():
-            if hasattr(module, "layer_idx") and isinstance(module.layer_idx, int):
-                module.layer_idx = new_index
+    kept_old = [i for i in range(len(blocks)) if i not in set(drop)]
+    for new_index, (old_index, block) in enumerate(zip(kept_old, keep)):
+        renumber_layer_indices(block, old_index, new_index)  # layer_idx, RWKV's layer_id, ...
     config = model.config
     for name, value in updates.items():  # layer counts, per-layer lists and patterns (layer_fields.py)
         try:
