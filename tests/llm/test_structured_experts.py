@@ -134,3 +134,52 @@ def test_moe_round_trip_in_a_fresh_process(family, scope, tmp_path):
     save_tensors({"logits": main_output(model, IDS).contiguous(), "input_ids": IDS["input_ids"]},
                  tmp_path / "expected.safetensors")
     assert _reload_diff(tmp_path, plain=uniform) < 1e-5
+
+
+def tiny_llama4(seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = transformers.Llama4TextConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                        num_key_value_heads=2, head_dim=16, intermediate_size=48,
+                                        intermediate_size_mlp=96, num_local_experts=8, num_experts_per_tok=2,
+                                        vocab_size=128, max_position_embeddings=64, pad_token_id=0,
+                                        bos_token_id=1, eos_token_id=2)
+    return transformers.AutoModelForCausalLM.from_config(cfg).eval()
+
+
+def test_stacked_experts_of_llama4_are_scored_by_their_slice_of_the_output():
+    from prunekit.llm.structured.experts import stacked_contribution
+
+    x = torch.cat([torch.ones(2, 3), torch.zeros(2, 3), 2 * torch.ones(2, 3)])  # 3 experts x 2 tokens
+    assert stacked_contribution(x, x, 3).tolist() == pytest.approx([2 * 3 ** 0.5, 0.0, 4 * 3 ** 0.5])
+    assert stacked_contribution(torch.ones(5, 3), torch.ones(5, 3), 3) is None  # rows not split by expert
+    model = tiny_llama4()
+    stats = expert_statistics(model, [IDS])
+    assert sorted(stats) == [0, 1] and stats[0]["frequency"].sum() == 2 * 32  # top-2 of 32 tokens
+    chosen = stats[0]["frequency"] > 0
+    assert bool((stats[0]["contribution"][chosen] > 0).all()) and bool((stats[0]["contribution"][~chosen] == 0).all())
+
+
+def test_llama4_expert_removal_updates_router_rows_and_counts_and_reloads(tmp_path):
+    from prunekit.io import save_tensors
+
+    model = tiny_llama4()
+    moe = model.model.layers[0].feed_forward
+    plan = structured_prune(model, [IDS], StructuredConfig(experts=0.25))
+    assert plan["experts_before"] == {0: 8, 1: 8} and plan["experts_after"] == {0: 6, 1: 6}
+    assert moe.experts.gate_up_proj.shape[0] == moe.router.weight.shape[0] == moe.num_experts == 6
+    assert moe.router.num_experts == moe.experts.num_experts == model.config.num_local_experts == 6
+    save_pretrained_model(model, tmp_path)
+    save_tensors({"logits": main_output(model, IDS).contiguous(), "input_ids": IDS["input_ids"]},
+                 tmp_path / "expected.safetensors")
+    assert _reload_diff(tmp_path, plain=True) < 1e-5
+
+
+def test_removing_a_never_routed_llama4_expert_keeps_logits():
+    model = tiny_llama4()
+    _never_route(model, 5)
+    stats = expert_statistics(model, [IDS])
+    assert stats[0]["frequency"][5] == 0 and stats[1]["contribution"][5] == 0
+    before = main_output(model, IDS)
+    remove_experts(model, {0: [5], 1: [5]})
+    assert model.config.num_local_experts == 7
+    assert (main_output(model, IDS) - before).abs().max() < 1e-5

@@ -9,8 +9,10 @@ found by those shapes, not by names (:func:`find_experts`).
   forwards and returns, per expert, how often it is in the top-k (``frequency``), the
   routing weight it receives (``mass``) and the norm of the weighted output it adds to
   the residual stream (``contribution``, computed by the experts module's own forward on
-  that expert's tokens). Experts are ranked by ``contribution``, which is zero for an
-  expert the router never picks.
+  that expert's tokens; for experts modules that take every expert's rows stacked in one
+  tensor, as Llama 4's, the norms of each expert's slice of the output:
+  :func:`stacked_contribution`). Experts are ranked by ``contribution``, which is zero for
+  an expert the router never picks.
 * :func:`remove_experts` keeps the other experts' slices of every expert-indexed tensor
   and the router's rows, and updates the ``num_experts`` attributes (the config through
   :func:`~prunekit.llm.structured.surgery.sync_config`).
@@ -85,6 +87,34 @@ def _router_choice(out: Any, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return index, weights
 
 
+def stacked_contribution(inputs: Any, out: Any, n: int) -> torch.Tensor | None:
+    """Per-expert output norms of an experts module that runs every expert on its own slice of
+    rows (Llama 4: ``[n * tokens, hidden]`` in, already scaled by the router, the same out);
+    None when the call is not of that form.
+
+    Each slice is what the expert adds to the residual stream (a token the router did not
+    pick comes in as zeros), so the summed row norms are that expert's contribution.
+
+    Example:
+        >>> x = torch.cat([torch.ones(3, 4), torch.zeros(3, 4)])  # expert 1 got no tokens
+        >>> stacked_contribution(x, 2 * x, 2).tolist()
+        [12.0, 0.0]
+    """
+    out = out[0] if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor) else out
+    if not (isinstance(inputs, torch.Tensor) and isinstance(out, torch.Tensor)) or inputs.dim() < 2:
+        return None
+    rows = inputs.reshape(-1, inputs.shape[-1]).shape[0]
+    if rows % n or out.numel() % rows or out.reshape(rows, -1).shape[0] != rows:
+        return None
+    per_expert = out.reshape(n, rows // n, -1).detach().double()
+    return per_expert.norm(dim=-1).sum(dim=1).cpu()
+
+
+def _shapes(args: tuple, kwargs: dict) -> str:
+    items = [*args, *kwargs.values()]
+    return ", ".join(str(tuple(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__ for t in items)
+
+
 def expert_statistics(model: nn.Module, batches: Iterable[dict[str, Any]]) -> dict[int, dict[str, torch.Tensor]]:
     """Per MoE block index: ``frequency``, ``mass`` and ``contribution`` per expert."""
     from prunekit.llm.blocks import find_blocks
@@ -106,11 +136,18 @@ def expert_statistics(model: nn.Module, batches: Iterable[dict[str, Any]]) -> di
             s["frequency"] += torch.bincount(index.flatten(), minlength=len(s["frequency"])).double()
             s["mass"].index_add_(0, index.flatten(), weights.detach().double().flatten())
 
-        def on_experts(module, args, kwargs, _out, _i=i):
+        def on_experts(module, args, kwargs, out, _i=i, _n=lay.n_experts):
             hidden_states, index, weights = (list(args) + [kwargs.get(k) for k in
                                              ("top_k_index", "top_k_weights")])[:3]
             if index is None or weights is None:
-                raise UnsupportedOpError(f"{type(module).__name__}: expected (hidden, top_k_index, top_k_weights)")
+                stacked = stacked_contribution(hidden_states, out, _n)
+                if stacked is None:
+                    raise UnsupportedOpError(
+                        f"{type(module).__name__}: expected (hidden, top_k_index, top_k_weights), or one "
+                        f"input whose rows are stacked by expert ([{_n} * tokens, hidden]) with an output "
+                        f"stacked the same way; got {_shapes(args, kwargs)}")
+                stats[_i]["contribution"] += stacked
+                return
             h = hidden_states.reshape(-1, hidden_states.shape[-1])
             index, weights = index.reshape(h.shape[0], -1), weights.reshape(h.shape[0], -1)
             for e in index.unique().tolist():
