@@ -219,3 +219,20 @@ def test_a_deeper_hybrid_drops_a_layer_and_its_layer_type_and_reloads(tmp_path):
     assert model.config.layer_types == ["linear_attention", "full_attention", "full_attention"]
     _save(model, tmp_path)
     assert _reload_diff(tmp_path, plain=True) < 1e-5
+
+
+def test_attributes_outside_the_blocks_follow_the_edited_config(tmp_path):
+    torch.manual_seed(0)
+    cfg = transformers.BeamConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                  head_dim=8, intermediate_size=48, vocab_size=64, max_position_embeddings=64,
+                                  layer_types=["sliding_attention", "full_attention"],
+                                  mlp_layer_types=["dense", "dense"], sliding_window=4,
+                                  pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    # the rotary module keeps the sorted set of layer types: a reload of one sliding layer has one
+    assert model.model.rotary_emb.layer_types == ["full_attention", "sliding_attention"]
+    remove_layers(model, [1])
+    assert model.config.layer_types == ["sliding_attention"]
+    assert model.model.rotary_emb.layer_types == ["sliding_attention"]
+    _save(model, tmp_path)
+    assert _reload_diff(tmp_path, plain=True) < 1e-5

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import dataclass
 from collections.abc import Iterator
 from typing import Any
 
@@ -135,6 +136,33 @@ def renumber_layer_indices(block: nn.Module, old: int, new: int) -> None:
                 setattr(module, attr, new)
 
 
+def adopt_config_attributes(model: nn.Module, before: nn.Module | None, path: str) -> list[str]:
+    """Outside the block list at ``path``, set each plain attribute that ``model`` still shares
+    with ``before`` (a meta build of its config before the edit) to the value a build of its
+    edited config gives, in place; returns the ``module.attribute`` names changed.
+
+    Such attributes derive from the config (Beam's rotary ``layer_types``, the set of layer
+    types present), so after blocks are removed they take the value a reload would build.
+    Attributes the model no longer shares with ``before`` (set by pruning or a forward
+    pass) are left alone.
+    """
+    after = meta_build(model, model.config)
+    if before is None or after is None:
+        return []
+    old, new = module_attributes(before), module_attributes(after)
+    live = dict(model.named_modules())
+    fresh = dict(after.named_modules())
+    changed = []
+    for key, value in module_attributes(model).items():
+        name, _, attr = key.rpartition("#")
+        name = name[:-1] if name.endswith(".") else name
+        if key.startswith(path + ".") or attr == "class" or key not in new or new[key] == value or old.get(key) != value:
+            continue
+        setattr(live[name], attr, copy.deepcopy(getattr(fresh[name], attr)))
+        changed.append(f"{name}.{attr}")
+    return changed
+
+
 def _renumbered_attributes(attrs: dict[str, Any], path: str, drop: list[int]) -> dict[str, Any]:
     """:func:`module_attributes` as they are after removing blocks ``drop`` of ``path``: kept
     blocks renumbered, their layer-index attributes holding the new index."""
@@ -191,23 +219,36 @@ def _mismatches(want: dict[str, Any], got: dict[str, Any], ignore: set[str]) -> 
     return len(_mismatched(want, got, ignore))
 
 
-def _differences(model: nn.Module, config: Any, want: dict, ignore: set[str], want_attrs: dict[str, Any],
-                 ignore_attrs: set[str]) -> list[str] | None:
+@dataclass(frozen=True)
+class _Target:
+    """What a rebuild of the pruned model must match: parameter shapes (``ignore``: widths
+    pruned before) and the construction-time attributes of the modules inside the block
+    list (``blocks``: its path with a trailing dot). Attributes outside the blocks follow the
+    config (:func:`adopt_config_attributes`), so they are not compared."""
+
+    shapes: dict[str, tuple[int, ...]]
+    ignore: set[str]
+    attrs: dict[str, Any]
+    ignore_attrs: set[str]
+    blocks: str
+
+
+def _differences(model: nn.Module, config: Any, target: _Target) -> list[str] | None:
     """Where ``type(model)(config)`` differs from the pruned model (parameters missing, extra
-    or of another shape, then module classes and construction-time attributes); None if the
-    class refuses the config."""
+    or of another shape, then module classes and construction-time attributes in the
+    blocks); None if the class refuses the config."""
     fresh = meta_build(model, config)
     if fresh is None:
         return None
     got = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
-    got_attrs = {k: v for k, v in module_attributes(fresh).items() if k not in ignore_attrs}
-    return _mismatched(want, got, ignore) + _mismatched(want_attrs, got_attrs, set())
+    got_attrs = {k: v for k, v in module_attributes(fresh).items()
+                 if k.startswith(target.blocks) and k not in target.ignore_attrs}
+    return _mismatched(target.shapes, got, target.ignore) + _mismatched(target.attrs, got_attrs, set())
 
 
-def _score(model: nn.Module, config: Any, want: dict, ignore: set[str], want_attrs: dict[str, Any],
-           ignore_attrs: set[str]) -> int:
+def _score(model: nn.Module, config: Any, target: _Target) -> int:
     """How far ``type(model)(config)`` is from the pruned model (:func:`_differences`)."""
-    found = _differences(model, config, want, ignore, want_attrs, ignore_attrs)
+    found = _differences(model, config, target)
     return _INVALID if found is None else len(found)
 
 
@@ -318,7 +359,9 @@ def _fit(model: nn.Module, drop: list[int]) -> tuple[dict[str, Any] | None, str 
     ignore_attrs = set(_renumbered_attributes({k: None for k in live.keys() | rebuilt.keys()
                                                if live.get(k, _ABSENT) != rebuilt.get(k, _ABSENT)}, path, drop))
     want_attrs = {k: v for k, v in _renumbered_attributes(
-        {k: v for k, v in live.items() if k in rebuilt}, path, drop).items() if k not in ignore_attrs}
+        {k: v for k, v in live.items() if k in rebuilt and k.startswith(path + ".")}, path, drop).items()
+        if k not in ignore_attrs}
+    target = _Target(want, ignore, want_attrs, ignore_attrs, path + ".")
     trial = copy.deepcopy(config)
     changes: dict[str, Any] = {}
 
@@ -331,13 +374,13 @@ def _fit(model: nn.Module, drop: list[int]) -> tuple[dict[str, Any] | None, str 
 
     for name, value in base.items():
         put(name, value)
-    best = _score(model, trial, want, ignore, want_attrs, ignore_attrs)
+    best = _score(model, trial, target)
     if best == _INVALID:  # undo cuts of lists that only look per-layer (Falcon-H1's [min, max] pairs)
         cuts = dict(changes)
         for name, value in base.items():
             if isinstance(value, (list, tuple, str)) and name in original and original[name] != value:
                 put(name, original[name])
-                score = _score(model, trial, want, ignore, want_attrs, ignore_attrs)
+                score = _score(model, trial, target)
                 if score <= best:  # a tie while invalid: another cut may be the one to undo
                     best = score
                 else:
@@ -357,7 +400,7 @@ def _fit(model: nn.Module, drop: list[int]) -> tuple[dict[str, Any] | None, str 
                 if value == current:
                     continue
                 put(name, value)
-                score = _score(model, trial, want, ignore, want_attrs, ignore_attrs)
+                score = _score(model, trial, target)
                 if score < best:
                     best, current, improved = score, value, True
                     break
@@ -370,7 +413,7 @@ def _fit(model: nn.Module, drop: list[int]) -> tuple[dict[str, Any] | None, str 
             meta_build(model, trial, init=init, errors=errors)
         return None, errors[0] if errors else None, []  # the class refuses every config tried
     if best != 0:
-        return None, None, _differences(model, trial, want, ignore, want_attrs, ignore_attrs) or []
+        return None, None, _differences(model, trial, target) or []
     return {k: v for k, v in changes.items() if original.get(k, getattr(own, k, None)) != v}, None, []
 
 

@@ -25,7 +25,13 @@ from torch import nn
 from prunekit.errors import ModelError, UnsupportedOpError
 from prunekit.llm.blocks import _is_conv1d, find_blocks
 from prunekit.llm.structured.heads_check import checked_apply
-from prunekit.llm.structured.layer_fields import config_after_removal, layer_config, renumber_layer_indices
+from prunekit.llm.structured.layer_fields import (
+    adopt_config_attributes,
+    config_after_removal,
+    layer_config,
+    meta_build,
+    renumber_layer_indices,
+)
 from prunekit.llm.structured.layout import Layout, keep_indices
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
 
@@ -200,6 +206,7 @@ def remove_layers(model: nn.Module, layers: Iterable[int], *, sync: bool = True)
             f"remove_layers: removing {path} {drop} gives a model that {type(model.config).__name__} cannot "
             "rebuild (no per-layer config field explains the change, e.g. a first block built differently); "
             "remove other blocks")
+    before = meta_build(model, model.config)  # what the config builds now, for adopt_config_attributes
     keep = [b for i, b in enumerate(blocks) if i not in set(drop)]
     parent_path, _, attr = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
@@ -213,6 +220,7 @@ def remove_layers(model: nn.Module, layers: Iterable[int], *, sync: bool = True)
             setattr(layer_config(config), name, value)
         except Exception:  # a count the config derives from a per-layer list (checked in layer_fields)
             pass
+    adopt_config_attributes(model, before, path)  # outside the blocks: what a reload builds
     shapes = getattr(config, LAYER_SHAPES_FIELD, None)
     if shapes and len(shapes) == len(blocks):
         setattr(config, LAYER_SHAPES_FIELD, [s for i, s in enumerate(shapes) if i not in set(drop)])
