@@ -37,7 +37,7 @@ def not_applicable(model: nn.Module, config: Any, layouts: dict[int, Layout]) ->
     """
     out = {}
     kinds = _kinds(model, layouts)
-    if config.heads and all(lay.attention is None for lay in layouts.values()):
+    if config.heads and all(lay.attention is None and not lay.attention_error for lay in layouts.values()):
         out["heads"] = f"no block has attention heads ({kinds}: the token mixer has none)"
     if config.mlp and all(lay.mlp is None and lay.experts is None for lay in layouts.values()):
         out["mlp"] = f"no block has a dense MLP or experts ({kinds})"

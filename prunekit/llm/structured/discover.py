@@ -17,9 +17,12 @@ layers: each projection's output is replaced by a leaf tensor, so autograd answe
   rows are read from gradients of a few bit-coded column sums.
 
 A block without an attention module with heads (an SSM or recurrent mixer) gets
-``attention=None`` and its MLP is found by :mod:`.mixers`. Anything else that does not fit
-(rows shared across units) raises :class:`~prunekit.errors.UnsupportedOpError` naming the
-module and what was not matched.
+``attention=None`` and its MLP is found by :mod:`.mixers`. An attention module whose heads
+do not fit (rows shared across units, no output projection reading the heads: JetMoE's
+mixture of attention heads) gets ``attention=None`` with ``attention_error`` naming the
+module and what was not matched: removing its heads raises
+:class:`~prunekit.errors.UnsupportedOpError` with that reason, while its MLP, experts and
+the whole block can still be removed.
 
 Example:
     >>> # layout = discover_layout(model, block_index=0)
@@ -79,9 +82,14 @@ def head_dim_of(attention: nn.Module, config: Any) -> int:
     return int(config.hidden_size) // int(config.num_attention_heads)
 
 
-def probe_block(model: nn.Module, block: nn.Module, tokens: int = PROBE_TOKENS) -> dict[str, Any]:
-    """Run the model up to ``block`` with every linear's output made a leaf; return the record."""
-    linears = {name: m for name, m in block.named_modules() if name and is_prunable_linear(m)}
+def probe_block(model: nn.Module, block: nn.Module, tokens: int = PROBE_TOKENS,
+                through: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run the model up to ``block`` with every linear's output made a leaf; return the record.
+
+    The linears in ``through`` keep their output in the graph (gradients pass through them).
+    """
+    linears = {name: m for name, m in block.named_modules() if name and is_prunable_linear(m)
+               and name not in through}
     leaves: dict[str, torch.Tensor] = {}
     inputs: dict[str, torch.Tensor] = {}
     order: list[str] = []
@@ -94,9 +102,13 @@ def probe_block(model: nn.Module, block: nn.Module, tokens: int = PROBE_TOKENS) 
                 return None
             order.append(path)
             inputs[path] = args[0]
-            leaf = out.detach().requires_grad_(True)
+            rows = int(weight_2d(linears[path]).shape[0])
+            shape = out.shape
+            if out.shape[-1] != rows and out.dim() >= 2 and out.shape[-2] * out.shape[-1] == rows:
+                out = out.flatten(-2)  # a grouped linear returning [..., groups, rows per group] (DeepSeek-V4)
+            leaf = out.detach().requires_grad_(True)  # the last dim is the weight's output rows
             leaves[path] = leaf
-            return leaf.clone()  # the forward may write into it in place; the leaf stays intact
+            return leaf.clone().reshape(shape)  # the forward may write into it in place; the leaf stays intact
         return hook
 
     def block_pre(_m, args, kwargs):
@@ -148,6 +160,7 @@ def _attention_layout(model: nn.Module, block: nn.Module, rec: dict, where: str)
     n_heads = width // hd
     head_rows = [rows_reached(o_in[..., h * hd:(h + 1) * hd], [rec["leaves"][p] for p in qkv])
                  for h in range(n_heads)]
+    head_rows, through = through_grouped(block, rec, qkv, head_rows)
     indexed = head_indexed(head_rows)  # low-rank bottlenecks (MLA) and routers stay whole
     qkv = [qkv[j] for j in indexed]
     head_rows = [[rows[j] for j in indexed] for rows in head_rows]
@@ -189,11 +202,49 @@ def _attention_layout(model: nn.Module, block: nn.Module, rec: dict, where: str)
         rows = {p: tuple(tuple(sorted(sets[h][j] - set(shared[p]))) for h in range(n_heads))
                 for j, p in enumerate(qkv)}
         cols = tuple(tuple(range(h * hd, (h + 1) * hd)) for h in range(n_heads))
-        return AttentionLayout(attn_path, o, rows, cols, 1, hd, alibi, shared)
+        return AttentionLayout(attn_path, o, rows, cols, 1, hd, alibi, shared, through=through)
     rows = {p: tuple(tuple(sorted(set().union(*(sets[h][j] for h in u)))) for u in units)
             for j, p in enumerate(qkv)}
     cols = tuple(tuple(range(u[0] * hd, (u[-1] + 1) * hd)) for u in units)
-    return AttentionLayout(attn_path, o, rows, cols, per.pop(), hd, alibi)
+    return AttentionLayout(attn_path, o, rows, cols, per.pop(), hd, alibi, through=through)
+
+
+def through_grouped(block: nn.Module, rec: dict, qkv: list[str],
+                    head_rows: list[list[torch.Tensor]]) -> tuple[list[list[torch.Tensor]], tuple[str, ...]]:
+    """Follow the heads back through a projection that keeps them apart (a grouped linear).
+
+    DeepSeek-V4's output is a pair: ``o_a_proj`` (one group of low-rank rows per head
+    group) then ``o_b_proj``; the output projection's columns reach ``o_a_proj``'s rows,
+    whose *input* holds the attention output. For each projection whose rows the heads
+    reach disjointly and whose input depends on other projections, the input entries each
+    head's rows read (the module's own forward, differentiated) are traced on to the
+    q/k/v rows. A plain linear reads all its input for every row, so the heads meet there
+    and stay one unit, as before. Returns the rows and the projections passed through.
+    """
+    leaves = [rec["leaves"][p] for p in qkv]
+    through = []
+    n = len(head_rows)
+    for j, p in enumerate(qkv):
+        hits = torch.stack([head_rows[h][j] for h in range(n)])
+        x = rec["inputs"].get(p)
+        if n < 2 or not bool(hits.any()) or bool((hits.sum(0) > 1).any()) or x is None or not x.requires_grad:
+            continue
+        if not any(bool(r.any()) for r in rows_reached(x, leaves)):
+            continue  # reads the block input, not another projection
+        xl = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            y = block.get_submodule(p)(xl)
+        y = y.reshape(*y.shape[: y.dim() - (2 if y.shape[-1] != hits.shape[1] else 1)], hits.shape[1])
+        reads = {h: torch.autograd.grad(y[..., hits[h]].sum(), xl, retain_graph=True)[0] != 0
+                 for h in range(n) if bool(hits[h].any())}
+        if bool((torch.stack(list(reads.values())).sum(0) > 1).any()):
+            continue  # every row reads the whole input (a plain linear, MLA's q_b_proj): the heads meet here
+        through.append(p)
+        for h, mask in reads.items():
+            for k, extra in enumerate(rows_reached(x * mask.to(x.dtype), leaves)):
+                if k != j:
+                    head_rows[h][k] = head_rows[h][k] | extra
+    return head_rows, tuple(through)
 
 
 def _takes_alibi(module: nn.Module) -> bool:
@@ -220,11 +271,16 @@ def discover_layout(model: nn.Module, block_index: int) -> Layout:
     attn_path = attention_path(block, set(rec["order"]))  # None: an SSM / recurrent mixer, left as it is (mixers.py)
     if attn_path is not None and not declares_head_size(block.get_submodule(attn_path), model.config):
         attn_path = None
-    attention = _attention_layout(model, block, rec, where) if attn_path is not None else None
+    attention, error = None, None
+    if attn_path is not None:
+        try:
+            attention = _attention_layout(model, block, rec, where)
+        except UnsupportedOpError as e:  # heads unmatched: the MLP, experts and the whole block still are
+            error = str(e)
     experts = find_experts(block, rec["hidden"])
     skip = set()
     if experts is not None:  # a linear router, or linears scoring experts, are not MLP neurons
         skip = {p for p in rec["linears"] if p == experts.router or p.startswith(experts.module + ".")
                 or _out_in(rec["linears"][p])[0] == experts.n_experts}
     mlp = mlp_layout(rec, block, (attn_path or "", experts.module if experts else ""), skip)
-    return Layout("found", attention, mlp, experts)
+    return Layout("found", attention, mlp, experts, attention_error=error)

@@ -42,11 +42,16 @@ STAT_NAMES = ("frequency", "mass", "contribution")
 
 def find_experts(block: nn.Module, hidden: int) -> ExpertsLayout | None:
     """The routed experts of ``block`` (3-D parameters indexed by expert), or None."""
+    from prunekit.llm.structured.mixers import inside_attention
+
     for name, module in block.named_modules():
         n = getattr(module, "num_experts", None)
         params = {k: p for k, p in module.named_parameters(recurse=False) if p.dim() >= 2 and p.shape[0] == n}
         if not isinstance(n, int) or not any(p.dim() == 3 for p in params.values()):
             continue
+        if inside_attention(block, name):
+            continue  # a mixture of attention heads (JetMoE's query / output experts): not an MLP's experts
+        name, params = _with_siblings(block, name, n, params)
         router = _router(block, name, n, hidden)
         if router is None:
             raise UnsupportedOpError(f"{type(block).__name__}.{name}: {n} experts but no router with a "
@@ -63,11 +68,30 @@ def find_experts(block: nn.Module, hidden: int) -> ExpertsLayout | None:
     return None
 
 
+def _with_siblings(block: nn.Module, name: str, n: int, params: dict) -> tuple[str, dict]:
+    """Experts split over sibling modules (JetMoE's ``input_linear`` / ``output_linear``, each
+    with ``num_experts``) are one experts module: their parent, with dotted parameter names."""
+    parent = name.rpartition(".")[0]
+    if not parent:
+        return name, params
+    found = {f"{c}.{k}": p for c, m in block.get_submodule(parent).named_children()
+             if getattr(m, "num_experts", None) == n
+             for k, p in m.named_parameters(recurse=False) if p.dim() == 3 and p.shape[0] == n}
+    if len({k.partition(".")[0] for k in found}) < 2:
+        return name, params
+    return parent, found
+
+
 def _router(block: nn.Module, experts: str, n: int, hidden: int) -> str | None:
     """The ``[n, hidden]`` weight nearest the experts: beside them first (not a per-head gate in attention)."""
     found = [name for name, module in block.named_modules() if name != experts
              and isinstance(getattr(module, "weight", None), torch.Tensor)
              and tuple(module.weight.shape) == (n, hidden)]
+    if not found:  # a router that also scores shared experts (Inkling: [n + shared, hidden], num_experts == n)
+        found = [name for name, module in block.named_modules() if name != experts
+                 and getattr(module, "num_experts", None) == n
+                 and isinstance(getattr(module, "weight", None), torch.Tensor) and module.weight.dim() == 2
+                 and module.weight.shape[0] > n and module.weight.shape[1] == hidden]
     parent = experts.rpartition(".")[0]
     near = [name for name in found if not parent or name.startswith(parent + ".")]
     return (near or found or [None])[0]
@@ -171,7 +195,8 @@ def expert_statistics(model: nn.Module, batches: Iterable[dict[str, Any]]) -> di
 
 def _set_counts(block: nn.Module, layout: ExpertsLayout, n: int) -> None:
     parent = layout.module.rpartition(".")[0]
-    for path in {layout.module, layout.router, parent}:
+    parts = {k.rpartition(".")[0] for k in layout.params if "." in k}  # split experts' holders
+    for path in {layout.module, layout.router, parent} | {f"{layout.module}.{q}" for q in parts}:
         module = block.get_submodule(path) if path else block
         if getattr(module, "num_experts", None) == layout.n_experts:
             module.num_experts = n
@@ -197,6 +222,10 @@ def expert_keep_names(block_path: str, block: nn.Module, layout: ExpertsLayout,
             dims = [d for d in range(t.dim()) if t.shape[d] == layout.n_experts] if t is not None else []
             if 1 <= t.dim() <= 2 and dims:  # [E], [E, H] or a grouped [groups, E] (Ernie 4.5)
                 out[f"{block_path}.{full}.{k}"] = {dims[0]: keep}
+            elif (full == layout.router and k == "weight" and t.dim() == 2 and t.shape[0] > layout.n_experts
+                  and getattr(module, "num_experts", None) == layout.n_experts):
+                extra = torch.arange(layout.n_experts, t.shape[0])  # rows scoring shared experts stay
+                out[f"{block_path}.{full}.{k}"] = {0: torch.cat([keep, extra])}
     return out
 
 
@@ -251,7 +280,7 @@ def shrink_expert_neurons(model: nn.Module, keep_order: Mapping[int, torch.Tenso
         for name, (_, dim, copies) in layout.params.items():
             if dim < 0:
                 continue
-            p = getattr(experts, name)
+            p = experts.get_parameter(name)
             order = [torch.cat([kept[e], _rest(kept[e], layout.size)]) for e in range(layout.n_experts)]
             rows = torch.stack([torch.cat([o + c * layout.size for c in range(copies)]) for o in order])
             with torch.no_grad():  # a per-expert permutation: the function is unchanged

@@ -61,6 +61,7 @@ def checked_apply(model: nn.Module, keep: dict, attrs: list[tuple[nn.Module, str
     try:
         run_check(model)
     except Exception as e:
+        where = failing_module(model)
         if undo_then is not None:
             undo_then()
         snap.restore()
@@ -71,11 +72,49 @@ def checked_apply(model: nn.Module, keep: dict, attrs: list[tuple[nn.Module, str
             do()
             return
         first = str(e).splitlines()[0] if str(e) else ""
+        at = f" in {where}" if where else ""
         raise UnsupportedOpError(
-            f"{what}: the model no longer runs after the removal ({type(e).__name__}: {first[:200]}); "
+            f"{what}: the model no longer runs after the removal ({type(e).__name__}{at}: {first[:200]}); "
             "its forward fixes a size no tensor or attribute carries. The model is unchanged; "
             "prune the other structures (mlp, layers, experts) instead"
         ) from None
+
+
+def failing_module(model: nn.Module) -> str | None:
+    """``"path (Class)"`` of the innermost module whose forward raises in :func:`run_check`, or None.
+
+    Example:
+        >>> class Bad(nn.Module):
+        ...     def forward(self, x):
+        ...         return x.view(3)
+        >>> class M(nn.Module):
+        ...     config = None
+        ...     def __init__(self):
+        ...         super().__init__(); self.emb = nn.Embedding(100, 4); self.bad = Bad()
+        ...     def forward(self, input_ids, use_cache=False):
+        ...         return self.bad(self.emb(input_ids))
+        >>> failing_module(M())
+        'bad (Bad)'
+    """
+    stack: list[str] = []
+    handles = []
+
+    def leave(*_: object) -> None:  # returns None: the module's output is kept
+        stack.pop()
+
+    for name, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(lambda _m, _a, n=name: stack.append(n)))
+        handles.append(module.register_forward_hook(leave))
+    try:
+        run_check(model)
+    except Exception:
+        if stack and stack[-1]:
+            return f"{stack[-1]} ({type(model.get_submodule(stack[-1])).__name__})"
+        return None
+    finally:
+        for h in handles:
+            h.remove()
+    return None
 
 
 def _takes_ids(model: nn.Module) -> bool:

@@ -169,7 +169,8 @@ def _by_head_count(shape: torch.Size, n_units: int, per_unit: int) -> tuple[int,
 
 def find_followers(model: nn.Module, block: nn.Module, region: str, target_linear: str,
                    cols: tuple[tuple[int, ...], ...], skip: set[str], per_unit: int = 0,
-                   sources: dict[str, tuple[tuple[int, ...], ...]] | None = None) -> tuple[dict, dict]:
+                   sources: dict[str, tuple[tuple[int, ...], ...]] | None = None,
+                   through: tuple[str, ...] = ()) -> tuple[dict, dict]:
     """Followers of the units ``cols`` (input columns of ``target_linear``) inside ``region``.
 
     A tensor of the region the probe never reaches (MiniMax's per-head decay slopes, used
@@ -193,7 +194,7 @@ def find_followers(model: nn.Module, block: nn.Module, region: str, target_linea
     try:
         for p in params.values():
             p.requires_grad_(True)
-        rec = probe_block(model, block)
+        rec = probe_block(model, block, through=through)
         target = rec["inputs"].get(target_linear)
         if target is None or not target.requires_grad:  # the block ran without autograd
             return {}, {}
@@ -209,17 +210,27 @@ def find_followers(model: nn.Module, block: nn.Module, region: str, target_linea
     found_rows: dict[str, Any] = {}
     for (name, _), owner in zip(params.items(), owners[: len(params)]):
         split = partition(owner, len(cols))
-        if split is None and per_unit and bool((owner == UNREACHED).all()):
+        if split is None and per_unit and bool((owner == UNREACHED).all()) and _direct(name, region):
             split = _by_head_count(owner.shape, len(cols), per_unit)
         if split is not None:
             found_params[name] = split
     for name, owner in zip(linears, owners[len(params):]):
         split = partition(owner, len(cols))
-        if split is None and per_unit and bool((owner == UNREACHED).all()):
+        if split is None and per_unit and bool((owner == UNREACHED).all()) and _direct(name, region):
             split = _by_head_count(owner.shape, len(cols), per_unit)  # Doge's dt_proj feeds a mask
         if split is not None and split[0] == owner.dim() - 1:
             found_rows[name] = split[1]
     return found_params, found_rows
+
+
+def _direct(name: str, region: str) -> bool:
+    """True when ``name`` (a tensor, or a linear) belongs directly to the ``region`` module.
+
+    Only those follow the head count by shape when the probe cannot reach them: a
+    submodule the short probe never runs (DeepSeek-V4's compressor, used from 128 tokens
+    on) has its own sizes, which a tiny config can make equal to the head count.
+    """
+    return name.rpartition(".")[0] == region
 
 
 def _readers(block: nn.Module, rec: dict, linears: list[str],
@@ -265,7 +276,8 @@ def with_followers(model: nn.Module, block: nn.Module, layout: Any) -> Any:
     if att is not None:  # None: an SSM / recurrent mixer, left as it is
         skip = set(att.rows) | {att.o}
         params, rows = find_followers(model, block, att.module, att.o, att.cols, skip, att.heads_per_unit,
-                                      sources={p: r for p, r in att.rows.items() if not att.shared.get(p)})
+                                      sources={p: r for p, r in att.rows.items() if not att.shared.get(p)},
+                                      through=att.through)
         if params or rows:
             att = dataclasses.replace(att, params={**att.params, **params}, rows={**att.rows, **rows})
     mlp = layout.mlp

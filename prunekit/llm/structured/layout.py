@@ -39,6 +39,9 @@ class AttentionLayout:
         params: other tensors indexed by unit (per-head norms, sinks, grouped convs):
             path -> ``(dim, indices of each unit along dim)``
             (:mod:`~prunekit.llm.structured.heads_followers`).
+        through: projections between the heads and ``o`` that keep the units apart (a
+            grouped low-rank output, DeepSeek-V4's ``o_a_proj``); follower probes let
+            gradients pass through them.
     """
 
     module: str
@@ -50,6 +53,7 @@ class AttentionLayout:
     alibi: bool = False
     shared: dict[str, tuple[int, ...]] = field(default_factory=dict)
     params: dict[str, tuple[int, tuple[tuple[int, ...], ...]]] = field(default_factory=dict)
+    through: tuple[str, ...] = ()
 
     @property
     def n_units(self) -> int:
@@ -108,7 +112,10 @@ class Layout:
 
     ``attention`` is None for a block whose token mixer has no attention heads (a Mamba /
     SSM, recurrent or RWKV mixer): it is left as it is, and ``mlp`` / ``experts`` /
-    whole-block removal still apply. ``mlp`` is None where the block has no dense MLP.
+    whole-block removal still apply. ``attention_error`` says why a block that *has* an
+    attention module got ``attention=None`` (its heads could not be matched): asking to
+    remove its heads is then an error with that reason, not "not applicable". ``mlp`` is
+    None where the block has no dense MLP.
     """
 
     family: str
@@ -116,6 +123,7 @@ class Layout:
     mlp: MLPLayout | None
     experts: ExpertsLayout | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    attention_error: str | None = None
 
 
 def contiguous_units(n_units: int, width: int, offset: int = 0) -> tuple[tuple[int, ...], ...]:

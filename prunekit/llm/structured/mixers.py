@@ -62,6 +62,20 @@ def attention_path(block: nn.Module, ran: set[str] | None = None) -> str | None:
     return None if best is None else best[2]
 
 
+def inside_attention(block: nn.Module, path: str) -> bool:
+    """True when a module above ``path`` (inside ``block``) is an attention module by class name.
+
+    Example:
+        >>> class SelfAttention(nn.Module): pass
+        >>> block = nn.Module(); block.attn = SelfAttention(); block.attn.experts = nn.Linear(2, 2)
+        >>> inside_attention(block, "attn.experts"), inside_attention(block, "attn")
+        (True, False)
+    """
+    parts = path.split(".")
+    return any(_ATTENTION_NAME.search(type(block.get_submodule(".".join(parts[:i]))).__name__)
+               for i in range(1, len(parts)))
+
+
 def declares_head_size(attention: nn.Module, config: Any) -> bool:
     """True when the module or the config says how many channels a head has."""
     for attr in ("head_dim", "head_size", "attention_head_size"):

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from prunekit.config.base import ConfigBase, check_choice, check_fraction, check_positive_int
-from prunekit.errors import ConfigError
+from prunekit.errors import ConfigError, UnsupportedOpError
 from prunekit.llm.blocks import find_blocks, weight_2d
 from prunekit.llm.hooks import collect_input_stats
 from prunekit.llm.sequential import block_output
@@ -137,6 +137,20 @@ def _by_block(keys: list[int], chosen: dict[int, list[int]]) -> dict[int, list[i
     return {keys[i]: v for i, v in chosen.items()}
 
 
+def _same_heads_where_shared(model: nn.Module, chosen: dict[int, list[int]], scores: dict[int, torch.Tensor],
+                             fraction: float, layouts: dict) -> dict[int, list[int]]:
+    """With a per-head tensor shared by every block (:mod:`.heads_shared`), the same units go
+    everywhere: the lowest by score summed over the blocks."""
+    from prunekit.llm.structured.heads_shared import common_head_count, shared_head_tensors
+
+    n_heads = common_head_count(layouts)
+    if not fraction or not scores or not n_heads or not shared_head_tensors(model, find_blocks(model)[0], n_heads):
+        return chosen
+    total = sum(s / s.sum().clamp_min(1e-12) for s in scores.values())
+    same = sorted(_lowest([total], fraction, "layer")[0])
+    return {i: list(same) for i in scores}
+
+
 def _experts_plan(model: nn.Module, batches: list[dict[str, Any]] | None, config: StructuredConfig,
                   layouts: dict) -> tuple[dict[int, list[int]], dict[int, dict[str, list[float]]]]:
     moe = [i for i, lay in layouts.items() if lay.experts is not None]
@@ -161,7 +175,7 @@ def _expert_neurons_plan(model: nn.Module, fraction: float, layouts: dict) -> di
         if ex is None:
             continue
         module = blocks[i].get_submodule(ex.module)
-        scores = expert_neuron_scores({k: getattr(module, k) for k in ex.params}, ex.params, ex.size)
+        scores = expert_neuron_scores({k: module.get_parameter(k) for k in ex.params}, ex.params, ex.size)
         k = max(1, ex.size - int(round(fraction * ex.size)))
         if k >= EXPERT_WIDTH_MULTIPLE:  # grouped-GEMM expert kernels need 16-byte aligned rows
             k -= k % EXPERT_WIDTH_MULTIPLE
@@ -188,6 +202,10 @@ def structured_prune(
     """
     scores = collect_structured_scores(model, batches)
     layouts = scores["layouts"]
+    unmatched = [lay.attention_error for lay in layouts.values() if lay.attention is None and lay.attention_error]
+    if config.heads and unmatched:  # the model has heads this cannot remove: an error, not "not applicable"
+        raise UnsupportedOpError(f"heads: {unmatched[0]}; its heads cannot be removed (mlp, layers and "
+                                 "experts still can)")
     dense, attn = sorted(scores["neurons"]), sorted(scores["heads"])
     plan: dict[str, Any] = {
         "heads": _by_block(attn, _lowest([scores["heads"][i] for i in attn], config.heads, config.scope)),
@@ -196,6 +214,7 @@ def structured_prune(
         "experts_before": {i: lay.experts.n_experts for i, lay in layouts.items() if lay.experts},
         "not_applicable": not_applicable(model, config, layouts),
     }
+    plan["heads"] = _same_heads_where_shared(model, plan["heads"], scores["heads"], config.heads, layouts)
     plan["experts"], plan["expert_stats"] = _experts_plan(model, batches, config, layouts)
     if config.layers:
         if not batches:

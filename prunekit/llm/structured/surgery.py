@@ -24,6 +24,7 @@ from torch import nn
 
 from prunekit.errors import ModelError, UnsupportedOpError
 from prunekit.llm.blocks import _is_conv1d, find_blocks
+from prunekit.llm.structured.heads_attrs import HeadCounts, size_attributes
 from prunekit.llm.structured.heads_check import checked_apply
 from prunekit.llm.structured.layer_fields import (
     adopt_config_attributes,
@@ -35,9 +36,6 @@ from prunekit.llm.structured.layer_fields import (
 from prunekit.llm.structured.layout import Layout, keep_indices
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
 
-_HEAD_ATTRS = ("num_heads", "num_attention_heads", "n_head", "n_heads")
-_KV_ATTRS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
-_WIDTH_ATTRS = ("all_head_size", "split_size", "embed_dim", "inner_dim")
 
 
 def block_layouts(model: nn.Module, indices: Iterable[int] | None = None) -> dict[int, Layout]:
@@ -86,17 +84,6 @@ def _follower_keep(prefix: str, params: Mapping[str, tuple], drop: list[int]) ->
     return {f"{prefix}.{p}": {dim: keep_indices(units, drop)} for p, (dim, units) in params.items()}
 
 
-def _block_config(config: object, n_heads: int, n_units: int, att: object) -> object:
-    """A copy of the config for one attention module that reads head counts from it at forward (Phi-3)."""
-    import copy
-
-    new = copy.copy(config)
-    new.num_attention_heads = n_heads
-    if getattr(new, "num_key_value_heads", None) == att.n_units and not att.shared:
-        new.num_key_value_heads = n_units
-    return new
-
-
 def prune_heads(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: bool = True) -> None:
     """Remove attention heads in place: ``{block_index: [unit, ...]}``.
 
@@ -115,6 +102,9 @@ def prune_heads(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: 
     for layer, units in remove.items():
         att = layouts[int(layer)].attention
         if att is None:
+            if list(units) and layouts[int(layer)].attention_error:
+                raise UnsupportedOpError(f"{layouts[int(layer)].attention_error}; its heads cannot be removed "
+                                         "(its MLP, experts and whole layers still can)")
             if list(units):
                 raise UnsupportedOpError(f"{path}.{layer} ({type(blocks[int(layer)]).__name__}): this block's "
                                          "token mixer has no attention heads (an SSM / recurrent mixer)")
@@ -132,17 +122,11 @@ def prune_heads(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: 
         module = block.get_submodule(att.module)
         n_units = att.n_units - len(drop)
         n_heads = n_units * att.heads_per_unit
-        for name in _HEAD_ATTRS:
-            if getattr(module, name, None) == att.n_heads:
-                attrs.append((module, name, n_heads))
-        for name in _KV_ATTRS:
-            if getattr(module, name, None) == att.n_units and not att.shared:
-                attrs.append((module, name, n_units))
-        if getattr(getattr(module, "config", None), "num_attention_heads", None) == att.n_heads:
-            attrs.append((module, "config", _block_config(module.config, n_heads, n_units, att)))
-        for name in _WIDTH_ATTRS:
-            if getattr(module, name, None) == att.n_heads * att.head_dim:
-                attrs.append((module, name, n_heads * att.head_dim))
+        before = HeadCounts(att.n_heads, att.n_kv_heads, att.head_dim, att.n_units)
+        after = HeadCounts(n_heads, 1 if att.shared else n_units, att.head_dim, n_units)
+        cut = {p[len(att.module) + 1:] for p in [*att.rows, att.o] if p.startswith(att.module + ".")}
+        cut |= {p.rpartition(".")[0][len(att.module) + 1:] for p in att.params if p.startswith(att.module + ".")}
+        attrs.extend(size_attributes(module, before, after, bool(att.shared), cut))  # counts wherever they live
         if att.alibi:
             old = alibi_heads(module, att.n_heads)
             kept_units = [u for u in range(att.n_units) if u not in set(drop)]
@@ -150,6 +134,7 @@ def prune_heads(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: 
                                    for j in range(att.heads_per_unit)], old))
     if not keep:
         return
+    _shared_heads(model, path, layouts, remove, keep, attrs)
 
     def set_slopes():
         for module, heads, _ in alibi:
@@ -160,6 +145,39 @@ def prune_heads(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: 
                   set_slopes)
     if sync:
         sync_config(model)
+
+
+def _shared_heads(model: nn.Module, path: str, layouts: dict, remove: Mapping[int, Iterable[int]],
+                  keep: dict, attrs: list) -> None:
+    """Slice per-head tensors outside the blocks (:mod:`.heads_shared`): the same units must go everywhere."""
+    from prunekit.llm.structured.heads_shared import common_head_count, shared_head_tensors
+
+    n_heads = common_head_count(layouts)
+    shared = shared_head_tensors(model, path, n_heads) if n_heads else {}
+    if not shared:
+        return
+    every = block_layouts(model)
+    if common_head_count(every) != n_heads:
+        raise UnsupportedOpError(f"{', '.join(sorted(shared))} (outside {path}) is indexed by heads, but the "
+                                 "blocks' head counts differ; cannot slice it for all of them")
+    with_heads = sorted(i for i, lay in every.items() if lay.attention is not None)
+    drops = {tuple(sorted(set(int(u) for u in remove.get(i, ())))) for i in with_heads}
+    if len(drops) != 1:
+        asked = {i: sorted(int(u) for u in remove.get(i, ())) for i in with_heads}
+        raise UnsupportedOpError(f"{', '.join(sorted(shared))} (outside {path}) is indexed by the heads of every "
+                                 f"block: remove the same head groups from every block, not {asked}")
+    drop = list(drops.pop())
+    att = every[with_heads[0]].attention
+    kept = keep_indices(tuple(tuple(range(u * att.heads_per_unit, (u + 1) * att.heads_per_unit))
+                              for u in range(att.n_units)), drop)
+    for name, dim in shared.items():
+        keep[name] = {dim: kept}
+    n_units = att.n_units - len(drop)
+    before = HeadCounts(att.n_heads, att.n_kv_heads, att.head_dim, att.n_units)
+    after = HeadCounts(n_units * att.heads_per_unit, 1 if att.shared else n_units, att.head_dim, n_units)
+    for owner in sorted({name.rpartition(".")[0] for name in shared}):
+        module = model.get_submodule(owner)
+        attrs.extend(a for a in size_attributes(module, before, after, bool(att.shared)) if a[0] is module)
 
 
 def prune_mlp_neurons(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: bool = True) -> None:
