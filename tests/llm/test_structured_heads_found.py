@@ -66,7 +66,8 @@ def test_a_mixture_of_attention_heads_is_named_and_the_rest_still_prunes():
     with the reason, while the MLP experts (split over two modules) lose neurons."""
     model = build("jetmoe")
     lay = block_layouts(model, [0])[0]
-    assert lay.attention is None and "self_attention" in lay.attention_error
+    assert lay.attention is None and "self_attention: a mixture of attention heads" in lay.attention_error
+    assert "experts.input_linear.weight" in lay.attention_error
     assert lay.experts.module == "mlp" and set(lay.experts.params) == {"input_linear.weight", "output_linear.weight"}
     calib = [{"input_ids": example_ids(seed=2, batch=2, length=16)}]
     with pytest.raises(UnsupportedOpError, match="heads cannot be removed"):

@@ -247,6 +247,15 @@ def through_grouped(block: nn.Module, rec: dict, qkv: list[str],
     return head_rows, tuple(through)
 
 
+def _why_unmatched(block: nn.Module, attn_path: str, where: str) -> str | None:
+    """A plainer reason when the attention's projections are routed experts (3-D parameters)."""
+    experts = [name for name, p in block.get_submodule(attn_path).named_parameters() if p.dim() == 3]
+    if not experts:
+        return None
+    return (f"{where}.{attn_path}: a mixture of attention heads (its query / output projections are routed "
+            f"experts, 3-D parameters {', '.join(experts)}), not linear layers whose rows and columns hold heads")
+
+
 def _takes_alibi(module: nn.Module) -> bool:
     import inspect
 
@@ -276,7 +285,7 @@ def discover_layout(model: nn.Module, block_index: int) -> Layout:
         try:
             attention = _attention_layout(model, block, rec, where)
         except UnsupportedOpError as e:  # heads unmatched: the MLP, experts and the whole block still are
-            error = str(e)
+            error = _why_unmatched(block, attn_path, where) or str(e)
     experts = find_experts(block, rec["hidden"])
     skip = set()
     if experts is not None:  # a linear router, or linears scoring experts, are not MLP neurons
