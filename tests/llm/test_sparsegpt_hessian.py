@@ -59,26 +59,50 @@ def test_float64_input_is_not_modified() -> None:
     assert torch.equal(H, before)
 
 
+_PEAK_SCRIPT = """
+import json, sys
+from pathlib import Path
+import torch
+from prunekit.llm.methods.sparsegpt import inverse_hessian_cholesky
+
+def kb(field):
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field))
+    return int(line.split()[1])
+
+try:
+    Path("/proc/self/clear_refs").write_text("5")
+except OSError:
+    print(json.dumps({"skip": True})); sys.exit(0)
+n = 2048
+torch.manual_seed(0)
+x = torch.randn(4096, n)
+H = x.T @ x
+del x
+Path("/proc/self/clear_refs").write_text("5")
+base = kb("VmRSS:")
+U = inverse_hessian_cholesky(H, 0.01)
+print(json.dumps({"extra_mb": (kb("VmHWM:") - base) / 1024, "shape": list(U.shape)}))
+"""
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self")
 def test_peak_memory_is_about_two_float64_matrices() -> None:
-    def kb(field: str) -> int:
-        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field))
-        return int(line.split()[1])
+    # measured in a fresh process: in a long test session the heap already holds freed
+    # pages from earlier tests, and whether the factorisation reuses them or maps new ones
+    # (RSS growth) depends on what ran before
+    import json
+    import os
+    import subprocess
 
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT], capture_output=True, text=True,
+                         env=env, timeout=300, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result.get("skip"):
         pytest.skip("cannot reset the peak RSS mark")
     n = 2048
-    torch.manual_seed(0)
-    x = torch.randn(4096, n)
-    H = x.T @ x
-    del x
-    Path("/proc/self/clear_refs").write_text("5")
-    base = kb("VmRSS:")
-    U = inverse_hessian_cholesky(H, 0.01)
-    extra_mb = (kb("VmHWM:") - base) / 1024
+    extra_mb = result["extra_mb"]
     matrix_mb = n * n * 8 / 2**20  # 32 MB
-    assert U.shape == (n, n)
+    assert result["shape"] == [n, n]
     # the float64 copy, one LAPACK workspace and the float32 result (separate factors: > 3 copies)
     assert extra_mb < 2.75 * matrix_mb, extra_mb
