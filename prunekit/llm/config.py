@@ -7,6 +7,7 @@ from typing import Any
 
 from prunekit.config.base import ConfigBase, check_choice, check_fraction, check_positive_int
 from prunekit.errors import ConfigError
+from prunekit.llm.precision import CALIB_DTYPES
 from prunekit.patterns.nm import NM
 
 METHODS: tuple[str, ...] = ("magnitude", "wanda", "sparsegpt")
@@ -39,6 +40,10 @@ class LLMPruneConfig(ConfigBase):
         single_pass_mb: when all calibration tokens fit one block forward within this many
             MB, each block is pruned inside one forward (each linear pruned as its input
             arrives; no second pass); 0 always uses two passes (statistics, then outputs).
+        calib_dtype: precision of the calibration forwards: ``"auto"`` (bf16 autocast where
+            the device has fast bf16 -- AMX / AVX512-BF16 CPUs, bf16 GPUs -- and the model is
+            float32; else float32), ``"float32"`` or ``"bfloat16"``. Statistics are always
+            accumulated in float32; see :mod:`prunekit.llm.precision`.
 
     Example:
         >>> LLMPruneConfig(method="sparsegpt", pattern="2:4").pattern
@@ -59,10 +64,12 @@ class LLMPruneConfig(ConfigBase):
     block_lr: float = 1e-2
     permute: bool = False
     single_pass_mb: int = 2048
+    calib_dtype: str = "auto"
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
         check_choice("reconstruct", self.reconstruct, RECONSTRUCT)
+        check_choice("calib_dtype", self.calib_dtype, CALIB_DTYPES)
         check_fraction("sparsity", self.sparsity)
         pattern: Any = self.pattern
         if isinstance(pattern, str):

@@ -13,6 +13,9 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+#: bytes of float32 input per slice of :meth:`InputStats.accumulate`'s squared norms
+SLICE_BYTES = 2**19
+
 
 class InputStats:
     """Running statistics of a linear layer's inputs.
@@ -32,11 +35,19 @@ class InputStats:
         )
 
     def accumulate(self, x: torch.Tensor) -> None:
-        """Add a batch of inputs shaped ``(..., in_features)``."""
-        x = x.detach().reshape(-1, x.shape[-1]).float()
+        """Add a batch of inputs shaped ``(..., in_features)``, in float32 whatever their dtype.
+
+        The squared norms are summed over slices of about :data:`SLICE_BYTES` (a bf16 input
+        is upcast slice by slice), which stay in cache: several times faster than squaring
+        a whole calibration set's activations at once.
+        """
+        x = x.detach().reshape(-1, x.shape[-1])
         self.tokens += x.shape[0]
-        self.sq_norm += (x * x).sum(0)
+        for part in x.split(max(1, SLICE_BYTES // (4 * x.shape[-1]))):
+            part = part.float()
+            self.sq_norm += part.square().sum(0)
         if self.gram is not None:
+            x = x.float()
             self.gram.addmm_(x.T, x)
 
     def hessian(self) -> torch.Tensor:

@@ -24,6 +24,7 @@ from prunekit.llm.methods.permute_fold import permute_block_
 from prunekit.llm.methods.reconstruct import reconstruct_masked
 from prunekit.llm.methods.wanda import wanda_scores
 from prunekit.llm.owl import outlier_ratio, owl_sparsities
+from prunekit.llm.precision import resolve_calib_dtype
 from prunekit.llm.progress import layer_progress
 from prunekit.llm.sequential import BlockRun, replace_hidden, sequential_blocks
 from prunekit.llm.single_pass import can_single_pass, prune_in_single_pass
@@ -207,7 +208,8 @@ def prune_llm(
             else:
                 gram = config.method == "sparsegpt" or config.layer_fit
                 stream = None
-                for i, block, run in sequential_blocks(model, batches):
+                autocast = calib_autocast(model, config)
+                for i, block, run in sequential_blocks(model, batches, autocast):
                     if i == 0 and config.reconstruct != "none":
                         stream = DenseStream(run.inputs.hidden)
                     fit = prune_block(block, run, sparsities[i], config, gram, stream)
@@ -219,6 +221,12 @@ def prune_llm(
     result.seconds = time.perf_counter() - start
     result.measured_sparsity = block_sparsity(model)
     return result
+
+
+def calib_autocast(model: nn.Module, config: LLMPruneConfig) -> torch.dtype | None:
+    """The autocast dtype of ``model``'s calibration forwards under ``config.calib_dtype``."""
+    param = next(model.parameters())
+    return resolve_calib_dtype(config.calib_dtype, param.device, param.dtype)
 
 
 def block_sparsity(model: nn.Module) -> float:

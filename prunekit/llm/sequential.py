@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from prunekit.llm.blocks import find_blocks
+from prunekit.llm.precision import calibration_autocast
 
 
 class _StopForward(Exception):
@@ -104,12 +105,15 @@ class BlockRun:
 
     ``run(keep_outputs=True)`` also returns the block's outputs, one tensor per batch (e.g.
     the dense block's outputs, the targets of block reconstruction); ``inputs`` holds the
-    block's calibration inputs.
+    block's calibration inputs. With ``autocast`` (a dtype, e.g. from
+    :func:`prunekit.llm.precision.resolve_calib_dtype`) every forward here runs under
+    autocast to it.
     """
 
-    def __init__(self, block: nn.Module, inputs: BlockInputs) -> None:
+    def __init__(self, block: nn.Module, inputs: BlockInputs, autocast: torch.dtype | None = None) -> None:
         self.block = block
         self.inputs = inputs
+        self.autocast = autocast
         #: set by :meth:`single_pass`: the block's outputs are already the next inputs
         self.outputs_ready = False
 
@@ -125,12 +129,14 @@ class BlockRun:
         sizes = [h[0] for h in hidden_layout(self.inputs)[0]]
         handles = [m.register_forward_pre_hook(fn) for m, fn in hooks.items()]
         try:
-            with torch.no_grad():
+            with torch.no_grad(), self._precision():
                 out = block_output(self.block(merged, *self.inputs.args[0], **self.inputs.kwargs[0]))
         finally:
             for handle in handles:
                 handle.remove()
+        dtype = merged.dtype
         del merged
+        out = out.to(dtype)  # (a block's output under autocast keeps its input's dtype)
         replace_hidden(self.inputs.hidden, (t.detach() for t in torch.split(out, sizes, 0)))
         self.outputs_ready = True
 
@@ -140,19 +146,26 @@ class BlockRun:
         if self.outputs_ready:
             return
         inputs = self.inputs
-        with torch.no_grad():
+        with torch.no_grad(), self._precision():
             for j, (h, a, kw) in enumerate(zip(inputs.hidden, inputs.args, inputs.kwargs)):
-                inputs.hidden[j] = block_output(self.block(h, *a, **kw)).detach()
+                inputs.hidden[j] = block_output(self.block(h, *a, **kw)).detach().to(h.dtype)
         self.outputs_ready = True
 
     def __call__(self, keep_outputs: bool = False) -> list[torch.Tensor] | None:
         outputs: list[torch.Tensor] = []
-        with torch.no_grad():
+        with torch.no_grad(), self._precision():
             for h, a, kw in zip(self.inputs.hidden, self.inputs.args, self.inputs.kwargs):
                 out = self.block(h, *a, **kw)
                 if keep_outputs:
                     outputs.append(block_output(out).detach())
         return outputs if keep_outputs else None
+
+    def _precision(self) -> Any:
+        """The autocast context of this run's forwards (a no-op without ``autocast``)."""
+        if self.autocast is None:
+            return calibration_autocast(None, "cpu")
+        device = next(self.block.parameters()).device
+        return calibration_autocast(self.autocast, device)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -205,19 +218,20 @@ def layout_bytes(shapes: list[tuple[int, ...]], itemsize: int, widest: int) -> i
 
 
 def sequential_blocks(
-    model: nn.Module, batches: Iterable[dict[str, Any]]
+    model: nn.Module, batches: Iterable[dict[str, Any]], autocast: torch.dtype | None = None
 ) -> Iterator[tuple[int, nn.Module, BlockRun]]:
     """Yield ``(index, block, run)`` for every block, in order, with sequential inputs.
 
     ``run()`` (a :class:`BlockRun`) forwards every calibration batch through the block
     (call it inside :func:`prunekit.llm.hooks.collect_input_stats`). When the loop
     resumes, the generator recomputes the block's outputs *with its current (pruned)
-    weights* and makes them the next block's inputs.
+    weights* and makes them the next block's inputs. ``autocast``: the dtype of the
+    blocks' forwards under autocast (None: none), see :class:`BlockRun`.
     """
     _, blocks = find_blocks(model)
     inputs = capture_block_inputs(model, blocks, batches)
 
     for index, block in enumerate(blocks):
-        run = BlockRun(block, inputs)
+        run = BlockRun(block, inputs, autocast)
         yield index, block, run
         run.advance()

@@ -1,4 +1,4 @@
-"""``prunekit llm --reconstruct block --permute``: flags reach the config; the result reloads."""
+"""``prunekit llm --reconstruct block --permute --calib-dtype``: flags reach the config; the result reloads."""
 
 import json
 import subprocess
@@ -36,3 +36,16 @@ def test_cli_permute_without_pattern_is_a_one_line_error(tiny_folder, capsys):  
     assert _main(_args(tiny_folder, "--method", "wanda", "--permute")) == 2
     err = capsys.readouterr().err.strip()
     assert "permute" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("choice", ["float32", "bfloat16"])
+def test_cli_calib_dtype_reaches_the_config(tiny_folder, tmp_path, choice):  # noqa: F811
+    assert _main(_args(tiny_folder, "--method", "wanda", "--calib-dtype", choice, "--out", str(tmp_path))) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["config"]["calib_dtype"] == choice
+    assert metrics["sparsity_measured"] == pytest.approx(0.5)
+
+
+def test_cli_unknown_calib_dtype_is_refused(tiny_folder):  # noqa: F811
+    with pytest.raises(SystemExit):
+        _main(_args(tiny_folder, "--calib-dtype", "float16"))

@@ -38,6 +38,7 @@ from prunekit.llm.offload.config import OutOfCoreConfig, resolve_device
 from prunekit.llm.offload.shards import ShardReader, ShardWriter
 from prunekit.llm.offload.skeleton import empty_model, materialize, release
 from prunekit.llm.offload.streaming import outside_blocks
+from prunekit.llm.precision import resolve_calib_dtype
 from prunekit.llm.progress import layer_progress
 from prunekit.llm.prune import LLMPruneResult, calibration_batches, check_patterns, prune_block, prune_linear
 from prunekit.llm.sequential import BlockInputs, BlockRun, capture_block_inputs, layout_bytes, mergeable
@@ -204,7 +205,8 @@ def prune_llm_out_of_core(
                 prefix = f"{path}.{i}."
                 materialize(block, prefix, reader, dtype=DTYPE, device=device)
                 if batches:  # the very per-block routine of prune_llm, inputs from the store
-                    run = BlockRun(block, BlockInputs(store, args, kwargs))
+                    run = BlockRun(block, BlockInputs(store, args, kwargs),
+                                   resolve_calib_dtype(config.calib_dtype, device, DTYPE))
                     fit = prune_block(block, run, config.target_sparsity, config, gram, stream)
                     if fit is not None:
                         result.block_errors.append((fit.error_before, fit.error_after))
