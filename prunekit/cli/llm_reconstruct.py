@@ -16,7 +16,7 @@ _DEFAULTS = LLMPruneConfig()
 
 
 def add_reconstruct_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--reconstruct``, ``--block-steps``, ``--block-lr`` and ``--permute`` to ``parser``."""
+    """Add ``--reconstruct``, ``--block-steps``, ``--block-lr``, ``--block-bf16`` and ``--permute`` to ``parser``."""
     parser.add_argument(
         "--reconstruct", choices=RECONSTRUCT, default="none",
         help="after masking, re-fit the kept weights to the dense model on the calibration text: "
@@ -26,6 +26,9 @@ def add_reconstruct_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"Adam steps per block for --reconstruct block (default {_DEFAULTS.block_steps})")
     parser.add_argument("--block-lr", type=float, default=_DEFAULTS.block_lr,
                         help=f"Adam learning rate of the block fit (default {_DEFAULTS.block_lr})")
+    parser.add_argument("--block-bf16", action=argparse.BooleanOptionalAction, default=_DEFAULTS.block_bf16,
+                        help="run the block fit's forward/backward under bf16 autocast where the CPU "
+                        "(AVX512-BF16/AMX) or GPU supports it; weights and masks stay in the model's dtype")
     parser.add_argument("--permute", action="store_true",
                         help="N:M only: permute input channels (folded into the producing layer, so "
                         "the model is unchanged) so that important weights fall into different groups")
@@ -34,4 +37,4 @@ def add_reconstruct_arguments(parser: argparse.ArgumentParser) -> None:
 def reconstruct_options(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`LLMPruneConfig` keyword arguments these flags set."""
     return {"reconstruct": args.reconstruct, "block_steps": args.block_steps,
-            "block_lr": args.block_lr, "permute": args.permute}
+            "block_lr": args.block_lr, "block_bf16": args.block_bf16, "permute": args.permute}
