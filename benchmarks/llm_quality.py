@@ -171,7 +171,7 @@ def summarize(out: Path) -> dict[str, Any]:
     dense = rows.get("dense", {})
     return {"dense_ppl": dense.get("ppl"), "settings": {k: v for k, v in dense.items() if k not in ("name", "ppl")},
             "ppl": table, "criteria": criteria, "measured": len(rows) - ("dense" in rows),
-            "planned": len(settings())}
+            "planned": len(settings()), "missing": [s["name"] for s in settings() if s["name"] not in rows]}
 
 
 def main() -> None:
