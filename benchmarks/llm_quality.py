@@ -2,9 +2,10 @@
 
 Calibrates on one Austen novel (default Emma), evaluates sliding-window perplexity
 (window = stride = 512) on another (default Persuasion), at 50% and 70% unstructured and
-2:4: magnitude / Wanda / SparseGPT, each with reconstruct none / layer / layer+block
-(and block alone for SparseGPT), and 2:4 with channel permutation. The model is loaded
-once; every setting starts from the same dense weights and the same calibration windows.
+2:4: magnitude / Wanda / SparseGPT, each with reconstruct none / layer / block (the
+block fit at the defaults of ``LLMPruneConfig``, i.e. the CLI's), and 2:4 with channel
+permutation. The model is loaded once; every setting starts from the same dense weights
+and the same calibration windows. A run writes ``summary.json`` when it ends.
 
 Settings run in priority order (the SparseGPT baselines first) and each result is
 appended to ``runs-<shard>.jsonl`` in ``--out`` as soon as it is measured, so a rerun
@@ -38,26 +39,36 @@ TARGETS = {"50%": 0.9, "2:4": 0.8, "70%": 0.7}
 
 
 def settings() -> list[dict[str, Any]]:
-    """Every setting, in the order they run: baselines, likely winners, then the rest."""
-    first = [
-        ("sparsegpt", "50%", "none", False), ("sparsegpt", "70%", "layer+block", False),
-        ("sparsegpt", "2:4", "none", False), ("sparsegpt", "2:4", "layer+block", True),
-        ("sparsegpt", "70%", "none", False), ("sparsegpt", "50%", "layer+block", False),
-        ("sparsegpt", "70%", "layer", False), ("sparsegpt", "2:4", "layer+block", False),
-        ("sparsegpt", "50%", "layer", False), ("sparsegpt", "2:4", "none", True),
-        ("sparsegpt", "2:4", "layer", False), ("wanda", "50%", "none", False),
-    ]
-    rest = [(m, lvl, r, False) for m in ("wanda", "magnitude") for lvl in LEVELS
-            for r in ("none", "layer", "layer+block")]
-    rest += [("wanda", "2:4", "none", True), ("magnitude", "2:4", "none", True), ("wanda", "2:4", "layer+block", True)]
-    rest += [("sparsegpt", lvl, "block", False) for lvl in LEVELS]
+    """Every setting, in the order they run: baselines, likely winners, then the rest.
+
+    The grid: magnitude / Wanda / SparseGPT x reconstruct none / layer / block at every
+    level, and 2:4 with channel permutation (each method without reconstruction, SparseGPT
+    with the block fit). ``layer+block`` is left out (the layer fit's cost, and on 16x256
+    calibration tokens it did not help: see docs/llm-pruning.md); ``--only`` still runs it."""
+    first = [("sparsegpt", lvl, r, False) for r in ("none", "block") for lvl in LEVELS]
+    first += [("sparsegpt", "2:4", "block", True)]
+    first += [(m, "2:4", "none", True) for m in ("sparsegpt", "wanda", "magnitude")]
+    # the layer fit (ADMM per linear) is the slowest part of the grid: last
+    rest = [(m, lvl, r, False) for r in ("none", "block", "layer") for m in ("sparsegpt", "wanda", "magnitude")
+            for lvl in LEVELS]
     rest = [r for r in rest if r not in first]
     out = []
     for method, level, reconstruct, permute in first + rest:
-        name = f"{method}/{level}/{reconstruct}" + ("/permute" if permute else "")
-        out.append({"name": name, "method": method, "level": level, "reconstruct": reconstruct,
-                    "permute": permute})
+        out.append(_setting(method, level, reconstruct, permute))
     return out
+
+
+def _setting(method: str, level: str, reconstruct: str, permute: bool) -> dict[str, Any]:
+    name = f"{method}/{level}/{reconstruct}" + ("/permute" if permute else "")
+    return {"name": name, "method": method, "level": level, "reconstruct": reconstruct, "permute": permute}
+
+
+def _parse_name(name: str) -> dict[str, Any]:
+    """A setting from its name, e.g. ``sparsegpt/2:4/layer+block/permute`` (for ``--only``)."""
+    parts = name.split("/")
+    if len(parts) not in (3, 4) or parts[1] not in LEVELS or (len(parts) == 4 and parts[3] != "permute"):
+        raise SystemExit(f"--only: bad setting name {name!r}; e.g. sparsegpt/2:4/block/permute")
+    return _setting(parts[0], parts[1], parts[2], len(parts) == 4)
 
 
 def _done(out: Path) -> dict[str, dict[str, Any]]:
@@ -94,7 +105,7 @@ def run(args: argparse.Namespace) -> None:
     k, n = (int(v) for v in args.shard.split("/"))
     todo = [s for i, s in enumerate(settings()) if i % n == k]
     if args.only:
-        todo = [s for s in settings() if s["name"] in args.only.split(",")]
+        todo = [_parse_name(name) for name in args.only.split(",")]
     done = _done(out)
     todo = [s for s in todo if s["name"] not in done]
     log = out / f"runs-{k}.jsonl"
@@ -160,7 +171,7 @@ def summarize(out: Path) -> dict[str, Any]:
     dense = rows.get("dense", {})
     return {"dense_ppl": dense.get("ppl"), "settings": {k: v for k, v in dense.items() if k not in ("name", "ppl")},
             "ppl": table, "criteria": criteria, "measured": len(rows) - ("dense" in rows),
-            "planned": len(settings())}
+            "planned": len(settings()), "missing": [s["name"] for s in settings() if s["name"] not in rows]}
 
 
 def main() -> None:
@@ -168,7 +179,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--calib", default="austen:emma")
     ap.add_argument("--eval", dest="eval_text", default="austen:persuasion")
-    ap.add_argument("--nsamples", type=int, default=16)
+    ap.add_argument("--nsamples", type=int, default=32)
     ap.add_argument("--seqlen", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-tokens", type=int, default=4096)
@@ -191,7 +202,7 @@ def main() -> None:
     if not args.summarize:
         run(args)
     summary = summarize(Path(args.out))
-    if args.summarize:
+    if args.summarize or not args.quick:
         from prunekit.io.atomic import atomic_write_json
 
         atomic_write_json(Path(args.out) / "summary.json", summary)

@@ -17,8 +17,8 @@ _DEFAULTS = LLMPruneConfig()
 
 
 def add_reconstruct_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--reconstruct``, ``--block-steps``, ``--block-lr``, ``--calib-dtype`` and ``--permute``
-    to ``parser``."""
+    """Add ``--reconstruct``, ``--block-steps``, ``--block-lr``, ``--block-bf16``, ``--calib-dtype``
+    and ``--permute`` to ``parser``."""
     parser.add_argument(
         "--reconstruct", choices=RECONSTRUCT, default="none",
         help="after masking, re-fit the kept weights to the dense model on the calibration text: "
@@ -33,6 +33,9 @@ def add_reconstruct_arguments(parser: argparse.ArgumentParser) -> None:
         help="precision of the calibration forwards: auto (bf16 autocast where the CPU has AMX / "
         "AVX512-BF16 or the GPU has bf16, else float32), float32, bfloat16; statistics are always "
         f"accumulated in float32 (default {_DEFAULTS.calib_dtype})")
+    parser.add_argument("--block-bf16", action=argparse.BooleanOptionalAction, default=_DEFAULTS.block_bf16,
+                        help="run the block fit's forward/backward under bf16 autocast where the CPU "
+                        "(AVX512-BF16/AMX) or GPU supports it; weights and masks stay in the model's dtype")
     parser.add_argument("--permute", action="store_true",
                         help="N:M only: permute input channels (folded into the producing layer, so "
                         "the model is unchanged) so that important weights fall into different groups")
@@ -41,4 +44,5 @@ def add_reconstruct_arguments(parser: argparse.ArgumentParser) -> None:
 def reconstruct_options(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`LLMPruneConfig` keyword arguments these flags set."""
     return {"reconstruct": args.reconstruct, "block_steps": args.block_steps,
-            "block_lr": args.block_lr, "permute": args.permute, "calib_dtype": args.calib_dtype}
+            "block_lr": args.block_lr, "block_bf16": args.block_bf16, "permute": args.permute,
+            "calib_dtype": args.calib_dtype}

@@ -31,9 +31,12 @@ class LLMPruneConfig(ConfigBase):
             kept weights to the dense layer's outputs on the calibration inputs (ADMM least
             squares with the mask fixed; works after any method or pattern); ``"block"``:
             after a block's masks are chosen, ``block_steps`` Adam steps fit the sparse
-            block's outputs to the dense block's outputs (masks held exactly);
+            block's outputs to the dense model's block outputs (masks held exactly; the
+            last calibration batch is held out and the weights with its lowest error kept);
             ``"layer+block"``: both, the layer fit first.
         block_steps: optimiser steps of the block fit. block_lr: its Adam learning rate.
+        block_bf16: run the block fit's forward and backward under bf16 autocast where the
+            device supports it (weights, optimiser state and masks stay in the model's dtype).
         permute: with an N:M pattern, permute the input channels of the linears whose
             producer can absorb the permutation (o_proj, down_proj) so that important
             weights fall into different groups; the model's function is unchanged.
@@ -60,8 +63,9 @@ class LLMPruneConfig(ConfigBase):
     percdamp: float = 0.01
     batch_size: int = 8
     reconstruct: str = "none"
-    block_steps: int = 16
-    block_lr: float = 1e-2
+    block_steps: int = 24
+    block_lr: float = 2e-3
+    block_bf16: bool = True
     permute: bool = False
     single_pass_mb: int = 2048
     calib_dtype: str = "auto"

@@ -133,7 +133,7 @@ def prune_block(block: nn.Module, run: BlockRun, sparsity: float, config: LLMPru
             return None
     inputs = run.inputs
     return fit_block(block, inputs.hidden, inputs.args, inputs.kwargs, dense_outputs,
-                     steps=config.block_steps, lr=config.block_lr)
+                     steps=config.block_steps, lr=config.block_lr, bf16=config.block_bf16)
 
 
 def partial_prune(sparsity: float, config: LLMPruneConfig) -> Any:

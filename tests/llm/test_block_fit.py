@@ -6,7 +6,8 @@ import torch
 from prunekit.errors import ConfigError
 from prunekit.llm.blocks import find_blocks, find_linears
 from prunekit.llm.config import LLMPruneConfig
-from prunekit.llm.methods.block_fit import block_error, fit_block
+from prunekit.llm.methods.block_fit import block_error, cosine_lr, fit_block
+from prunekit.llm.precision import fast_bf16
 from prunekit.llm.prune import prune_llm
 from prunekit.llm.sequential import sequential_blocks
 from tests.llm.conftest import tiny_llama
@@ -74,3 +75,56 @@ def test_block_options_are_validated():
     with pytest.raises(ConfigError, match="block_lr"):
         LLMPruneConfig(reconstruct="block", block_lr=0.0)
     assert LLMPruneConfig("magnitude", reconstruct="block").needs_calibration
+
+
+def _toy_block(seed=0, batches=3):
+    gen = torch.Generator().manual_seed(seed)
+    block = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
+    with torch.no_grad():
+        for p in block.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    x = [torch.randn(64, 8, generator=gen) for _ in range(batches)]
+    targets = [block(h).detach() for h in x]
+    with torch.no_grad():
+        for lin in (block[0], block[2]):
+            lin.weight.mul_(torch.rand(lin.weight.shape, generator=gen) > 0.5)
+    return block, x, targets
+
+
+def test_cosine_lr_numbers():
+    assert cosine_lr(1.0, 0, 4) == pytest.approx(1.0)
+    assert cosine_lr(1.0, 2, 4) == pytest.approx(0.5)
+    assert cosine_lr(2e-3, 4, 4) == pytest.approx(0.0)
+
+
+def test_holdout_keeps_the_best_weights_and_a_diverging_fit_falls_back_to_the_start():
+    block, x, targets = _toy_block()
+    start = [p.detach().clone() for p in block.parameters()]
+    fit = fit_block(block, x, [()] * 3, [{}] * 3, targets, steps=40, lr=1e-2)
+    assert fit.heldout_before is not None and fit.heldout_after is not None
+    assert fit.heldout_after < 0.6 * fit.heldout_before  # measured: 0.44x
+    assert 0 < fit.best_step <= 40 and fit.best_step % 2 == 0  # checked after each pass over 2 batches
+    assert block_error(block, x[2:], [()], [{}], targets[2:]) == pytest.approx(fit.heldout_after)
+    # lr 0.9 on weights of size 0.3 blows the fit up: the held-out batch keeps the starting weights
+    block2, x2, t2 = _toy_block()
+    fit2 = fit_block(block2, x2, [()] * 3, [{}] * 3, t2, steps=10, lr=0.9)
+    assert fit2.best_step == 0 and fit2.heldout_after == fit2.heldout_before
+    assert all(torch.equal(a, b) for a, b in zip(start, block2.parameters()))
+
+
+def test_single_batch_trains_on_it_and_reports_no_heldout():
+    block, x, targets = _toy_block(batches=1)
+    fit = fit_block(block, x, [()], [{}], targets, steps=30, lr=1e-2)
+    assert fit.heldout_before is None and fit.error_after < 0.5 * fit.error_before
+
+
+def test_bf16_fit_keeps_masks_exact_and_weights_in_their_dtype():
+    block, x, targets = _toy_block(seed=3)
+    zeros = [lin.weight == 0 for lin in (block[0], block[2])]
+    fit = fit_block(block, x, [()] * 3, [{}] * 3, targets, steps=40, lr=1e-2, bf16=True)
+    assert fit.error_after < 0.6 * fit.error_before
+    for lin, z in zip((block[0], block[2]), zeros):
+        assert lin.weight.dtype == torch.float32
+        assert torch.equal(lin.weight == 0, z)
+    assert isinstance(fast_bf16(torch.device("cpu")), bool)
+    assert fast_bf16(torch.device("meta")) is False

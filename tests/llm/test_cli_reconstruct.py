@@ -19,11 +19,12 @@ print(json.dumps({"sparsity": sum(int((w == 0).sum()) for w in ws) / sum(w.numel
 
 def test_cli_block_reconstruction_with_permutation_reloads_in_a_fresh_process(tiny_folder, tmp_path):  # noqa: F811
     extra = ["--method", "wanda", "--pattern", "2:4", "--permute", "--reconstruct", "layer+block",
-             "--block-steps", "4", "--block-lr", "0.001", "--out", str(tmp_path)]
+             "--block-steps", "4", "--block-lr", "0.001", "--no-block-bf16", "--out", str(tmp_path)]
     assert _main(_args(tiny_folder, *extra)) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     cfg = metrics["config"]
-    assert (cfg["reconstruct"], cfg["block_steps"], cfg["block_lr"], cfg["permute"]) == ("layer+block", 4, 0.001, True)
+    assert (cfg["reconstruct"], cfg["block_steps"], cfg["block_lr"], cfg["block_bf16"], cfg["permute"]) == (
+        "layer+block", 4, 0.001, False, True)
     assert metrics["sparsity_measured"] == pytest.approx(0.5)
     out = subprocess.run([sys.executable, "-c", RELOAD, str(tmp_path / "model")], capture_output=True,
                          text=True, check=True)

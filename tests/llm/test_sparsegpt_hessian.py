@@ -5,7 +5,6 @@ workspace) instead of three."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 import torch

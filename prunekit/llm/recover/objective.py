@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from prunekit.distill.losses import feature_loss, kd_loss
+from prunekit.llm.precision import fast_bf16
 from prunekit.llm.recover.config import RecoverConfig
 
 
@@ -59,20 +60,8 @@ def lr_at(step: int, total: int, peak: float, warmup: float, time_fraction: floa
     return peak * (0.1 + 0.45 * (1.0 + math.cos(math.pi * progress)))
 
 
-def bf16_available(device: torch.device | str) -> bool:
-    """Whether the device has native bf16 matmuls (CUDA with bf16, CPU with AVX512-BF16 or AMX)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        cpu = torch.cpu
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
-    return False
-
-
 def use_bf16(setting: str, device: torch.device | str) -> bool:
     """Resolve ``RecoverConfig.bf16`` (``auto`` / ``on`` / ``off``) for ``device``."""
     if setting == "auto":
-        return bf16_available(device)
+        return fast_bf16(device)
     return setting == "on"

@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -156,7 +156,8 @@ def adopt_config_attributes(model: nn.Module, before: nn.Module | None, path: st
     for key, value in module_attributes(model).items():
         name, _, attr = key.rpartition("#")
         name = name[:-1] if name.endswith(".") else name
-        if key.startswith(path + ".") or attr == "class" or key not in new or new[key] == value or old.get(key) != value:
+        if (key.startswith(path + ".") or attr == "class" or key not in new or new[key] == value
+                or old.get(key) != value):
             continue
         setattr(live[name], attr, copy.deepcopy(getattr(fresh[name], attr)))
         changed.append(f"{name}.{attr}")

@@ -37,7 +37,6 @@ from prunekit.llm.structured.layout import Layout, keep_indices
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
 
 
-
 def block_layouts(model: nn.Module, indices: Iterable[int] | None = None) -> dict[int, Layout]:
     """The :class:`Layout` of each block (all blocks, or ``indices``)."""
     from prunekit.llm.structured.discover import discover_layout
