@@ -25,7 +25,8 @@ HIDDEN, LAYERS, HEADS, KV_HEADS, INTERMEDIATE, VOCAB = 64, 2, 8, 4, 96, 128
 EXPERTS, TOP_K, EXPERT_INTERMEDIATE, SHARED_INTERMEDIATE = 8, 2, 48, 80
 
 OVERRIDES: dict[str, Any] = {
-    "hidden_size": HIDDEN, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
+    "hidden_size": HIDDEN, "num_hidden_layers": LAYERS, "num_layers": LAYERS,
+    "num_attention_heads": HEADS,
     "num_key_value_heads": KV_HEADS, "num_kv_heads": KV_HEADS, "intermediate_size": INTERMEDIATE,
     "ffn_dim": INTERMEDIATE, "n_inner": INTERMEDIATE, "ffn_hidden_size": INTERMEDIATE,
     "head_dim": HIDDEN // HEADS, "vocab_size": VOCAB, "max_position_embeddings": 128,
@@ -37,6 +38,68 @@ OVERRIDES: dict[str, Any] = {
     # encoder-decoder stacks: the decoder one deeper, so a layer count naming the wrong stack shows
     "encoder_layers": LAYERS, "decoder_layers": LAYERS + 1,
 }
+# dense layers before the first MoE layer (DeepSeek's ``first_k_dense_replace``): one, so the
+# second of the two layers is a mixture of experts
+FIRST_DENSE = 1
+
+
+def derived_sizes(values: dict[str, Any], head_dim: int | None) -> dict[str, Any]:
+    """Sizes that depend on the tiny ones, from a config's default ``values`` (its ``to_dict()``)
+    and its default per-head width ``head_dim`` (``None`` when it has none). Pure arithmetic,
+    one rule per attribute pattern, no family names:
+
+    - every ``*_head_dim`` (MLA's ``qk_rope_head_dim`` / ``qk_nope_head_dim`` / ``qk_head_dim`` /
+      ``v_head_dim``, a sparse indexer's ``index_head_dim``) is scaled by the factor that takes
+      the default head width to the tiny one, so their sums and ratios still hold;
+    - ``rotary_dim`` (GPT-J, CodeGen) is the tiny head width times ``partial_rotary_factor``;
+    - ``*_lora_rank`` (MLA's ``q_lora_rank`` / ``kv_lora_rank``) is half the tiny hidden size,
+      and with a ``kv_lora_rank`` (multi-head latent attention: every head decodes its own key and
+      value from one latent) ``num_key_value_heads`` equals the head count;
+    - expert groups (``n_group`` / ``topk_group``) shrink so each group still holds ``TOP_K``
+      experts and the same fraction of groups is kept;
+    - a repeated layer pattern (GPT-Neo's ``attention_types = [[["global", "local"], 12]]``)
+      repeats only as often as the tiny depth holds;
+    - ``n_shared_experts`` / ``num_shared_experts`` left ``None`` by the default become 1, and
+      ``first_k_dense_replace`` at most :data:`FIRST_DENSE`.
+
+    Fields the default leaves ``None`` stay ``None`` (an optional low-rank query stays off).
+
+    Example:
+        >>> derived_sizes({"qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "qk_head_dim": 192,
+        ...                "kv_lora_rank": 512, "n_group": 8, "topk_group": 4}, head_dim=64)
+        {'qk_rope_head_dim': 8, 'qk_nope_head_dim': 16, 'qk_head_dim': 24, 'kv_lora_rank': 32, \
+'n_group': 4, 'topk_group': 2}
+    """
+    tiny_head = HIDDEN // HEADS
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            continue
+        if name.endswith("_head_dim") and head_dim:
+            out[name] = max(2, 2 * round(value * tiny_head / head_dim / 2))
+        elif name == "rotary_dim":
+            out[name] = int(tiny_head * OVERRIDES["partial_rotary_factor"])
+        elif name.endswith("_lora_rank"):
+            out[name] = HIDDEN // 2
+        elif name == "first_k_dense_replace":
+            out[name] = min(value, FIRST_DENSE)
+    repeats = values.get("attention_types")
+    if isinstance(repeats, list) and all(isinstance(r, list) and len(r) == 2 for r in repeats):
+        out["attention_types"] = [[list(pattern), max(1, LAYERS // len(pattern))]
+                                  for pattern, _ in repeats[:1]]
+    groups = values.get("n_group")
+    if isinstance(groups, int) and groups > 0:
+        new = max(1, min(groups, EXPERTS // TOP_K))
+        out["n_group"] = new
+        top = values.get("topk_group")
+        if isinstance(top, int):
+            out["topk_group"] = max(1, min(new, round(top * new / groups)))
+    for name in ("n_shared_experts", "num_shared_experts"):
+        if name in values and values[name] is None:
+            out[name] = 1
+    if values.get("kv_lora_rank") is not None and "num_key_value_heads" in values:
+        out["num_key_value_heads"] = HEADS
+    return out
 
 
 def families() -> list[str]:
@@ -59,6 +122,17 @@ def _overrides(default: Any) -> dict[str, Any]:
             if name == "partial_rotary_factor" and default.to_dict().get(native) is None:
                 continue
             kwargs[native] = value
+    values = default.to_dict()
+    head_dim = values.get("head_dim") or (
+        values.get(reverse.get("hidden_size", "hidden_size"))
+        // values.get(reverse.get("num_attention_heads", "num_attention_heads"), 1)
+        if isinstance(values.get(reverse.get("hidden_size", "hidden_size")), int)
+        and isinstance(values.get(reverse.get("num_attention_heads", "num_attention_heads")), int)
+        else None)
+    # the rules read the standard names (``n_group``) too where a config spells them its own way
+    # (Bailing's ``num_expert_group``), through the same ``attribute_map``
+    view = {**values, **{alias: values[native] for alias, native in reverse.items() if native in values}}
+    kwargs.update({reverse.get(name, name): value for name, value in derived_sizes(view, head_dim).items()})
     from transformers import PretrainedConfig
 
     for name in known:

@@ -87,7 +87,7 @@ def _uniform_config(model: nn.Module, shape: dict[str, Any], alibi: bool) -> Any
             continue  # ALiBi slopes follow the config's head count: it must stay
         for name, value in fields.items():
             if best == 0:
-                return trial
+                return _keep_head_dim(model, trial)
             if not pattern.search(name) or not (value is None or (isinstance(value, int) and value > 0)):
                 continue
             for key in keys:
@@ -101,7 +101,23 @@ def _uniform_config(model: nn.Module, shape: dict[str, Any], alibi: bool) -> Any
                     best = m
                     break
                 setattr(trial, name, old)
-    return trial if best == 0 else None
+    return _keep_head_dim(model, trial) if best == 0 else None
+
+
+def _keep_head_dim(model: nn.Module, trial: Any) -> Any:
+    """``trial`` with the original ``head_dim`` back when no tensor shape needs the new one.
+
+    A head size no weight depends on may still size a buffer (multi-head latent attention's
+    rotary part: ``head_dim`` is ``qk_rope_head_dim`` there, while the attention layout's per-head
+    width is ``v_head_dim``), so an unneeded change would alter the reloaded model's outputs."""
+    old = getattr(model.config, "head_dim", _MISSING)
+    new = getattr(trial, "head_dim", _MISSING)
+    if old is _MISSING or new == old:
+        return trial
+    trial.head_dim = old
+    if _mismatches(model, trial) != 0:
+        trial.head_dim = new
+    return trial
 
 
 def _merged(shapes: list[dict[str, Any]]) -> dict[str, Any] | None:
