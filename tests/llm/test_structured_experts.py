@@ -183,3 +183,33 @@ def test_removing_a_never_routed_llama4_expert_keeps_logits():
     remove_experts(model, {0: [5], 1: [5]})
     assert model.config.num_local_experts == 7
     assert (main_output(model, IDS) - before).abs().max() < 1e-5
+
+
+def tiny_grouped_moe(n_experts: int):
+    """DeepSeek-V3-style group-limited routing: 4 groups of consecutive experts, 2 groups chosen."""
+    torch.manual_seed(0)
+    cfg = transformers.DeepseekV3Config(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, vocab_size=128,
+        max_position_embeddings=64, intermediate_size=96, moe_intermediate_size=32, n_routed_experts=n_experts,
+        n_shared_experts=1, num_experts_per_tok=2, n_group=4, topk_group=2, first_k_dense_replace=1,
+        q_lora_rank=32, kv_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16)
+    return transformers.AutoModelForCausalLM.from_config(cfg).eval()
+
+
+def test_grouped_router_loses_the_same_number_of_experts_in_every_group():
+    model = tiny_grouped_moe(16)
+    plan = structured_prune(model, [IDS], StructuredConfig(experts=0.25))
+    removed = plan["experts"][1]
+    assert len(removed) == 4
+    assert sorted(e // 4 for e in removed) == [0, 1, 2, 3]  # one from each group of 4
+    assert plan["experts_after"] == {1: 12}
+    with torch.no_grad():
+        assert torch.isfinite(model(**IDS).logits).all()
+
+
+def test_grouped_router_refuses_a_removal_that_cannot_keep_groups_even():
+    model = tiny_grouped_moe(8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(Exception, match="n_group=4"):
+        structured_prune(model, [IDS], StructuredConfig(experts=0.25))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -22,7 +22,12 @@ from prunekit.llm.hooks import collect_input_stats
 from prunekit.llm.sequential import block_output
 from prunekit.llm.structured.applicability import not_applicable
 from prunekit.llm.structured.experts import expert_statistics, remove_experts, shrink_expert_neurons
-from prunekit.llm.structured.importance import block_influence, column_scores, expert_neuron_scores
+from prunekit.llm.structured.importance import (
+    balanced_group_removal,
+    block_influence,
+    column_scores,
+    expert_neuron_scores,
+)
 from prunekit.llm.structured.layer_fields import DepthNotBuildableError, removable_layers
 from prunekit.llm.structured.shapes import sync_config
 from prunekit.llm.structured.surgery import block_layouts, prune_heads, prune_mlp_neurons, remove_layers
@@ -161,7 +166,39 @@ def _experts_plan(model: nn.Module, batches: list[dict[str, Any]] | None, config
     stats = expert_statistics(model, batches)
     chosen = _lowest([stats[i]["contribution"].float() for i in moe], config.experts, config.scope)
     plan = {i: sorted(v) for i, v in _by_block(moe, chosen).items()}
+    groups = expert_groups(model)
+    if groups > 1:
+        plan = {i: _grouped(i, v, stats[i]["contribution"].float(), groups) for i, v in plan.items()}
     return plan, {i: {k: v.tolist() for k, v in stats[i].items()} for i in moe}
+
+
+def expert_groups(model: nn.Module) -> int:
+    """How many consecutive groups a group-limited router splits the experts into (config
+    ``n_group``, also under an alias through the config's ``attribute_map``); 1 for none."""
+    config = model.config
+    for name in ("n_group", "num_expert_group"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 1:
+            return value
+    return 1
+
+
+def _grouped(block: int, chosen: list[int], scores: torch.Tensor, groups: int) -> list[int]:
+    """``chosen``'s count of experts, taken evenly from the router's groups (each its lowest)."""
+    if not chosen:
+        return chosen
+    if scores.numel() % groups:
+        raise UnsupportedOpError(f"experts: block {block} has {scores.numel()} experts, not divisible by "
+                                 f"the router's n_group={groups}")
+    size = scores.numel() // groups
+    drop = balanced_group_removal(scores, len(chosen), groups)
+    if not drop or len(drop) // groups >= size:
+        raise UnsupportedOpError(
+            f"experts: block {block}'s router picks experts inside n_group={groups} groups of {size}; removing "
+            f"{len(chosen)} of {scores.numel()} cannot take the same number from every group and keep each "
+            f"group non-empty; ask for a multiple of {groups} experts per layer "
+            f"(experts >= {groups / scores.numel():g}) and fewer than {scores.numel()}")
+    return drop
 
 
 def _expert_neurons_plan(model: nn.Module, fraction: float, layouts: dict) -> dict[int, torch.Tensor]:
