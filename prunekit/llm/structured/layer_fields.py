@@ -41,16 +41,19 @@ from torch import nn
 
 from prunekit.errors import UnsupportedOpError
 from prunekit.llm.blocks import find_blocks
+from prunekit.llm.structured.layer_index import (
+    module_attributes,
+    renumbered,
+    renumbered_attributes,
+)
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
 
 _COUNT_NAME = re.compile(r"layer|depth|block", re.IGNORECASE)
 _INDEX_NAME = re.compile(r"idx|indices|index|layers$", re.IGNORECASE)
 _PATTERN_NAME = re.compile(r"period|offset|freq|interval|first|start|every|step|dense|sparse|replace",
                            re.IGNORECASE)
-_LAYER_INDEX_ATTR = re.compile(r"^(layer|block)_?(idx|id|index|number|num)$")
 _INVALID = 1 << 30
 _MAX_VALUES = 16  # periodic patterns: offsets and periods tried below this
-_PLAIN = (bool, int, float, str, type(None))
 _ABSENT = object()
 
 
@@ -84,58 +87,6 @@ def meta_shapes(model: nn.Module, config: Any, init: bool = False) -> dict[str, 
     return None if fresh is None else {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
 
 
-def _plain(value: Any) -> Any:
-    """A construction-time attribute value made comparable, or ``...`` for one not compared
-    (modules, tensors, callables, configs)."""
-    if isinstance(value, float) and value != value:
-        return "nan"
-    if isinstance(value, _PLAIN):
-        return value
-    if isinstance(value, (list, tuple)) and all(isinstance(v, _PLAIN) for v in value):
-        return tuple(value)
-    return ...
-
-
-def module_attributes(model: nn.Module) -> dict[str, Any]:
-    """Every module's class and plain public attributes, keyed ``"<module path>.#<attribute>"``.
-
-    These are what a module fixes when it is built (``use_rope``, ``sliding_window``,
-    ``layer_idx``, ``is_causal``); two models with equal parameters but different values
-    here compute different functions.
-
-    Example:
-        >>> m = nn.Sequential(nn.Dropout(0.25))
-        >>> module_attributes(m)["0.#p"], module_attributes(m)["0.#class"]
-        (0.25, 'Dropout')
-    """
-    out: dict[str, Any] = {}
-    for name, module in model.named_modules():
-        prefix = f"{name}.#" if name else "#"
-        out[prefix + "class"] = type(module).__name__
-        for attr, value in vars(module).items():
-            if attr.startswith("_") or attr == "training":
-                continue
-            plain = _plain(value)
-            if plain is not ...:
-                out[prefix + attr] = plain
-    return out
-
-
-def renumber_layer_indices(block: nn.Module, old: int, new: int) -> None:
-    """Set every layer-index attribute of ``block`` and its modules (``layer_idx``,
-    ``layer_id``, ``block_idx``, ``layer_number``) that holds ``old`` to ``new``, in place.
-
-    Example:
-        >>> b = nn.Linear(2, 2); b.layer_idx = 3
-        >>> renumber_layer_indices(b, 3, 1); b.layer_idx
-        1
-    """
-    for module in block.modules():
-        for attr, value in list(vars(module).items()):
-            if _LAYER_INDEX_ATTR.match(attr) and type(value) is int and value == old:
-                setattr(module, attr, new)
-
-
 def adopt_config_attributes(model: nn.Module, before: nn.Module | None, path: str) -> list[str]:
     """Outside the block list at ``path``, set each plain attribute that ``model`` still shares
     with ``before`` (a meta build of its config before the edit) to the value a build of its
@@ -162,53 +113,6 @@ def adopt_config_attributes(model: nn.Module, before: nn.Module | None, path: st
         setattr(live[name], attr, copy.deepcopy(getattr(fresh[name], attr)))
         changed.append(f"{name}.{attr}")
     return changed
-
-
-def _renumbered_attributes(attrs: dict[str, Any], path: str, drop: list[int]) -> dict[str, Any]:
-    """:func:`module_attributes` as they are after removing blocks ``drop`` of ``path``: kept
-    blocks renumbered, their layer-index attributes holding the new index."""
-    gone = set(drop)
-    prefix = path + "."
-    out: dict[str, Any] = {}
-    for key, value in attrs.items():
-        if not key.startswith(prefix):
-            out[key] = value
-            continue
-        index, _, rest = key[len(prefix):].partition(".")
-        if not index.isdigit():
-            out[key] = value
-            continue
-        old = int(index)
-        if old in gone:
-            continue
-        new = old - sum(d < old for d in gone)
-        if _LAYER_INDEX_ATTR.match(rest.rpartition("#")[2]) and type(value) is int and value == old:
-            value = new
-        out[f"{prefix}{new}.{rest}"] = value
-    return out
-
-
-def renumbered(state: dict[str, tuple[int, ...]], path: str, drop: list[int]) -> dict[str, tuple[int, ...]]:
-    """The parameter names and shapes after removing blocks ``drop`` of the list at ``path``.
-
-    Example:
-        >>> renumbered({"h.0.w": (2,), "h.1.w": (3,), "h.2.w": (4,), "e": (1,)}, "h", [1])
-        {'h.0.w': (2,), 'h.1.w': (4,), 'e': (1,)}
-    """
-    gone = set(drop)
-    out = {}
-    prefix = path + "."
-    for key, shape in state.items():
-        if not key.startswith(prefix):
-            out[key] = shape
-            continue
-        index, _, rest = key[len(prefix):].partition(".")
-        if not index.isdigit():
-            out[key] = shape
-        elif int(index) not in gone:
-            new = int(index) - sum(d < int(index) for d in gone)
-            out[f"{prefix}{new}.{rest}"] = shape
-    return out
 
 
 def _mismatched(want: dict[str, Any], got: dict[str, Any], ignore: set[str]) -> list[str]:
@@ -357,9 +261,9 @@ def _fit(model: nn.Module, drop: list[int]) -> tuple[dict[str, Any] | None, str 
     # attributes the live model already does not share with its own rebuild (widths set by an
     # earlier pruning step, flags a forward pass sets) say nothing about the config edit
     live, rebuilt = module_attributes(model), module_attributes(fresh)
-    ignore_attrs = set(_renumbered_attributes({k: None for k in live.keys() | rebuilt.keys()
+    ignore_attrs = set(renumbered_attributes({k: None for k in live.keys() | rebuilt.keys()
                                                if live.get(k, _ABSENT) != rebuilt.get(k, _ABSENT)}, path, drop))
-    want_attrs = {k: v for k, v in _renumbered_attributes(
+    want_attrs = {k: v for k, v in renumbered_attributes(
         {k: v for k, v in live.items() if k in rebuilt and k.startswith(path + ".")}, path, drop).items()
         if k not in ignore_attrs}
     target = _Target(want, ignore, want_attrs, ignore_attrs, path + ".")

@@ -31,8 +31,8 @@ from prunekit.llm.structured.layer_fields import (
     config_after_removal,
     layer_config,
     meta_build,
-    renumber_layer_indices,
 )
+from prunekit.llm.structured.layer_index import renumber_layer_indices
 from prunekit.llm.structured.layout import Layout, keep_indices
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
 
