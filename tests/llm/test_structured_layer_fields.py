@@ -236,3 +236,48 @@ def test_attributes_outside_the_blocks_follow_the_edited_config(tmp_path):
     assert model.model.rotary_emb.layer_types == ["sliding_attention"]
     _save(model, tmp_path)
     assert _reload_diff(tmp_path, plain=True) < 1e-5
+
+
+def tiny_gpt_neo(seed: int = 0):
+    torch.manual_seed(seed)  # 4 layers in a run-length pattern: global, local, global, local
+    cfg = transformers.GPTNeoConfig(hidden_size=32, num_layers=4, attention_types=[[["global", "local"], 2]],
+                                    num_heads=4, intermediate_size=48, vocab_size=64, max_position_embeddings=64,
+                                    window_size=4, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    return transformers.GPTNeoForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("drop,kinds,runs", [
+    ([1], ["global", "global", "local"], [[["global"], 2], [["local"], 1]]),
+    ([0, 1], ["global", "local"], [[["global"], 1], [["local"], 1]]),
+    ([0, 3], ["local", "global"], [[["local"], 1], [["global"], 1]]),
+])
+def test_a_run_length_layer_pattern_is_encoded_again_for_the_kept_blocks(drop, kinds, runs, tmp_path):
+    model = tiny_gpt_neo()
+    # every block keeps its own copy of the expanded per-layer list (attention_layers)
+    assert model.transformer.h[0].attn.attention_layers == ["global", "local", "global", "local"]
+    before = [model.transformer.h[i].attn.attention_type for i in range(4) if i not in drop]
+    remove_layers(model, drop)
+    assert model.config.attention_types == runs and model.config.attention_layers == kinds
+    assert [b.attn.attention_type for b in model.transformer.h] == before == kinds
+    assert all(b.attn.attention_layers == kinds for b in model.transformer.h)  # what a reload builds
+    _save(model, tmp_path)
+    assert _reload_diff(tmp_path, plain=True) < 1e-5
+
+
+def test_a_residual_scale_of_the_depth_keeps_its_value_by_solving_its_numeric_field(tmp_path):
+    torch.manual_seed(0)  # MiniCPM3 scales each residual branch by scale_depth / sqrt(num_hidden_layers)
+    cfg = transformers.MiniCPM3Config(hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                                      num_attention_heads=4, num_key_value_heads=4, head_dim=8, kv_lora_rank=16,
+                                      q_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=8,
+                                      vocab_size=64, max_position_embeddings=64, scale_depth=1.4,
+                                      pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    scale = model.model.layers[0].residual_scale
+    assert scale == pytest.approx(1.4 / 3 ** 0.5)
+    updates = config_after_removal(model, [1])
+    assert updates["num_hidden_layers"] == 2
+    assert updates["scale_depth"] == pytest.approx(1.4 * (2 / 3) ** 0.5, rel=1e-12)
+    remove_layers(model, [1])
+    assert all(b.residual_scale == pytest.approx(scale, rel=1e-12) for b in model.model.layers)
+    _save(model, tmp_path)
+    assert _reload_diff(tmp_path, plain=True) < 1e-5

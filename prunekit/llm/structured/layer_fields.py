@@ -46,6 +46,7 @@ from prunekit.llm.structured.layer_index import (
     renumbered,
     renumbered_attributes,
 )
+from prunekit.llm.structured.layer_patterns import encode_runs, expand_runs, keep_entries, same, secant
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
 
 _COUNT_NAME = re.compile(r"layer|depth|block", re.IGNORECASE)
@@ -68,9 +69,10 @@ def meta_build(model: nn.Module, config: Any, init: bool = False, errors: list[s
     ``num_hidden_layers - 1``).
     """
     try:
-        type(config).from_dict(config.to_dict())
+        saved = type(config).from_dict(config.to_dict())  # what a reload reads back
+        _same_attention(saved, config)
         with torch.device("meta"):
-            fresh = type(model)(config)
+            fresh = type(model)(saved)
             if init and hasattr(fresh, "initialize_weights"):
                 fresh.initialize_weights()
     except Exception as e:  # a config the class rejects is simply not a candidate
@@ -78,6 +80,17 @@ def meta_build(model: nn.Module, config: Any, init: bool = False, errors: list[s
             errors.append(" ".join(f"{type(e).__name__}: {e}".split())[:240])
         return None
     return fresh
+
+
+def _same_attention(saved: Any, config: Any) -> None:
+    """Give ``saved`` (and its sub-configs) the attention implementation ``config`` runs with,
+    so that the build differs from the live model only by what the saved fields say."""
+    for attr in ("_attn_implementation_internal", "_attn_implementation"):
+        if attr in vars(config):
+            try:
+                setattr(saved, attr, getattr(config, attr))
+            except Exception:  # a read-only property in this transformers version
+                pass
 
 
 def meta_shapes(model: nn.Module, config: Any, init: bool = False) -> dict[str, tuple[int, ...]] | None:
@@ -115,9 +128,46 @@ def adopt_config_attributes(model: nn.Module, before: nn.Module | None, path: st
     return changed
 
 
+def adopt_block_attributes(model: nn.Module, path: str, drop: list[int], n: int) -> list[str]:
+    """After blocks ``drop`` of the ``n`` at ``path`` are gone (and the config edited), set each
+    kept block's attribute that a rebuild holds in its new form, in place: a per-layer tuple
+    or list without the removed entries (GPT-Neo's ``attention_layers``) and a float a solved
+    field reproduces up to a rounding (MiniCPM's ``residual_scale``). The kept blocks thus
+    compute what a reload computes; returns the ``module.attribute`` names changed."""
+    after = meta_build(model, model.config)
+    if after is None:
+        return []
+    fresh = dict(after.named_modules())
+    gone = set(drop)
+    changed = []
+    for name, module in model.named_modules():
+        if not name.startswith(path + ".") or name not in fresh:
+            continue
+        for attr, value in list(vars(module).items()):
+            new = getattr(fresh[name], attr, _ABSENT)
+            if attr.startswith("_") or new is _ABSENT or new == value:
+                continue
+            per_layer = (isinstance(value, (list, tuple)) and len(value) == n and isinstance(new, (list, tuple))
+                         and list(new) == list(keep_entries(value, gone)))
+            rounded = isinstance(value, float) and isinstance(new, float) and same(value, new)
+            if per_layer or rounded:
+                setattr(module, attr, copy.deepcopy(new))
+                changed.append(f"{name}.{attr}")
+    return changed
+
+
+class _OneOf(tuple):
+    """Target values of an attribute that has two readings (a per-layer tuple filtered, or a
+    pair kept whole): a rebuild matching either is the same model."""
+
+
+def _matches(want: Any, got: Any) -> bool:
+    return any(same(w, got) for w in want) if isinstance(want, _OneOf) else same(want, got)
+
+
 def _mismatched(want: dict[str, Any], got: dict[str, Any], ignore: set[str]) -> list[str]:
     return sorted(k for k in want.keys() | got.keys()
-                  if (k not in want or k not in got) or (want[k] != got[k] and k not in ignore))
+                  if (k not in want or k not in got) or (not _matches(want[k], got[k]) and k not in ignore))
 
 
 def _mismatches(want: dict[str, Any], got: dict[str, Any], ignore: set[str]) -> int:
@@ -157,11 +207,6 @@ def _score(model: nn.Module, config: Any, target: _Target) -> int:
     return _INVALID if found is None else len(found)
 
 
-def _keep(seq: Any, drop: set[int]) -> Any:
-    kept = [v for i, v in enumerate(seq) if i not in drop]
-    return "".join(kept) if isinstance(seq, str) else type(seq)(kept) if isinstance(seq, tuple) else kept
-
-
 def _indices(name: str, value: Any, n: int, gone: set[int]) -> list[int] | None:
     """A list of layer indices (``mlp_only_layers``) renumbered without ``gone``, or None."""
     if not (isinstance(value, list) and value and _INDEX_NAME.search(name)):
@@ -183,9 +228,12 @@ def _base(original: dict[str, Any], n: int, gone: set[int]) -> dict[str, Any]:
         if name == LAYER_SHAPES_FIELD:
             continue
         renamed = _indices(name, value, n, gone)
-        if isinstance(value, (list, tuple)) and len(value) == n or \
+        runs = expand_runs(value, n)
+        if runs is not None and n > len(gone):  # a run-length pattern, encoded again
+            out[name] = encode_runs(keep_entries(runs, gone), value)
+        elif isinstance(value, (list, tuple)) and len(value) == n or \
                 isinstance(value, str) and len(value) == n and "pattern" in name.lower():
-            out[name] = _keep(value, gone)
+            out[name] = keep_entries(value, gone)
         elif renamed is not None:
             out[name] = renamed
     out["num_hidden_layers"] = n - len(gone)
@@ -201,17 +249,63 @@ def _candidates(original: dict[str, Any], n: int, drop: list[int]) -> Iterator[t
             continue
         renamed = _indices(name, value, n, gone)
         if isinstance(value, (list, tuple)) and len(value) == n:
-            yield name, [v for v in (_keep(value, gone), renamed, value) if v is not None]
+            yield name, [v for v in (keep_entries(value, gone), renamed, value) if v is not None]
         elif renamed is not None:
             yield name, [renamed, value]
         if isinstance(value, str) and len(value) == n and (_COUNT_NAME.search(name) or "pattern" in name.lower()):
-            yield name, [_keep(value, gone), value]
+            yield name, [keep_entries(value, gone), value]
         if isinstance(value, int) and _COUNT_NAME.search(name):
             yield name, [after] if value == n else [value - len(gone), value + len(gone)]
+        runs = expand_runs(value, n)  # GPT-Neo's attention_types=[[["global", "local"], 12]]
+        if runs is not None and after:
+            yield name, [encode_runs(keep_entries(runs, gone), value)]
     for name, value in original.items():  # periodic patterns: the values that make the shapes fit
         if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= max(n, 1) and \
                 _PATTERN_NAME.search(name):
             yield name, [v for v in range(min(max(n, value + 1), _MAX_VALUES)) if v != value]
+
+
+def _per_layer(value: Any, n: int, gone: set[int]) -> Any:
+    """The target of a block attribute: a tuple with one entry per layer (GPT-Neo's
+    ``attention_layers``, the config's list kept by every block) may also be rebuilt
+    without the removed layers' entries."""
+    if isinstance(value, tuple) and len(value) == n and n > len(gone):
+        return _OneOf((keep_entries(value, gone), value))
+    return value
+
+
+def _solve_numeric(model: nn.Module, trial: Any, target: _Target, original: dict[str, Any],
+                   put: Any, best: int) -> int:
+    """Solve one numeric config field so that a float attribute of the blocks the rebuild
+    gets wrong takes its old value again (MiniCPM's ``residual_scale = scale_depth /
+    sqrt(num_hidden_layers)``: ``scale_depth`` found for the new depth); keeps a solution
+    only when it lowers the score. Returns the new score."""
+    found = _differences(model, trial, target) or []
+    floats = [k for k in found if isinstance(target.attrs.get(k), float)]
+    if not floats:
+        return best
+    key = floats[0]
+
+    def value_at(x: float) -> float | None:
+        put(name, x)
+        fresh = meta_build(model, trial)
+        got = None if fresh is None else module_attributes(fresh).get(key)
+        return got if isinstance(got, (int, float)) and not isinstance(got, bool) else None
+
+    for name, value in original.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or name == LAYER_SHAPES_FIELD:
+            continue
+        current = getattr(layer_config(trial), name, None)
+        if not isinstance(current, (int, float)) or isinstance(current, bool):
+            continue
+        x = secant(value_at, target.attrs[key], float(current), 2.0 * current if current else 1.0, steps=4)
+        if x is not None:
+            put(name, x)
+            score = _score(model, trial, target)
+            if score < best:
+                return score if score == 0 else _solve_numeric(model, trial, target, original, put, score)
+        put(name, current)
+    return best
 
 
 def layer_config(config: Any) -> Any:
@@ -263,7 +357,7 @@ def _fit(model: nn.Module, drop: list[int]) -> tuple[dict[str, Any] | None, str 
     live, rebuilt = module_attributes(model), module_attributes(fresh)
     ignore_attrs = set(renumbered_attributes({k: None for k in live.keys() | rebuilt.keys()
                                                if live.get(k, _ABSENT) != rebuilt.get(k, _ABSENT)}, path, drop))
-    want_attrs = {k: v for k, v in renumbered_attributes(
+    want_attrs = {k: _per_layer(v, n, set(drop)) for k, v in renumbered_attributes(
         {k: v for k, v in live.items() if k in rebuilt and k.startswith(path + ".")}, path, drop).items()
         if k not in ignore_attrs}
     target = _Target(want, ignore, want_attrs, ignore_attrs, path + ".")
@@ -312,6 +406,8 @@ def _fit(model: nn.Module, drop: list[int]) -> tuple[dict[str, Any] | None, str 
                 put(name, current)
         if not improved:
             break
+    if best not in (0, _INVALID):  # a value the blocks compute from a numeric field and the depth
+        best = _solve_numeric(model, trial, target, original, put, best)
     errors: list[str] = []
     if best == _INVALID or meta_build(model, trial, init=init, errors=errors) is None:
         if not errors:

@@ -27,6 +27,7 @@ from prunekit.llm.blocks import _is_conv1d, find_blocks
 from prunekit.llm.structured.heads_attrs import HeadCounts, size_attributes
 from prunekit.llm.structured.heads_check import checked_apply
 from prunekit.llm.structured.layer_fields import (
+    adopt_block_attributes,
     adopt_config_attributes,
     config_after_removal,
     layer_config,
@@ -238,6 +239,7 @@ def remove_layers(model: nn.Module, layers: Iterable[int], *, sync: bool = True)
         except Exception:  # a count the config derives from a per-layer list (checked in layer_fields)
             pass
     adopt_config_attributes(model, before, path)  # outside the blocks: what a reload builds
+    adopt_block_attributes(model, path, drop, len(blocks))  # per-layer copies, solved floats
     shapes = getattr(config, LAYER_SHAPES_FIELD, None)
     if shapes and len(shapes) == len(blocks):
         setattr(config, LAYER_SHAPES_FIELD, [s for i, s in enumerate(shapes) if i not in set(drop)])
