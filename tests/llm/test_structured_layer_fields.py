@@ -281,3 +281,34 @@ def test_a_residual_scale_of_the_depth_keeps_its_value_by_solving_its_numeric_fi
     assert all(b.residual_scale == pytest.approx(scale, rel=1e-12) for b in model.model.layers)
     _save(model, tmp_path)
     assert _reload_diff(tmp_path, plain=True) < 1e-5
+
+
+def tiny_hrm(seed: int = 0):
+    torch.manual_seed(seed)  # two stacks (L_module, H_module) built from one num_layers_per_stack
+    cfg = transformers.HrmTextConfig(hidden_size=32, intermediate_size=48, num_attention_heads=4, head_dim=8,
+                                     num_layers_per_stack=2, H_cycles=1, L_cycles=1, L_bp_cycles=[1],
+                                     vocab_size=64, max_position_embeddings=64, use_cache=False,
+                                     pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    return transformers.AutoModelForCausalLM.from_config(cfg).eval()
+
+
+def test_block_lists_tied_by_one_count_make_a_single_removal_not_applicable():
+    from prunekit.llm.structured import StructuredConfig, structured_prune
+    from prunekit.llm.structured.layer_fields import TiedDepthError
+
+    model = tiny_hrm()
+    path = find_blocks(model)[0]
+    with pytest.raises(TiedDepthError, match=r"builds 2 block lists from one layer count .*num_layers_per_stack=2"
+                       ) as info:
+        removable_layers(model, [0, 1], 1)
+    assert sorted(info.value.tied) == ["model.H_module.layers", "model.L_module.layers"] and info.value.tied[0] == path
+    ids = {"input_ids": torch.randint(3, 64, (1, 8), generator=torch.Generator().manual_seed(1))}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    plan = structured_prune(model, [ids], StructuredConfig(layers=1))
+    assert plan["layers"] == [] and "cannot be removed alone" in plan["not_applicable"]["layers"]
+    # two blocks (one per tied list) could exist, but that removal is not implemented: an error, nothing changed
+    with pytest.raises(UnsupportedOpError, match=r"cannot remove 2 block\(s\).*ask for layers=0"):
+        structured_prune(model, [ids], StructuredConfig(layers=2))
+    assert model.state_dict().keys() == before.keys()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.config.num_layers_per_stack == 2

@@ -46,6 +46,7 @@ from prunekit.llm.structured.layer_index import (
     renumbered,
     renumbered_attributes,
 )
+from prunekit.llm.structured.layer_ties import tied_lists
 from prunekit.llm.structured.layer_patterns import encode_runs, expand_runs, keep_entries, same, secant
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
 
@@ -324,6 +325,17 @@ class DepthNotBuildableError(UnsupportedOpError):
         self.reason = reason
 
 
+class TiedDepthError(DepthNotBuildableError):
+    """The block list's length is tied to other block lists (one config count builds them
+    all, HRM's ``num_layers_per_stack``), so no block of it can be removed alone: the class
+    builds no model with this list shallower than its siblings. ``tied`` holds every tied
+    list's path, the pruned one first."""
+
+    def __init__(self, message: str, reason: str, tied: list[str]) -> None:
+        super().__init__(message, reason)
+        self.tied = tied
+
+
 def config_after_removal(model: nn.Module, drop: list[int]) -> dict[str, Any] | None:
     """The config fields to change when blocks ``drop`` are removed; None if none fit.
 
@@ -443,13 +455,18 @@ def removable_layers(model: nn.Module, order: list[int], count: int) -> list[int
         DepthNotBuildableError: when every removal tried gives a depth the model's class itself
             refuses to build (OLMo-Hybrid needs one layer of each kind, RWKV's initialisation
             divides by ``num_hidden_layers - 1``): layer removal does not apply to this model.
-        UnsupportedOpError: when fewer than ``count`` removable blocks exist otherwise.
+            :class:`TiedDepthError` when the block list's depth is tied to sibling lists (HRM)
+            and ``count`` is below their number: no single block can go.
+        UnsupportedOpError: when fewer than ``count`` removable blocks exist otherwise (also
+            for ``count`` at least the number of tied lists: removing the same block of every
+            tied list is not implemented).
     """
     path, blocks = find_blocks(model)
     chosen: list[int] = []
     refused: list[int] = []
     reasons: list[tuple[int, str | None]] = []  # (depth after the removal tried, the class's refusal)
     differs: list[str] = []  # where the closest rebuild of the first refused removal differs
+    ties: list[list[str]] = []  # per refused removal: the sibling lists it would shorten too
     for i in order:
         if len(chosen) == count:
             break
@@ -461,8 +478,20 @@ def removable_layers(model: nn.Module, order: list[int], count: int) -> list[int
             refused.append(int(i))
             reasons.append((len(blocks) - len(trial), reason))
             differs = differs or where
+            ties.append(tied_lists(model, path, where) if reason is None else [])
     if len(chosen) < count:
         name = type(layer_config(model.config)).__name__
+        if not chosen and ties and all(ties):  # no single block goes: its list's depth is tied
+            tied = [path] + sorted({t for tie in ties for t in tie})
+            own = layer_config(model.config)
+            fields = [k for k in own.to_dict() if type(getattr(own, k, None)) is int and getattr(own, k) == len(blocks)
+                      and _COUNT_NAME.search(k)]
+            why = (f"{name} builds {len(tied)} block lists from one layer count ({', '.join(tied)}"
+                   f"{'; ' + ', '.join(f'{k}={len(blocks)}' for k in fields) if fields else ''}): a block of one "
+                   "list cannot be removed alone (removing the same block of every tied list is not implemented)")
+            if count < len(tied):  # what was asked cannot exist: not applicable to this model
+                raise TiedDepthError(f"{path}: cannot remove {count} block(s): {why}", why, tied)
+            raise UnsupportedOpError(f"{path}: cannot remove {count} block(s): {why}; ask for layers=0")
         if reasons and all(r is not None for _, r in reasons):
             depth, reason = reasons[0]
             why = f"{name} builds no model with {depth} layer(s) ({reason})"
