@@ -312,3 +312,24 @@ def test_block_lists_tied_by_one_count_make_a_single_removal_not_applicable():
     assert model.state_dict().keys() == before.keys()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert model.config.num_layers_per_stack == 2
+
+
+@pytest.mark.parametrize("drop", [[0], [2]])
+def test_a_layer_kept_in_parallel_lists_loses_its_entry_in_every_list(drop, tmp_path):
+    from prunekit.llm.structured.layer_fields import removal_plan
+
+    torch.manual_seed(0)  # XLM: attentions, layer_norm1, ffns, layer_norm2, indexed together by the forward
+    cfg = transformers.XLMConfig(vocab_size=64, emb_dim=32, n_layers=3, n_heads=4, max_position_embeddings=64,
+                                 causal=True, n_langs=1, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    model = transformers.XLMWithLMHeadModel(cfg).eval()
+    parts = ["transformer.attentions", "transformer.layer_norm1", "transformer.ffns", "transformer.layer_norm2"]
+    assert find_blocks(model)[0] in parts
+    lists, updates = removal_plan(model, drop)
+    assert sorted(lists) == sorted(parts) and updates == {"num_hidden_layers": 2}
+    kept = [model.transformer.ffns[i] for i in range(3) if i not in drop]
+    remove_layers(model, drop)
+    assert all(len(model.get_submodule(p)) == 2 for p in parts) and model.transformer.n_layers == 2
+    assert list(model.transformer.ffns) == kept
+    assert [a.layer_id for a in model.transformer.attentions] == [0, 1]
+    _save(model, tmp_path)
+    assert _reload_diff(tmp_path, plain=True) < 1e-5

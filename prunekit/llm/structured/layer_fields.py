@@ -46,7 +46,7 @@ from prunekit.llm.structured.layer_index import (
     renumbered,
     renumbered_attributes,
 )
-from prunekit.llm.structured.layer_ties import tied_lists
+from prunekit.llm.structured.layer_ties import layer_parts, tied_lists
 from prunekit.llm.structured.layer_patterns import encode_runs, expand_runs, keep_entries, same, secant
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
 
@@ -101,8 +101,22 @@ def meta_shapes(model: nn.Module, config: Any, init: bool = False) -> dict[str, 
     return None if fresh is None else {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
 
 
-def adopt_config_attributes(model: nn.Module, before: nn.Module | None, path: str) -> list[str]:
-    """Outside the block list at ``path``, set each plain attribute that ``model`` still shares
+def _prefixes(paths: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``"a.b"`` or several paths as the key prefixes of what lies inside them."""
+    return tuple(p + "." for p in ([paths] if isinstance(paths, str) else paths))
+
+
+def _renumber_all(items: dict[str, Any], paths: list[str], drop: list[int], attributes: bool = False
+                  ) -> dict[str, Any]:
+    """:func:`renumbered` (or :func:`renumbered_attributes`) over every list of ``paths``."""
+    for p in paths:
+        items = renumbered_attributes(items, p, drop) if attributes else renumbered(items, p, drop)
+    return items
+
+
+def adopt_config_attributes(model: nn.Module, before: nn.Module | None, path: str | tuple[str, ...]
+                            ) -> list[str]:
+    """Outside the block list at ``path`` (or the lists, a layer's parts), set each plain attribute that ``model`` still shares
     with ``before`` (a meta build of its config before the edit) to the value a build of its
     edited config gives, in place; returns the ``module.attribute`` names changed.
 
@@ -115,13 +129,13 @@ def adopt_config_attributes(model: nn.Module, before: nn.Module | None, path: st
     if before is None or after is None:
         return []
     old, new = module_attributes(before), module_attributes(after)
-    live = dict(model.named_modules())
-    fresh = dict(after.named_modules())
+    live = dict(model.named_modules(remove_duplicate=False))
+    fresh = dict(after.named_modules(remove_duplicate=False))
     changed = []
     for key, value in module_attributes(model).items():
         name, _, attr = key.rpartition("#")
         name = name[:-1] if name.endswith(".") else name
-        if (key.startswith(path + ".") or attr == "class" or key not in new or new[key] == value
+        if (key.startswith(_prefixes(path)) or attr == "class" or key not in new or new[key] == value
                 or old.get(key) != value):
             continue
         setattr(live[name], attr, copy.deepcopy(getattr(fresh[name], attr)))
@@ -129,7 +143,7 @@ def adopt_config_attributes(model: nn.Module, before: nn.Module | None, path: st
     return changed
 
 
-def adopt_block_attributes(model: nn.Module, path: str, drop: list[int], n: int) -> list[str]:
+def adopt_block_attributes(model: nn.Module, path: str | tuple[str, ...], drop: list[int], n: int) -> list[str]:
     """After blocks ``drop`` of the ``n`` at ``path`` are gone (and the config edited), set each
     kept block's attribute that a rebuild holds in its new form, in place: a per-layer tuple
     or list without the removed entries (GPT-Neo's ``attention_layers``) and a float a solved
@@ -138,11 +152,11 @@ def adopt_block_attributes(model: nn.Module, path: str, drop: list[int], n: int)
     after = meta_build(model, model.config)
     if after is None:
         return []
-    fresh = dict(after.named_modules())
+    fresh = dict(after.named_modules(remove_duplicate=False))
     gone = set(drop)
     changed = []
-    for name, module in model.named_modules():
-        if not name.startswith(path + ".") or name not in fresh:
+    for name, module in model.named_modules(remove_duplicate=False):
+        if not name.startswith(_prefixes(path)) or name not in fresh:
             continue
         for attr, value in list(vars(module).items()):
             new = getattr(fresh[name], attr, _ABSENT)
@@ -186,7 +200,7 @@ class _Target:
     ignore: set[str]
     attrs: dict[str, Any]
     ignore_attrs: set[str]
-    blocks: str
+    blocks: tuple[str, ...]
 
 
 def _differences(model: nn.Module, config: Any, target: _Target) -> list[str] | None:
@@ -343,14 +357,32 @@ def config_after_removal(model: nn.Module, drop: list[int]) -> dict[str, Any] | 
     model). When the class cannot be built from its own config on the meta device, the usual
     edit (per-layer lists filtered, ``num_hidden_layers``) is returned unchecked.
     """
-    return _fit(model, drop)[0]
+    return removal_plan(model, drop)[1]
 
 
-def _fit(model: nn.Module, drop: list[int]) -> tuple[dict[str, Any] | None, str | None, list[str]]:
-    """:func:`config_after_removal`, and when it is None, why: the class's refusal of the
+def removal_plan(model: nn.Module, drop: list[int]) -> tuple[list[str], dict[str, Any] | None]:
+    """``(lists, updates)``: the block lists that lose entries ``drop`` (the block list of
+    :func:`find_blocks`, with the other parts of each layer where a model keeps them in
+    parallel lists, :func:`~prunekit.llm.structured.layer_ties.layer_parts`) and the config
+    fields to change (:func:`config_after_removal`; None if none fit)."""
+    path, _ = find_blocks(model)
+    lists = [path]
+    updates, reason, where = _fit(model, drop, lists)
+    parts = layer_parts(model, path)
+    if updates is None and reason is None and parts and tied_lists(model, path, where, parts):
+        lists = [path] + parts
+        updates = _fit(model, drop, lists)[0]
+    return lists, updates
+
+
+def _fit(model: nn.Module, drop: list[int], lists: list[str] | None = None
+         ) -> tuple[dict[str, Any] | None, str | None, list[str]]:
+    """:func:`config_after_removal` with entries ``drop`` of every list in ``lists`` removed
+    (default: the block list), and when it is None, why: the class's refusal of the
     closest config found (its validation or initialisation error), else ``None`` and where
     the model that config builds differs from the pruned one (parameter and attribute keys)."""
     path, blocks = find_blocks(model)
+    lists = lists or [path]
     n = len(blocks)
     config = model.config
     state = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -362,17 +394,17 @@ def _fit(model: nn.Module, drop: list[int]) -> tuple[dict[str, Any] | None, str 
     if fresh is None:
         return base, None, []
     before = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
-    ignore = set(renumbered({k: s for k, s in state.items() if before.get(k, s) != s}, path, drop))
-    want = renumbered(state, path, drop)
+    ignore = set(_renumber_all({k: s for k, s in state.items() if before.get(k, s) != s}, lists, drop))
+    want = _renumber_all(state, lists, drop)
     # attributes the live model already does not share with its own rebuild (widths set by an
     # earlier pruning step, flags a forward pass sets) say nothing about the config edit
     live, rebuilt = module_attributes(model), module_attributes(fresh)
-    ignore_attrs = set(renumbered_attributes({k: None for k in live.keys() | rebuilt.keys()
-                                               if live.get(k, _ABSENT) != rebuilt.get(k, _ABSENT)}, path, drop))
-    want_attrs = {k: _per_layer(v, n, set(drop)) for k, v in renumbered_attributes(
-        {k: v for k, v in live.items() if k in rebuilt and k.startswith(path + ".")}, path, drop).items()
-        if k not in ignore_attrs}
-    target = _Target(want, ignore, want_attrs, ignore_attrs, path + ".")
+    ignore_attrs = set(_renumber_all({k: None for k in live.keys() | rebuilt.keys()
+                                      if live.get(k, _ABSENT) != rebuilt.get(k, _ABSENT)}, lists, drop, True))
+    want_attrs = {k: _per_layer(v, n, set(drop)) for k, v in _renumber_all(
+        {k: v for k, v in live.items() if k in rebuilt and k.startswith(_prefixes(lists))}, lists, drop, True
+    ).items() if k not in ignore_attrs}
+    target = _Target(want, ignore, want_attrs, ignore_attrs, _prefixes(lists))
     trial = copy.deepcopy(config)
     changes: dict[str, Any] = {}
 
@@ -472,6 +504,9 @@ def removable_layers(model: nn.Module, order: list[int], count: int) -> list[int
             break
         trial = sorted(chosen + [int(i)])
         updates, reason, where = _fit(model, trial) if len(trial) < len(blocks) else (None, None, [])
+        parts = layer_parts(model, path) if updates is None and reason is None else []
+        if parts and tied_lists(model, path, where, parts):  # a layer's other parts, in parallel lists
+            updates, reason, where = _fit(model, trial, [path] + parts)
         if updates is not None:
             chosen = trial
         else:

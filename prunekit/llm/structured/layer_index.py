@@ -37,7 +37,9 @@ def module_attributes(model: nn.Module) -> dict[str, Any]:
 
     These are what a module fixes when it is built (``use_rope``, ``sliding_window``,
     ``layer_idx``, ``is_causal``); two models with equal parameters but different values
-    here compute different functions.
+    here compute different functions. A module shared by several parents (XLM's one
+    activation instance in every feed-forward) is listed under every path, so that a block
+    keeps its entries when another block that shares it is removed.
 
     Example:
         >>> m = nn.Sequential(nn.Dropout(0.25))
@@ -45,7 +47,7 @@ def module_attributes(model: nn.Module) -> dict[str, Any]:
         (0.25, 'Dropout')
     """
     out: dict[str, Any] = {}
-    for name, module in model.named_modules():
+    for name, module in model.named_modules(remove_duplicate=False):
         prefix = f"{name}.#" if name else "#"
         out[prefix + "class"] = type(module).__name__
         for attr, value in vars(module).items():

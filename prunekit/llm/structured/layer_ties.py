@@ -36,13 +36,14 @@ def sibling_lists(model: nn.Module, path: str) -> list[str]:
     return out
 
 
-def tied_lists(model: nn.Module, path: str, differences: list[str]) -> list[str]:
-    """The sibling lists (:func:`sibling_lists`) that all of ``differences`` (parameter and
-    attribute keys where the closest rebuild of the shallower model differs) fall in; empty
-    when any difference lies elsewhere, i.e. when the difference is not a tie."""
+def tied_lists(model: nn.Module, path: str, differences: list[str], among: list[str] | None = None) -> list[str]:
+    """The lists of ``among`` (default: the sibling lists, :func:`sibling_lists`) that all of
+    ``differences`` (parameter and attribute keys where the closest rebuild of the shallower
+    model differs) fall in; empty when any difference lies elsewhere, i.e. when the
+    difference is not a tie."""
     if not differences:
         return []
-    siblings = sibling_lists(model, path)
+    siblings = sibling_lists(model, path) if among is None else among
     hit = set()
     for key in differences:
         owner = next((s for s in siblings if key.startswith(s + ".")), None)
@@ -50,3 +51,28 @@ def tied_lists(model: nn.Module, path: str, differences: list[str]) -> list[str]
             return []
         hit.add(owner)
     return sorted(hit)
+
+
+def layer_parts(model: nn.Module, path: str) -> list[str]:
+    """Paths of the ``nn.ModuleList``s beside the one at ``path`` (same parent module, same
+    length) that hold other classes: the other parts of each layer, when a model keeps a
+    layer's pieces in parallel lists (XLM: ``attentions``, ``layer_norm1``, ``ffns``,
+    ``layer_norm2``, indexed together by its forward). Removing layer ``i`` removes entry
+    ``i`` of every part; the rebuild check decides whether that is the model the config
+    builds.
+
+    Example:
+        >>> from torch import nn
+        >>> m = nn.Module(); m.att = nn.ModuleList([nn.Linear(2, 2)] * 2)
+        >>> m.norm = nn.ModuleList([nn.LayerNorm(2)] * 2); m.other = nn.ModuleList([nn.LayerNorm(2)] * 3)
+        >>> layer_parts(m, "att")
+        ['norm']
+    """
+    parent_path, _, _ = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    blocks = model.get_submodule(path)
+    kinds = [type(b) for b in blocks]
+    prefix = parent_path + "." if parent_path else ""
+    return [prefix + name for name, child in parent.named_children()
+            if isinstance(child, nn.ModuleList) and prefix + name != path and len(child) == len(blocks)
+            and [type(b) for b in child] != kinds]

@@ -29,7 +29,7 @@ from prunekit.llm.structured.heads_check import checked_apply
 from prunekit.llm.structured.layer_fields import (
     adopt_block_attributes,
     adopt_config_attributes,
-    config_after_removal,
+    removal_plan,
     layer_config,
     meta_build,
 )
@@ -218,28 +218,29 @@ def remove_layers(model: nn.Module, layers: Iterable[int], *, sync: bool = True)
             "remove_layers: this GPT-2 config scales attention by the layer index "
             "(scale_attn_by_inverse_layer_idx=True), so blocks cannot be renumbered"
         )
-    updates = config_after_removal(model, drop)
+    lists, updates = removal_plan(model, drop)  # the block list, and a layer's parallel parts (XLM)
     if updates is None:
         raise UnsupportedOpError(
             f"remove_layers: removing {path} {drop} gives a model that {type(model.config).__name__} cannot "
             "rebuild (no per-layer config field explains the change, e.g. a first block built differently); "
             "remove other blocks")
     before = meta_build(model, model.config)  # what the config builds now, for adopt_config_attributes
-    keep = [b for i, b in enumerate(blocks) if i not in set(drop)]
-    parent_path, _, attr = path.rpartition(".")
-    parent = model.get_submodule(parent_path) if parent_path else model
-    setattr(parent, attr, nn.ModuleList(keep))
     kept_old = [i for i in range(len(blocks)) if i not in set(drop)]
-    for new_index, (old_index, block) in enumerate(zip(kept_old, keep)):
-        renumber_layer_indices(block, old_index, new_index)  # layer_idx, RWKV's layer_id, ...
+    for list_path in lists:
+        keep = [b for i, b in enumerate(model.get_submodule(list_path)) if i not in set(drop)]
+        parent_path, _, attr = list_path.rpartition(".")
+        parent = model.get_submodule(parent_path) if parent_path else model
+        setattr(parent, attr, nn.ModuleList(keep))
+        for new_index, (old_index, block) in enumerate(zip(kept_old, keep)):
+            renumber_layer_indices(block, old_index, new_index)  # layer_idx, RWKV's layer_id, ...
     config = model.config
     for name, value in updates.items():  # layer counts, per-layer lists and patterns (layer_fields.py)
         try:
             setattr(layer_config(config), name, value)
         except Exception:  # a count the config derives from a per-layer list (checked in layer_fields)
             pass
-    adopt_config_attributes(model, before, path)  # outside the blocks: what a reload builds
-    adopt_block_attributes(model, path, drop, len(blocks))  # per-layer copies, solved floats
+    adopt_config_attributes(model, before, tuple(lists))  # outside the blocks: what a reload builds
+    adopt_block_attributes(model, tuple(lists), drop, len(blocks))  # per-layer copies, solved floats
     shapes = getattr(config, LAYER_SHAPES_FIELD, None)
     if shapes and len(shapes) == len(blocks):
         setattr(config, LAYER_SHAPES_FIELD, [s for i, s in enumerate(shapes) if i not in set(drop)])
