@@ -26,12 +26,11 @@ from prunekit.errors import ModelError, UnsupportedOpError
 from prunekit.llm.blocks import _is_conv1d, find_blocks
 from prunekit.llm.structured.heads_attrs import HeadCounts, size_attributes
 from prunekit.llm.structured.heads_check import checked_apply
+from prunekit.llm.structured.layer_build import adopt_block_attributes, adopt_config_attributes
 from prunekit.llm.structured.layer_fields import (
-    adopt_block_attributes,
-    adopt_config_attributes,
-    removal_plan,
     layer_config,
     meta_build,
+    removal_plan,
 )
 from prunekit.llm.structured.layer_index import renumber_layer_indices
 from prunekit.llm.structured.layout import Layout, keep_indices
