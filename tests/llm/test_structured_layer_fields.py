@@ -333,3 +333,33 @@ def test_a_layer_kept_in_parallel_lists_loses_its_entry_in_every_list(drop, tmp_
     assert [a.layer_id for a in model.transformer.attentions] == [0, 1]
     _save(model, tmp_path)
     assert _reload_diff(tmp_path, plain=True) < 1e-5
+
+
+class _DepthScaled(transformers.LlamaForCausalLM):
+    """A Llama whose blocks keep ``initializer_range / num_hidden_layers`` (a float of a numeric
+    field and the depth); with ``outside`` the model keeps that field outside the blocks too."""
+
+    outside = False
+
+    def __init__(self, config):
+        super().__init__(config)
+        for block in self.model.layers:
+            block.scale = config.initializer_range / config.num_hidden_layers
+        if self.outside:
+            self.model.init_range = config.initializer_range
+
+
+class _DepthScaledOutside(_DepthScaled):
+    outside = True
+
+
+def test_a_solved_field_must_leave_everything_outside_the_blocks_unchanged():
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                                   intermediate_size=48, vocab_size=64, max_position_embeddings=64,
+                                   initializer_range=0.02)
+    model = _DepthScaled(cfg).eval()
+    updates = config_after_removal(model, [1])  # only the blocks read it: solved for 3 layers
+    assert updates["num_hidden_layers"] == 3 and updates["initializer_range"] == pytest.approx(0.015, rel=1e-12)
+    # the same field also sets an attribute outside the blocks: not a free unknown, refused
+    assert config_after_removal(_DepthScaledOutside(cfg).eval(), [1]) is None

@@ -199,12 +199,21 @@ def _solve_numeric(model: nn.Module, trial: Any, target: _Target, original: dict
     """Solve one numeric config field so that a float attribute of the blocks the rebuild
     gets wrong takes its old value again (MiniCPM's ``residual_scale = scale_depth /
     sqrt(num_hidden_layers)``: ``scale_depth`` found for the new depth); keeps a solution
-    only when it lowers the score. Returns the new score."""
+    only when it lowers the score and leaves every attribute outside the blocks as it was
+    (a field that also scales the embeddings or the logits is not a free unknown). Returns
+    the new score."""
     found = _differences(model, trial, target) or []
     floats = [k for k in found if isinstance(target.attrs.get(k), float)]
     if not floats:
         return best
     key = floats[0]
+
+    def outside() -> dict[str, Any] | None:
+        fresh = meta_build(model, trial)
+        return None if fresh is None else {k: v for k, v in module_attributes(fresh).items()
+                                           if not k.startswith(target.blocks)}
+
+    unsolved = outside()
 
     def value_at(x: float) -> float | None:
         put(name, x)
@@ -221,7 +230,7 @@ def _solve_numeric(model: nn.Module, trial: Any, target: _Target, original: dict
         x = secant(value_at, target.attrs[key], float(current), 2.0 * current if current else 1.0, steps=4)
         if x is not None:
             put(name, x)
-            score = _score(model, trial, target)
+            score = _score(model, trial, target) if outside() == unsolved else _INVALID
             if score < best:
                 return score if score == 0 else _solve_numeric(model, trial, target, original, put, score)
         put(name, current)
