@@ -29,11 +29,14 @@ _ABSENT = object()
 
 def meta_build(model: nn.Module, config: Any, init: bool = False, errors: list[str] | None = None
                ) -> nn.Module | None:
-    """``type(model)(config)`` built on the meta device; None if the config or the class refuses
-    (the refusal, one line, is appended to ``errors`` when given).
+    """``type(model)`` built on the meta device from ``config`` as a reload reads it back
+    (``from_dict(config.to_dict())``, what ``from_pretrained`` validates and builds from);
+    None if the config or the class refuses (the refusal, one line, is appended to
+    ``errors`` when given).
 
-    The config is first round-tripped through ``from_dict`` (what ``from_pretrained``
-    validates), so a config the class rejects is None too. With ``init`` the model's
+    Building from the read-back config means a field the config derives again from another
+    one (GPT-Neo's ``attention_layers`` from ``attention_types``) counts only through the
+    field it is derived from; the attention implementation in use is kept. With ``init`` the model's
     ``initialize_weights`` runs as well (``from_pretrained`` runs it; RWKV's divides by
     ``num_hidden_layers - 1``).
     """
@@ -52,7 +55,7 @@ def meta_build(model: nn.Module, config: Any, init: bool = False, errors: list[s
 
 
 def _same_attention(saved: Any, config: Any) -> None:
-    """Give ``saved`` (and its sub-configs) the attention implementation ``config`` runs with,
+    """Give ``saved`` the attention implementation ``config`` runs with,
     so that the build differs from the live model only by what the saved fields say."""
     for attr in ("_attn_implementation_internal", "_attn_implementation"):
         if attr in vars(config):
