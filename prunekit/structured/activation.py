@@ -159,6 +159,6 @@ def group_activation_scores(model: nn.Module, groups: list[Group], data: Iterabl
         raise ConfigError("importance 'activation' needs calibration `data` (batches the model is run on, "
                           "e.g. data=[example_input])")
     modules = dict(model.named_modules())
-    watched = {t.rpartition(".")[0]: modules[t.rpartition(".")[0]]
+    watched = {t.rpartition(".")[0]: model.get_submodule(t.rpartition(".")[0])
                for g in groups for t, _ in consumer_members(g, modules)}
     return activation_scores(model, groups, input_sq_norms(model, watched, data), aggregation)
