@@ -110,13 +110,13 @@ def column_scores(weight: torch.Tensor, in_dim: int, input_sq_norm: torch.Tensor
     return norms * input_sq_norm.to(norms.device).float().clamp_min(0).sqrt()
 
 
-def activation_scores(consumers: list[tuple[torch.Tensor, torch.Tensor]], how: str = "sum") -> torch.Tensor:
+def activation_unit_scores(consumers: list[tuple[torch.Tensor, torch.Tensor]], how: str = "sum") -> torch.Tensor:
     """Per unit: the sum of its consumer columns' :func:`column_scores`, aggregated over consumers.
 
     ``consumers`` holds, per consumer tensor, ``(column scores [n_in], unit index [n_units, k])``.
 
     Example:
-        >>> activation_scores([(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([[0, 1], [2, 3]]))])
+        >>> activation_unit_scores([(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([[0, 1], [2, 3]]))])
         tensor([3., 7.], dtype=torch.float64)
     """
     return aggregate([cols[index.to(cols.device)].sum(1) for cols, index in consumers], how)
@@ -137,6 +137,6 @@ __all__ = [
     "hessian_scores",
     "fpgm_scores",
     "column_scores",
-    "activation_scores",
+    "activation_unit_scores",
     "random_group_scores",
 ]

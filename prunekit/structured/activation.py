@@ -148,7 +148,7 @@ def activation_scores(model: nn.Module, groups: list[Group], sq_norms: Mapping[s
         for t, d in consumers:
             norm = sq_norms.get(t.rpartition(".")[0])
             cols.append((gi.column_scores(_tensor(model, t), d, norm), g.index[(t, d)]))
-        out.append(gi.activation_scores(cols, aggregation))
+        out.append(gi.activation_unit_scores(cols, aggregation))
     return out
 
 
