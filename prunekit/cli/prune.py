@@ -197,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
                               f"labels are the model's own predictions); {args.model} is a "
                               f"{task} model: use l1, l2, fpgm, bn_scale or random")
         kwargs = {"data": _taylor_data(model, x), "loss_fn": torch.nn.functional.cross_entropy}
+    elif args.importance == "activation":  # calibration statistics of the example input itself
+        kwargs = {"data": [x]}
     start = time.perf_counter()
     result = prune_channels_(model, x, config, **kwargs)
     seconds = time.perf_counter() - start

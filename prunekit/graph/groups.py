@@ -29,6 +29,9 @@ class Group:
             that tensor dim belonging to each unit.
         exact: True when removing dead units provably leaves outputs unchanged (no
             normalisation or softmax over these channels).
+        consumers: the members that *read* the units (input columns of the projections
+            fed by them), scored by the ``"activation"`` importance; None lets the scorer
+            find them from the module types (``prunekit.structured.scoring``).
     """
 
     id: int
@@ -37,6 +40,7 @@ class Group:
     exact: bool = True
     ties: list[tuple[int, int]] = field(default_factory=list)  # (other group id, factor)
     comps: torch.Tensor | None = None  # the atom component of each unit (see graph.sizes)
+    consumers: list[tuple[str, int]] | None = None
 
     @property
     def size(self) -> int:

@@ -92,6 +92,36 @@ def fpgm_scores(slices: list[torch.Tensor], how: str = "sum") -> torch.Tensor:
     return aggregate([torch.cdist(s.double(), s.double()).sum(1) for s in slices], how)
 
 
+def column_scores(weight: torch.Tensor, in_dim: int, input_sq_norm: torch.Tensor | None) -> torch.Tensor:
+    """Per input channel ``j`` of a consumer weight: ``||W[..., j, ...]||_2 * ||X_j||_2``.
+
+    ``in_dim`` is the weight dim indexed by input channels, ``input_sq_norm[j]`` the sum
+    of ``x_j^2`` over the calibration inputs (None: ones, pure weight norms). Wanda's
+    metric, per column. Float32.
+
+    Example:
+        >>> column_scores(torch.tensor([[3.0, 0.0], [4.0, 1.0]]), 1, torch.tensor([1.0, 4.0])).tolist()
+        [5.0, 2.0]
+    """
+    w = weight.detach().float().movedim(in_dim, -1)
+    norms = w.reshape(-1, w.shape[-1]).norm(dim=0)
+    if input_sq_norm is None:
+        return norms
+    return norms * input_sq_norm.to(norms.device).float().clamp_min(0).sqrt()
+
+
+def activation_unit_scores(consumers: list[tuple[torch.Tensor, torch.Tensor]], how: str = "sum") -> torch.Tensor:
+    """Per unit: the sum of its consumer columns' :func:`column_scores`, aggregated over consumers.
+
+    ``consumers`` holds, per consumer tensor, ``(column scores [n_in], unit index [n_units, k])``.
+
+    Example:
+        >>> activation_unit_scores([(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([[0, 1], [2, 3]]))])
+        tensor([3., 7.], dtype=torch.float64)
+    """
+    return aggregate([cols[index.to(cols.device)].sum(1) for cols, index in consumers], how)
+
+
 def random_group_scores(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Uniform random scores (a baseline)."""
     return torch.rand(n, generator=generator, dtype=torch.float64)
@@ -106,5 +136,7 @@ __all__ = [
     "taylor_scores",
     "hessian_scores",
     "fpgm_scores",
+    "column_scores",
+    "activation_unit_scores",
     "random_group_scores",
 ]

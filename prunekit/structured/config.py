@@ -9,7 +9,7 @@ from prunekit.config.base import ConfigBase, check_choice, check_fraction, check
 from prunekit.errors import ConfigError
 from prunekit.importance.group import AGGREGATIONS
 
-IMPORTANCES = ("l1", "l2", "bn_scale", "taylor", "hessian", "fpgm", "random")
+IMPORTANCES = ("l1", "l2", "bn_scale", "taylor", "hessian", "fpgm", "random", "activation")
 ALLOCATIONS = ("uniform", "global", "latency")
 
 
@@ -20,7 +20,9 @@ class StructuredConfig(ConfigBase):
     Args:
         ratio: fraction of units removed from every group (uniform) or overall (global).
             Ignored when a target is set (the ratio is then searched).
-        importance: one of ``IMPORTANCES`` (taylor / hessian need calibration data).
+        importance: one of ``IMPORTANCES`` (taylor / hessian need calibration data and a
+            loss; "activation", Wanda's ``||W[:, j]|| * ||X_j||`` summed over the columns
+            reading a unit, needs calibration data: ``prunekit.structured.activation``).
         aggregation: how per-tensor scores of a group combine: sum, mean or max.
         allocation: "uniform" (same ratio per group), "global" (rank all units, scores
             normalised per group) or "latency" (each group's ratio proportional to its

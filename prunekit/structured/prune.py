@@ -74,7 +74,8 @@ def prune_channels_(
         model: any ``nn.Module`` (torchvision models are all covered).
         example_input: one input batch (a tensor, tuple or kwargs dict) used to trace.
         config: ``StructuredConfig`` (ratio or a MACs / params / latency target).
-        data, loss_fn: calibration batches ``(x, y)`` and loss for taylor / hessian.
+        data, loss_fn: calibration batches ``(x, y)`` and loss for taylor / hessian;
+            ``data`` alone for "activation".
         scores: user scores per group id (or a function of the ``Group``).
         graph: a precomputed ``DependencyGraph`` (saves the trace).
 

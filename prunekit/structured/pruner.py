@@ -29,6 +29,7 @@ from prunekit.structured.allocate import (
     uniform_keep,
 )
 from prunekit.structured.config import StructuredConfig
+from prunekit.structured.keep import keep_request
 from prunekit.structured.latency_model import (
     LATENCY_MAX_TILT,
     CostModel,
@@ -228,7 +229,8 @@ class StructuredPruner:
         ]
 
     def keep_indices(self, choices: list[GroupChoice]) -> dict[str, dict[int, torch.Tensor]]:
-        removed: dict[tuple[str, int], list[torch.Tensor]] = {}
+        """The ``apply_keep`` request of ``choices`` (validated; :func:`keep_request`)."""
+        removals = []
         for c in choices:
             r = torch.as_tensor(c.remove, dtype=torch.long).reshape(-1)
             if len(r) == 0:
@@ -237,15 +239,8 @@ class StructuredPruner:
                 raise ConfigError(f"group {c.id}: unit index out of range 0..{c.size - 1}")
             if len(torch.unique(r)) >= c.size:
                 raise ConfigError(f"group {c.id}: cannot remove all {c.size} units")
-            for key, idx in c.group.index.items():
-                removed.setdefault(key, []).append(idx[r].reshape(-1))
-        keep: dict[str, dict[int, torch.Tensor]] = {}
-        for (tensor, dim), gone in removed.items():
-            size = self.graph.tensor_shapes[tensor][dim]
-            mask = torch.ones(size, dtype=torch.bool)
-            mask[torch.cat(gone)] = False
-            keep.setdefault(tensor, {})[dim] = torch.nonzero(mask).reshape(-1)
-        return keep
+            removals.append((c.group, r))
+        return keep_request(removals, self.graph.tensor_shapes)
 
     def removed_components(self, choices: list[GroupChoice]) -> np.ndarray:
         """Flags (by atom component, see ``prunekit.graph.sizes``) of the units removed."""

@@ -120,6 +120,10 @@ def group_scores(
         if data is None or loss_fn is None:
             raise ConfigError(f"importance '{importance}' needs calibration `data` and `loss_fn`")
         stats = grad_statistics(model, data, loss_fn)
+    if importance == "activation":
+        from prunekit.structured.activation import group_activation_scores
+
+        return group_activation_scores(model, groups, data, aggregation)
     out = []
     cache: dict[tuple, torch.Tensor] = {}
     for g in groups:

@@ -24,6 +24,15 @@ def test_cli_prune_writes_plan_weights_and_metrics(tmp_path, capsys):
     assert "after/before" in capsys.readouterr().out
 
 
+def test_cli_prune_activation_importance_calibrates_on_the_example_input(tmp_path):
+    code = main(["prune", "--model", "torchvision:squeezenet1_1", "--ratio", "0.25", "--importance", "activation",
+                 "--input-size", "64", "--threads", "1", "--latency-runs", "1", "--out", str(tmp_path)])
+    assert code == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["config"]["importance"] == "activation"
+    assert metrics["after"]["params"] < metrics["before"]["params"]
+
+
 def test_cli_prune_bad_input_is_one_line(tmp_path, capsys):
     assert main(["prune", "--model", "torchvision:nope", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()

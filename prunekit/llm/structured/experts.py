@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import ModelError, UnsupportedOpError
+from prunekit.llm.structured.groups import expert_neuron_group, experts_group, removal_keep
 from prunekit.llm.structured.layout import ExpertsLayout
 
 STAT_NAMES = ("frequency", "mass", "contribution")
@@ -204,11 +205,9 @@ def _set_counts(block: nn.Module, layout: ExpertsLayout, n: int) -> None:
             raise ModelError(f"{path}: keeping {n} experts leaves fewer than top_k={module.top_k}")
 
 
-def expert_keep_names(block_path: str, block: nn.Module, layout: ExpertsLayout,
-                      drop: list[int]) -> dict[str, dict[int, torch.Tensor]]:
-    """The ``apply_keep`` request removing experts ``drop`` of one block."""
-    keep = torch.tensor([e for e in range(layout.n_experts) if e not in set(drop)], dtype=torch.long)
-    out = {f"{block_path}.{layout.module}.{k}": {0: keep} for k in layout.params}
+def expert_members(block_path: str, block: nn.Module, layout: ExpertsLayout) -> dict[str, int]:
+    """Every tensor indexed by expert in one block: ``{name in the model: expert dim}``."""
+    out = {f"{block_path}.{layout.module}.{k}": 0 for k in layout.params}
     parent = layout.module.rpartition(".")[0]
     from prunekit.llm.blocks import is_prunable_linear
 
@@ -221,11 +220,10 @@ def expert_keep_names(block_path: str, block: nn.Module, layout: ExpertsLayout,
         for k, t in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
             dims = [d for d in range(t.dim()) if t.shape[d] == layout.n_experts] if t is not None else []
             if 1 <= t.dim() <= 2 and dims:  # [E], [E, H] or a grouped [groups, E] (Ernie 4.5)
-                out[f"{block_path}.{full}.{k}"] = {dims[0]: keep}
+                out[f"{block_path}.{full}.{k}"] = dims[0]
             elif (full == layout.router and k == "weight" and t.dim() == 2 and t.shape[0] > layout.n_experts
                   and getattr(module, "num_experts", None) == layout.n_experts):
-                extra = torch.arange(layout.n_experts, t.shape[0])  # rows scoring shared experts stay
-                out[f"{block_path}.{full}.{k}"] = {0: torch.cat([keep, extra])}
+                out[f"{block_path}.{full}.{k}"] = 0  # rows past n_experts score shared experts: no unit, kept
     return out
 
 
@@ -238,7 +236,7 @@ def remove_experts(model: nn.Module, remove: Mapping[int, Iterable[int]], *, syn
 
     path, blocks = find_blocks(model)
     hidden = int(model.config.hidden_size)
-    keep: dict[str, dict[int, torch.Tensor]] = {}
+    removals = []
     counts = []
     for layer, experts in remove.items():
         block = blocks[int(layer)] if 0 <= int(layer) < len(blocks) else None
@@ -247,14 +245,14 @@ def remove_experts(model: nn.Module, remove: Mapping[int, Iterable[int]], *, syn
             raise ModelError(f"block {layer} of {path} has no routed experts")
         drop = check_indices("experts", int(layer), experts, layout.n_experts)
         if drop:
-            keep.update(expert_keep_names(f"{path}.{layer}", block, layout, drop))
+            removals.append((experts_group(expert_members(f"{path}.{layer}", block, layout), layout.n_experts), drop))
             counts.append((block, layout, layout.n_experts - len(drop)))
     for block, layout, n in counts:
         _set_counts(block, layout, layout.n_experts)  # validates top_k before anything changes
         top_k = getattr(block.get_submodule(layout.router), "top_k", 0)
         if isinstance(top_k, int) and top_k > n:
             raise ModelError(f"keeping {n} experts leaves fewer than top_k={top_k}")
-    apply_keep(model, keep)
+    apply_keep(model, removal_keep(model, removals))
     for block, layout, n in counts:
         _set_counts(block, layout, n)
     if sync:
@@ -269,7 +267,7 @@ def shrink_expert_neurons(model: nn.Module, keep_order: Mapping[int, torch.Tenso
 
     path, blocks = find_blocks(model)
     hidden = int(model.config.hidden_size)
-    keep: dict[str, dict[int, torch.Tensor]] = {}
+    removals = []
     for layer, kept in keep_order.items():
         block = blocks[int(layer)]
         layout = find_experts(block, hidden)
@@ -287,11 +285,10 @@ def shrink_expert_neurons(model: nn.Module, keep_order: Mapping[int, torch.Tenso
                 index = rows.reshape(rows.shape[0], *([1] * (dim - 1)), rows.shape[1],
                                      *([1] * (p.dim() - dim - 1))).expand_as(p)
                 p.copy_(torch.gather(p.detach().clone(), dim, index))
-            kept_rows = torch.cat([torch.arange(k) + c * layout.size for c in range(copies)])
-            keep[f"{path}.{layer}.{layout.module}.{name}"] = {dim: kept_rows}
+        removals.append((expert_neuron_group(f"{path}.{layer}", layout), torch.arange(k, layout.size)))
         if hasattr(experts, "intermediate_dim"):
             experts.intermediate_dim = k
-    apply_keep(model, keep)
+    apply_keep(model, removal_keep(model, removals))
     if sync:
         sync_config(model)
 

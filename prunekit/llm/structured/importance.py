@@ -1,8 +1,10 @@
 """Scores for structured units (pure functions of weights and calibration statistics).
 
-* head group: ``sum_j ||W_o[:, j]||_2 * ||X_j||_2`` over the output-projection input
-  columns ``j`` belonging to the group (Wanda's metric summed over a head).
-* MLP neuron ``j``: ``||W_down[:, j]||_2 * ||X_j||_2``.
+* head groups and MLP neurons are scored by the one engine's ``"activation"`` importance
+  over their :mod:`~prunekit.llm.structured.groups` (``sum_j ||W_o[:, j]||_2 * ||X_j||_2``
+  over the output-projection input columns ``j`` of a unit: Wanda's metric summed over a
+  head; ``||W_down[:, j]||_2 * ||X_j||_2`` for neuron ``j``):
+  :func:`prunekit.structured.activation.activation_scores`.
 * block: ``1 - mean_t cos(h_in_t, h_out_t)``; a block that barely changes its input
   (ShortGPT's "block influence") is the cheapest to drop.
 Without calibration the input norms are taken as ones (pure weight magnitude).
@@ -11,29 +13,6 @@ Without calibration the input norms are taken as ones (pure weight magnitude).
 from __future__ import annotations
 
 import torch
-
-
-def column_scores(weight_out_in: torch.Tensor, input_sq_norm: torch.Tensor | None) -> torch.Tensor:
-    """Per input column ``j``: ``||W[:, j]||_2 * ||X_j||_2``.
-
-    Example:
-        >>> column_scores(torch.tensor([[3.0, 0.0], [4.0, 1.0]]), torch.tensor([1.0, 4.0])).tolist()
-        [5.0, 2.0]
-    """
-    norms = weight_out_in.detach().float().norm(dim=0)
-    if input_sq_norm is None:
-        return norms
-    return norms * input_sq_norm.float().clamp_min(0).sqrt()
-
-
-def group_scores(col_scores: torch.Tensor, n_groups: int) -> torch.Tensor:
-    """Sum column scores over ``n_groups`` equal consecutive groups (heads of a KV group).
-
-    Example:
-        >>> group_scores(torch.tensor([1.0, 2.0, 3.0, 4.0]), 2).tolist()
-        [3.0, 7.0]
-    """
-    return col_scores.reshape(n_groups, -1).sum(1)
 
 
 def block_influence(h_in: torch.Tensor, h_out: torch.Tensor) -> torch.Tensor:

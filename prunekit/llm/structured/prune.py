@@ -17,20 +17,17 @@ from torch import nn
 
 from prunekit.config.base import ConfigBase, check_choice, check_fraction, check_positive_int
 from prunekit.errors import ConfigError, UnsupportedOpError
-from prunekit.llm.blocks import find_blocks, weight_2d
+from prunekit.llm.blocks import find_blocks
 from prunekit.llm.hooks import collect_input_stats
 from prunekit.llm.sequential import block_output
 from prunekit.llm.structured.applicability import not_applicable
 from prunekit.llm.structured.experts import expert_statistics, remove_experts, shrink_expert_neurons
-from prunekit.llm.structured.importance import (
-    balanced_group_removal,
-    block_influence,
-    column_scores,
-    expert_neuron_scores,
-)
+from prunekit.llm.structured.groups import head_group, mlp_group
+from prunekit.llm.structured.importance import balanced_group_removal, block_influence, expert_neuron_scores
 from prunekit.llm.structured.layer_fields import DepthNotBuildableError, removable_layers
 from prunekit.llm.structured.shapes import sync_config
 from prunekit.llm.structured.surgery import block_layouts, prune_heads, prune_mlp_neurons, remove_layers
+from prunekit.structured.activation import activation_scores
 
 EXPERT_WIDTH_MULTIPLE = 8
 
@@ -83,14 +80,14 @@ def collect_structured_scores(model: nn.Module, batches: list[dict[str, Any]] | 
     ``heads`` and ``neurons`` are keyed by block index and hold only the blocks that have
     attention heads / a dense MLP; ``blocks`` has one score per block.
     """
-    _, blocks = find_blocks(model)
+    path, blocks = find_blocks(model)
     layouts = block_layouts(model)
-    watched = {}
-    for i, lay in layouts.items():
-        if lay.attention is not None:
-            watched[f"{i}.o"] = blocks[i].get_submodule(lay.attention.o)
-        if lay.mlp is not None:
-            watched[f"{i}.mlp"] = blocks[i].get_submodule(lay.mlp.inp)
+    units = {("heads", i): head_group(f"{path}.{i}", blocks[i], lay.attention)
+             for i, lay in layouts.items() if lay.attention is not None}
+    units.update({("neurons", i): mlp_group(f"{path}.{i}", blocks[i], lay.mlp)
+                  for i, lay in layouts.items() if lay.mlp is not None})
+    watched = {t.rpartition(".")[0]: model.get_submodule(t.rpartition(".")[0])
+               for g in units.values() for t, _ in g.consumers}
     influence = [torch.zeros(2) for _ in blocks]
     handles = []
     stats: dict[str, Any] = {}
@@ -106,15 +103,13 @@ def collect_structured_scores(model: nn.Module, batches: list[dict[str, Any]] | 
         finally:
             for h in handles:
                 h.remove()
-    heads, neurons, blocks_score = {}, {}, []
-    for i, lay in layouts.items():
-        if lay.attention is not None:
-            cols = column_scores(weight_2d(watched[f"{i}.o"]), stats[f"{i}.o"].sq_norm if stats else None)
-            heads[i] = torch.stack([cols[list(u)].sum() for u in lay.attention.cols])
-        if lay.mlp is not None:
-            norm = stats[f"{i}.mlp"].sq_norm if stats else None
-            neurons[i] = column_scores(weight_2d(watched[f"{i}.mlp"]), norm)
-        blocks_score.append(influence[i][0] / max(influence[i][1].item(), 1.0))
+    # the one engine's "activation" importance over the LLM groups (Wanda's column score summed per unit)
+    scored = activation_scores(model, list(units.values()), {k: v.sq_norm for k, v in stats.items()})
+    heads: dict[int, torch.Tensor] = {}
+    neurons: dict[int, torch.Tensor] = {}
+    for (kind, i), s in zip(units, scored):
+        (heads if kind == "heads" else neurons)[i] = s.float()
+    blocks_score = [influence[i][0] / max(influence[i][1].item(), 1.0) for i in layouts]
     return {"heads": heads, "neurons": neurons, "blocks": blocks_score, "layouts": layouts}
 
 

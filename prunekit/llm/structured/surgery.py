@@ -5,7 +5,9 @@ removal is one request to the generic surgery primitive
 :func:`prunekit.surgery.apply.apply_keep` (the same slicing, registry ``sync`` rules and
 all-or-nothing snapshot as ``prunekit prune``), built from each block's
 :class:`~prunekit.llm.structured.layout.Layout` (:func:`block_layouts`: the name table
-as a fast path, else a probe of the block). After each operation the config is updated
+as a fast path, else a probe of the block) turned into engine groups
+(:mod:`~prunekit.llm.structured.groups`) and the engine's keep builder
+(:func:`prunekit.structured.keep.keep_request`). After each operation the config is updated
 (:func:`~prunekit.llm.structured.shapes.sync_config`). Inputs are validated before
 anything changes, so a failed call leaves the model as it was.
 
@@ -19,11 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-import torch
 from torch import nn
 
 from prunekit.errors import ModelError, UnsupportedOpError
-from prunekit.llm.blocks import _is_conv1d, find_blocks
+from prunekit.llm.blocks import find_blocks
+from prunekit.llm.structured.groups import head_group, mlp_group, removal_keep
 from prunekit.llm.structured.heads_attrs import HeadCounts, size_attributes
 from prunekit.llm.structured.heads_check import checked_apply
 from prunekit.llm.structured.layer_build import adopt_block_attributes, adopt_config_attributes
@@ -68,21 +70,6 @@ def check_indices(kind: str, layer: int, remove: Iterable[int], total: int) -> l
     return drop
 
 
-def _linear_keep(prefix: str, module: nn.Module, index: torch.Tensor, side: str) -> dict[str, dict[int, torch.Tensor]]:
-    """``apply_keep`` entries keeping ``index`` of a linear's output rows or input columns."""
-    out_dim = 1 if _is_conv1d(module) else 0
-    dim = out_dim if side == "out" else 1 - out_dim
-    keep = {f"{prefix}.weight": {dim: index}}
-    if side == "out" and getattr(module, "bias", None) is not None:
-        keep[f"{prefix}.bias"] = {0: index}
-    return keep
-
-
-def _follower_keep(prefix: str, params: Mapping[str, tuple], drop: list[int]) -> dict[str, dict[int, torch.Tensor]]:
-    """``apply_keep`` entries for the tensors indexed by unit (:mod:`.heads_followers`)."""
-    return {f"{prefix}.{p}": {dim: keep_indices(units, drop)} for p, (dim, units) in params.items()}
-
-
 def prune_heads(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: bool = True) -> None:
     """Remove attention heads in place: ``{block_index: [unit, ...]}``.
 
@@ -95,7 +82,7 @@ def prune_heads(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: 
 
     path, blocks = find_blocks(model)
     layouts = block_layouts(model, [int(i) for i in remove])
-    keep: dict = {}
+    removals: list = []
     attrs: list = []
     alibi: list = []
     for layer, units in remove.items():
@@ -112,12 +99,7 @@ def prune_heads(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: 
         if not drop:
             continue
         block, prefix = blocks[int(layer)], f"{path}.{layer}"
-        for p, rows in att.rows.items():
-            kept = keep_indices(rows + ((att.shared[p],) if att.shared.get(p) else ()), drop)
-            keep.update(_linear_keep(f"{prefix}.{p}", block.get_submodule(p), kept, "out"))
-        keep.update(_linear_keep(f"{prefix}.{att.o}", block.get_submodule(att.o), keep_indices(att.cols, drop), "in"))
-        for name, dims in _follower_keep(prefix, att.params, drop).items():
-            keep.setdefault(name, {}).update(dims)  # a reader's input columns beside its own rows
+        removals.append((head_group(prefix, block, att), drop))  # q/k/v rows, o columns, followers
         module = block.get_submodule(att.module)
         n_units = att.n_units - len(drop)
         n_heads = n_units * att.heads_per_unit
@@ -131,6 +113,7 @@ def prune_heads(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: 
             kept_units = [u for u in range(att.n_units) if u not in set(drop)]
             alibi.append((module, [old[u * att.heads_per_unit + j] for u in kept_units
                                    for j in range(att.heads_per_unit)], old))
+    keep = removal_keep(model, removals)
     if not keep:
         return
     _shared_heads(model, path, layouts, remove, keep, attrs)
@@ -185,7 +168,7 @@ def prune_mlp_neurons(model: nn.Module, remove: Mapping[int, Iterable[int]], *, 
 
     path, blocks = find_blocks(model)
     layouts = block_layouts(model, [int(i) for i in remove])
-    keep: dict = {}
+    removals: list = []
     for layer, neurons in remove.items():
         mlp = layouts[int(layer)].mlp
         if mlp is None:
@@ -194,12 +177,8 @@ def prune_mlp_neurons(model: nn.Module, remove: Mapping[int, Iterable[int]], *, 
         if not drop:
             continue
         block, prefix = blocks[int(layer)], f"{path}.{layer}"
-        for p, rows in mlp.outs.items():
-            keep.update(_linear_keep(f"{prefix}.{p}", block.get_submodule(p), keep_indices(rows, drop), "out"))
-        cols = tuple((j,) for j in range(mlp.size))
-        keep.update(_linear_keep(f"{prefix}.{mlp.inp}", block.get_submodule(mlp.inp), keep_indices(cols, drop), "in"))
-        for name, dims in _follower_keep(prefix, mlp.params, drop).items():
-            keep.setdefault(name, {}).update(dims)
+        removals.append((mlp_group(prefix, block, mlp), drop))  # up/gate rows, down columns, followers
+    keep = removal_keep(model, removals)
     if keep:
         checked_apply(model, keep, [], f"{path} blocks {sorted(int(i) for i in remove)}: removing MLP neurons")
         if sync:
