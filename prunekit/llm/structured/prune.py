@@ -22,6 +22,7 @@ from prunekit.llm.hooks import collect_input_stats
 from prunekit.llm.sequential import block_output
 from prunekit.llm.structured.applicability import not_applicable
 from prunekit.llm.structured.experts import expert_statistics, remove_experts, shrink_expert_neurons
+from prunekit.llm.structured.heads_check import TiedWidthError
 from prunekit.llm.structured.importance import (
     balanced_group_removal,
     block_influence,
@@ -262,7 +263,11 @@ def structured_prune(
         except DepthNotBuildableError as e:  # the class has no model that much shallower
             plan["not_applicable"]["layers"] = e.reason
     if any(plan["heads"].values()):
-        prune_heads(model, plan["heads"], sync=False)
+        try:
+            prune_heads(model, plan["heads"], sync=False)
+        except TiedWidthError as e:  # the forward ties heads to the hidden size: nothing was removed
+            plan["heads"] = {}
+            plan["not_applicable"]["heads"] = e.reason
     if any(plan["mlp"].values()):
         prune_mlp_neurons(model, plan["mlp"], sync=False)
     if any(plan["experts"].values()):
