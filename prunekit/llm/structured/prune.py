@@ -275,9 +275,25 @@ def structured_prune(
     neurons = _expert_neurons_plan(model, config.mlp, layouts)
     if neurons:
         shrink_expert_neurons(model, neurons, sync=False)
-    plan["experts_after"] = {i: lay.experts.n_experts for i, lay in block_layouts(model).items()
-                             if lay.experts} if plan["experts_before"] else {}
+    plan["experts_after"] = _expert_counts(model, plan["experts_before"])
     if plan["layers"]:
         remove_layers(model, plan["layers"], sync=False)
     sync_config(model)
     return plan
+
+
+def _expert_counts(model: nn.Module, before: dict[int, int]) -> dict[int, int]:
+    """Routed experts now in each block of ``before``: read from the experts' 3-D parameters
+    (:func:`~prunekit.llm.structured.experts.find_experts`, no probe forward; a whole layout
+    discovery only where that finds none)."""
+    from prunekit.llm.structured.experts import find_experts
+
+    if not before:
+        return {}
+    _, blocks = find_blocks(model)
+    hidden = int(model.config.hidden_size)
+    found = {i: find_experts(blocks[i], hidden) for i in before}
+    missing = [i for i, lay in found.items() if lay is None]
+    slow = block_layouts(model, missing) if missing else {}
+    return {i: lay.n_experts if lay is not None else slow[i].experts.n_experts for i, lay in found.items()
+            if lay is not None or slow[i].experts is not None}
