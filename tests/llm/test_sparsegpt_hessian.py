@@ -105,3 +105,21 @@ def test_peak_memory_is_about_two_float64_matrices() -> None:
     assert result["shape"] == [n, n]
     # the float64 copy, one LAPACK workspace and the float32 result (separate factors: > 3 copies)
     assert extra_mb < 2.75 * matrix_mb, extra_mb
+
+
+def test_sparsegpt_is_invariant_to_the_hessian_scale() -> None:
+    """``prune_linear`` passes the accumulated ``X^T X`` (no scaled copy): the result must not
+    depend on the scale."""
+    from prunekit.llm.methods.sparsegpt import sparsegpt_prune
+    from prunekit.patterns.nm import NM
+
+    torch.manual_seed(0)
+    x = torch.randn(512, 64)
+    x[:, 5] = 0  # a dead input
+    w = torch.randn(16, 64)
+    gram = x.T @ x
+    for pattern in (None, NM(2, 4)):
+        a, keep_a = sparsegpt_prune(w, gram, 0.5, pattern)
+        b, keep_b = sparsegpt_prune(w, gram * (2.0 / 512), 0.5, pattern)
+        assert torch.equal(keep_a, keep_b)
+        assert (a - b).abs().max().item() <= 1e-4 * w.abs().max().item()

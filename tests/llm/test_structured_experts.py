@@ -213,3 +213,36 @@ def test_grouped_router_refuses_a_removal_that_cannot_keep_groups_even():
     with pytest.raises(Exception, match="n_group=4"):
         structured_prune(model, [IDS], StructuredConfig(experts=0.25))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_experts_whose_module_takes_only_hidden_states_are_scored_by_ablation():
+    """JetMoE's MoE module holds its router and splits its experts over ``input_linear`` /
+    ``output_linear`` (3-D, ``num_experts`` each); its forward takes only the hidden states.
+    Contributions come from re-running it with one expert's slices zeroed: 0 for a never-routed
+    expert, whose removal (every sibling, the router rows and counts) keeps the logits."""
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from llm_families_zoo import build
+
+    model = build("jetmoe").eval()
+    lay = block_layouts(model)[0].experts
+    assert lay.module == "mlp" and lay.router == "mlp.router.layer"
+    _never_route(model, 4)
+    stats = expert_statistics(model, [IDS])
+    for s in stats.values():
+        assert s["frequency"].sum() == 2 * 32  # top-2 of 32 tokens, counted once despite the re-runs
+        assert s["frequency"][4] == 0 and s["contribution"][4] == 0
+        # routed experts add something (one picked once, with a gate of ~1e-20, may round to 0)
+        assert bool((s["contribution"][s["frequency"] >= 5] > 0).all())
+    before = main_output(model, IDS)
+    remove_experts(model, {0: [4], 1: [4]})
+    mlp = model.model.layers[0].mlp
+    assert mlp.input_linear.weight.shape[0] == mlp.output_linear.weight.shape[0] == 7
+    assert mlp.router.layer.weight.shape[0] == 7 and mlp.router.num_experts == 7
+    assert mlp.input_linear.num_experts == mlp.output_linear.num_experts == 7
+    # the attention's experts share num_local_experts: the config keeps 8, the blocks record 7
+    assert model.model.layers[0].self_attention.experts.router.layer.weight.shape[0] == 8
+    assert model.config.num_local_experts == 8
+    assert [s["num_experts"] for s in getattr(model.config, LAYER_SHAPES_FIELD)] == [7, 7]
+    assert (main_output(model, IDS) - before).abs().max() <= 1e-5

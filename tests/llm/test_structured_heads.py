@@ -199,3 +199,74 @@ def test_a_removal_the_forward_cannot_take_is_undone_and_named():
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == shapes
     assert block_layouts(model, [0])[0].attention.n_heads == 8
     assert torch.equal(main_output(model, IDS), before)
+
+
+class _Mixer(nn.Module):
+    """Splits its input into 4 heads of 4 and merges them back with ``merge`` (a probe target)."""
+
+    def __init__(self, merge):
+        super().__init__()
+        self.heads, self.merge = 4, merge
+
+    def forward(self, x):
+        y = x[..., : self.heads * 4].reshape(*x.shape[:-1], self.heads, 4)
+        return self.merge(y, x)
+
+
+class _Tiny(nn.Module):
+    config = None
+
+    def __init__(self, merge):
+        super().__init__()
+        self.emb, self.mix = nn.Embedding(128, 16), _Mixer(merge)
+
+    def forward(self, input_ids, use_cache=False):
+        return self.mix(self.emb(input_ids))
+
+
+def test_a_failure_is_tied_to_the_input_width_only_when_the_reshape_proves_it():
+    from prunekit.llm.structured.heads_check import diagnose
+
+    tied = _Tiny(lambda y, x: y.reshape(*x.shape[:-1], x.shape[-1]))  # like TrOCR: the input's width
+    tied.mix.heads = 3  # as after removing a head: 12 columns no longer fill the 16 of the input
+    failure = diagnose(tied)
+    assert failure.module == "mix (_Mixer)" and failure.input_width == 16
+    assert failure.reshape == ((1, 8, 3, 4), (1, 8, 16)) and failure.ties_input_width()
+    other = _Tiny(lambda y, x: y.reshape(*x.shape[:-1], 5, 4))  # a fixed size that is not the input width
+    other.mix.heads = 3
+    failure = diagnose(other)
+    assert failure.module == "mix (_Mixer)" and failure.reshape == ((1, 8, 3, 4), (1, 8, 5, 4))
+    assert not failure.ties_input_width()
+    assert diagnose(_Tiny(lambda y, x: y.reshape(*x.shape[:-1], 16))).module is None  # runs: no failure
+
+
+def test_heads_tied_to_the_hidden_size_are_not_applicable_and_others_still_prune():
+    """TrOCR reshapes its attention output to the input width: heads are n/a with the reason,
+    nothing changes, the MLP is still pruned; GPT-2 and Llama heads still prune."""
+    from prunekit.llm.structured.heads_check import TiedWidthError
+
+    t = transformers
+    torch.manual_seed(0)
+    cfg = t.TrOCRConfig(d_model=64, decoder_layers=2, decoder_attention_heads=8, decoder_ffn_dim=96,
+                        vocab_size=128, max_position_embeddings=64)
+    model = t.TrOCRForCausalLM(cfg).eval()
+    before = main_output(model, IDS)
+    with pytest.raises(TiedWidthError, match="no longer runs after the removal"):
+        from prunekit.llm.structured import prune_heads
+        prune_heads(model, {0: [1]})
+    n = sum(p.numel() for p in model.parameters())
+    plan = structured_prune(model, CALIB, StructuredConfig(heads=0.25))
+    assert "ties heads x head_dim to the hidden size" in plan["not_applicable"]["heads"]
+    assert "model.decoder.layers.0.self_attn (TrOCRAttention)" in plan["not_applicable"]["heads"]
+    assert plan["heads"] == {} and sum(p.numel() for p in model.parameters()) == n
+    assert torch.equal(main_output(model, IDS), before)
+    plan = structured_prune(model, CALIB, StructuredConfig(heads=0.25, mlp=0.25))
+    assert "heads" in plan["not_applicable"] and sum(p.numel() for p in model.parameters()) < n
+    from tests.llm.conftest import tiny_gpt2, tiny_llama
+
+    for make in (tiny_gpt2, tiny_llama):
+        m = make().eval()
+        n = sum(p.numel() for p in m.parameters())
+        plan = structured_prune(m, CALIB, StructuredConfig(heads=0.25))
+        assert "heads" not in plan["not_applicable"] and any(plan["heads"].values())
+        assert sum(p.numel() for p in m.parameters()) < n

@@ -94,8 +94,9 @@ def _router(block: nn.Module, experts: str, n: int, hidden: int) -> str | None:
                  and isinstance(getattr(module, "weight", None), torch.Tensor) and module.weight.dim() == 2
                  and module.weight.shape[0] > n and module.weight.shape[1] == hidden]
     parent = experts.rpartition(".")[0]
+    inside = [name for name in found if name.startswith(experts + ".")]  # JetMoE: the MoE module holds it
     near = [name for name in found if not parent or name.startswith(parent + ".")]
-    return (near or found or [None])[0]
+    return (inside or near or found or [None])[0]
 
 
 def _router_choice(out: Any, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,10 +113,11 @@ def _router_choice(out: Any, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return index, weights
 
 
-def stacked_contribution(inputs: Any, out: Any, n: int) -> torch.Tensor | None:
+def stacked_contribution(inputs: Any, out: Any, n: int, tokens: int | None = None) -> torch.Tensor | None:
     """Per-expert output norms of an experts module that runs every expert on its own slice of
     rows (Llama 4: ``[n * tokens, hidden]`` in, already scaled by the router, the same out);
-    None when the call is not of that form.
+    None when the call is not of that form (with ``tokens``, the router's token count, the
+    rows must be ``n * tokens``).
 
     Each slice is what the expert adds to the residual stream (a token the router did not
     pick comes in as zeros), so the summed row norms are that expert's contribution.
@@ -131,8 +133,44 @@ def stacked_contribution(inputs: Any, out: Any, n: int) -> torch.Tensor | None:
     rows = inputs.reshape(-1, inputs.shape[-1]).shape[0]
     if rows % n or out.numel() % rows or out.reshape(rows, -1).shape[0] != rows:
         return None
+    if tokens is not None and rows != n * tokens:
+        return None
     per_expert = out.reshape(n, rows // n, -1).detach().double()
     return per_expert.norm(dim=-1).sum(dim=1).cpu()
+
+
+def ablated_contribution(module: nn.Module, layout: ExpertsLayout, args: tuple, kwargs: dict, out: Any,
+                         picked: Iterable[int]) -> torch.Tensor | None:
+    """Per-expert contribution of an experts module whose forward takes only the hidden states
+    (JetMoE's MoE: router inside, experts split over ``input_linear`` / ``output_linear``):
+    for each expert the router ``picked`` in this call, the module's forward is run again
+    with that expert's slice of every expert-indexed parameter zeroed (the expert then adds
+    exactly nothing), and the norms of the output change are summed over tokens. The
+    parameters are restored; experts not picked add nothing and score 0. None when the
+    output is not one tensor.
+
+    Example:
+        >>> # ablated_contribution(mlp, layout, (hidden,), {}, mlp(hidden), [0, 3])  # tensor[E]
+    """
+    out = out[0] if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor) else out
+    if not isinstance(out, torch.Tensor):
+        return None
+    params = [module.get_parameter(k) for k in layout.params]
+    result = torch.zeros(layout.n_experts, dtype=torch.float64)
+    with torch.no_grad():
+        for e in picked:
+            saved = [p[e].clone() for p in params]
+            try:
+                for p in params:
+                    p[e].zero_()
+                y = module.forward(*args, **kwargs)
+            finally:
+                for p, v in zip(params, saved):
+                    p[e].copy_(v)
+            y = y[0] if isinstance(y, tuple) else y
+            diff = (out - y).double()
+            result[e] = diff.reshape(-1, diff.shape[-1]).norm(dim=-1).sum().cpu()
+    return result
 
 
 def _shapes(args: tuple, kwargs: dict) -> str:
@@ -151,26 +189,39 @@ def expert_statistics(model: nn.Module, batches: Iterable[dict[str, Any]]) -> di
     stats = {i: {s: torch.zeros(lay.n_experts, dtype=torch.float64) for s in STAT_NAMES}
              for i, lay in layouts.items()}
     handles = []
+    routed: dict[int, tuple[int, list[int]]] = {}  # block -> (tokens, experts picked) of the last router call
+    ablating: set[int] = set()
     for i, lay in layouts.items():
         block = blocks[i]
         experts = block.get_submodule(lay.module)
 
         def on_router(_m, _args, out, _i=i):
+            if _i in ablating:  # the experts module re-run by ablated_contribution: counted once
+                return
             index, weights = _router_choice(out, top_k)
             s = stats[_i]
             s["frequency"] += torch.bincount(index.flatten(), minlength=len(s["frequency"])).double()
             s["mass"].index_add_(0, index.flatten(), weights.detach().double().flatten())
+            routed[_i] = (index.shape[0], index.unique().tolist())
 
-        def on_experts(module, args, kwargs, out, _i=i, _n=lay.n_experts):
+        def on_experts(module, args, kwargs, out, _i=i, _lay=lay):
+            _n = _lay.n_experts
             hidden_states, index, weights = (list(args) + [kwargs.get(k) for k in
                                              ("top_k_index", "top_k_weights")])[:3]
             if index is None or weights is None:
-                stacked = stacked_contribution(hidden_states, out, _n)
+                tokens, picked = routed.get(_i, (None, list(range(_n))))
+                stacked = stacked_contribution(hidden_states, out, _n, tokens)
+                if stacked is None:
+                    ablating.add(_i)
+                    try:
+                        stacked = ablated_contribution(module, _lay, args, kwargs, out, picked)
+                    finally:
+                        ablating.discard(_i)
                 if stacked is None:
                     raise UnsupportedOpError(
-                        f"{type(module).__name__}: expected (hidden, top_k_index, top_k_weights), or one "
+                        f"{type(module).__name__}: expected (hidden, top_k_index, top_k_weights), one "
                         f"input whose rows are stacked by expert ([{_n} * tokens, hidden]) with an output "
-                        f"stacked the same way; got {_shapes(args, kwargs)}")
+                        f"stacked the same way, or one tensor output; got {_shapes(args, kwargs)}")
                 stats[_i]["contribution"] += stacked
                 return
             h = hidden_states.reshape(-1, hidden_states.shape[-1])
@@ -197,7 +248,8 @@ def expert_statistics(model: nn.Module, batches: Iterable[dict[str, Any]]) -> di
 def _set_counts(block: nn.Module, layout: ExpertsLayout, n: int) -> None:
     parent = layout.module.rpartition(".")[0]
     parts = {k.rpartition(".")[0] for k in layout.params if "." in k}  # split experts' holders
-    for path in {layout.module, layout.router, parent} | {f"{layout.module}.{q}" for q in parts}:
+    gate = layout.router.rpartition(".")[0]  # a gating module around the router's linear (JetMoE's)
+    for path in {layout.module, layout.router, parent, gate} | {f"{layout.module}.{q}" for q in parts}:
         module = block.get_submodule(path) if path else block
         if getattr(module, "num_experts", None) == layout.n_experts:
             module.num_experts = n
@@ -214,7 +266,7 @@ def expert_members(block_path: str, block: nn.Module, layout: ExpertsLayout) -> 
     owners = {layout.router, parent} | {f"{parent}.{name}" for name, m in block.get_submodule(parent).named_modules()
                                         if name and not is_prunable_linear(m)} if parent else {layout.router}
     for full in owners:  # the router's rows and per-expert vectors near it (score-correction biases)
-        if full == layout.module or full.startswith(layout.module + "."):
+        if full != layout.router and (full == layout.module or full.startswith(layout.module + ".")):
             continue
         module = block.get_submodule(full)
         for k, t in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):

@@ -7,6 +7,13 @@ probe's 8 tokens); if it fails, every tensor and attribute is restored and an
 :class:`~prunekit.errors.UnsupportedOpError` names the modules and the error, so the
 caller never holds a half-pruned model.
 
+When the failing operation is a reshape / view whose target holds the width of the
+failing module's *input* (its first tensor argument's last dim) while the data would fit
+that shape with another width there, the forward provably ties the attention width to the
+hidden size: :class:`TiedWidthError` (an ``UnsupportedOpError``) says so, and
+``structured_prune`` reports heads as not applicable with that reason. Any other failure
+stays a plain ``UnsupportedOpError``.
+
 Example:
     >>> # checked_apply(model, keep, attrs, what="model.layers.0.self_attn: heads")
 """
@@ -14,13 +21,95 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from prunekit.errors import UnsupportedOpError
 
 CHECK_TOKENS = 8
+_RESHAPES = (torch.Tensor.reshape, torch.Tensor.view, torch.reshape)
+
+
+class TiedWidthError(UnsupportedOpError):
+    """The removal failed in a reshape that forces the attention output to the module's input
+    width: this module's heads x head_dim must equal the hidden size. ``reason`` says where."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Where :func:`run_check` fails: the innermost module (``"path (Class)"``), the width of
+    that module's input, and the first reshape / view that raised (``(shape, target)``)."""
+
+    module: str | None
+    input_width: int | None
+    reshape: tuple[tuple[int, ...], tuple[int, ...]] | None
+
+    def ties_input_width(self) -> bool:
+        """True when the failing reshape's target holds the input width and the data would fit
+        it with a different width in that place (every other target dim is satisfied).
+
+        Example:
+            >>> Failure("attn (A)", 64, ((1, 8, 6, 8), (1, 8, 64))).ties_input_width()
+            True
+            >>> Failure("attn (A)", 64, ((1, 8, 6, 8), (1, 8, 7, 8))).ties_input_width()
+            False
+        """
+        if self.input_width is None or self.reshape is None:
+            return False
+        shape, target = self.reshape
+        width = self.input_width
+        if width not in target or any(t < 0 for t in target):
+            return False
+        numel = 1
+        for n in shape:
+            numel *= n
+        rest = 1
+        for t in target:
+            rest *= t
+        rest //= width
+        return rest > 0 and numel % rest == 0 and numel // rest != width
+
+
+class _ReshapeWatch(TorchFunctionMode):
+    """Records the first reshape / view that raises (its input shape and target)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        try:
+            return func(*args, **kwargs)
+        except RuntimeError:
+            if self.failed is None and func in _RESHAPES and args and isinstance(args[0], torch.Tensor):
+                self.failed = (tuple(args[0].shape), _target(args[1:], kwargs))
+            raise
+
+
+def _target(args: tuple, kwargs: dict) -> tuple[int, ...]:
+    """The target shape of ``reshape(*args)`` / ``view(*args)`` (ints or one sequence)."""
+    shape = args[0] if len(args) == 1 and not isinstance(args[0], int) else (args or kwargs.get("shape", ()))
+    try:
+        return tuple(int(n) for n in shape)
+    except (TypeError, ValueError):
+        return ()
+
+
+def _input_width(args: tuple, kwargs: dict) -> int | None:
+    """Last dim of a module call's first tensor argument (positional, else keyword)."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor) and value.dim() >= 1:
+            return int(value.shape[-1])
+    return None
 
 
 def run_check(model: nn.Module) -> None:
@@ -61,7 +150,8 @@ def checked_apply(model: nn.Module, keep: dict, attrs: list[tuple[nn.Module, str
     try:
         run_check(model)
     except Exception as e:
-        where = failing_module(model)
+        failure = diagnose(model)
+        where = failure.module
         if undo_then is not None:
             undo_then()
         snap.restore()
@@ -73,6 +163,14 @@ def checked_apply(model: nn.Module, keep: dict, attrs: list[tuple[nn.Module, str
             return
         first = str(e).splitlines()[0] if str(e) else ""
         at = f" in {where}" if where else ""
+        if failure.ties_input_width():
+            shape, target = failure.reshape or ((), ())
+            reason = (f"{where} reshapes its attention output {list(shape)} to {list(target)}, which holds the "
+                      f"width of its input ({failure.input_width}): its forward ties heads x head_dim to the "
+                      "hidden size, so heads cannot be removed without changing the model's code")
+            raise TiedWidthError(f"{what}: the model no longer runs after the removal ({type(e).__name__}{at}: "
+                                 f"{first[:200]}); {reason}. The model is unchanged; prune the other structures "
+                                 "(mlp, layers, experts) instead", reason) from None
         raise UnsupportedOpError(
             f"{what}: the model no longer runs after the removal ({type(e).__name__}{at}: {first[:200]}); "
             "its forward fixes a size no tensor or attribute carries. The model is unchanged; "
@@ -96,25 +194,40 @@ def failing_module(model: nn.Module) -> str | None:
         >>> failing_module(M())
         'bad (Bad)'
     """
-    stack: list[str] = []
+    return diagnose(model).module
+
+
+def diagnose(model: nn.Module) -> Failure:
+    """Run :func:`run_check` with every module's entry recorded and reshapes watched.
+
+    Returns the :class:`Failure` (all ``None`` when the forward runs).
+    """
+    stack: list[tuple[str, int | None]] = []
     handles = []
+
+    def enter(name: str, args: tuple, kwargs: dict) -> None:
+        stack.append((name, _input_width(args, kwargs)))
 
     def leave(*_: object) -> None:  # returns None: the module's output is kept
         stack.pop()
 
     for name, module in model.named_modules():
-        handles.append(module.register_forward_pre_hook(lambda _m, _a, n=name: stack.append(n)))
+        handles.append(module.register_forward_pre_hook(
+            lambda _m, a, k, n=name: enter(n, a, k), with_kwargs=True))
         handles.append(module.register_forward_hook(leave))
+    watch = _ReshapeWatch()
     try:
-        run_check(model)
+        with watch:
+            run_check(model)
     except Exception:
-        if stack and stack[-1]:
-            return f"{stack[-1]} ({type(model.get_submodule(stack[-1])).__name__})"
-        return None
+        if stack and stack[-1][0]:
+            name, width = stack[-1]
+            return Failure(f"{name} ({type(model.get_submodule(name)).__name__})", width, watch.failed)
+        return Failure(None, None, watch.failed)
     finally:
         for h in handles:
             h.remove()
-    return None
+    return Failure(None, None, None)
 
 
 def _takes_ids(model: nn.Module) -> bool:

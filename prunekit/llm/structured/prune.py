@@ -23,6 +23,7 @@ from prunekit.llm.sequential import block_output
 from prunekit.llm.structured.applicability import not_applicable
 from prunekit.llm.structured.experts import expert_statistics, remove_experts, shrink_expert_neurons
 from prunekit.llm.structured.groups import head_group, mlp_group
+from prunekit.llm.structured.heads_check import TiedWidthError
 from prunekit.llm.structured.importance import balanced_group_removal, block_influence, expert_neuron_scores
 from prunekit.llm.structured.layer_fields import DepthNotBuildableError, removable_layers
 from prunekit.llm.structured.shapes import sync_config
@@ -257,7 +258,11 @@ def structured_prune(
         except DepthNotBuildableError as e:  # the class has no model that much shallower
             plan["not_applicable"]["layers"] = e.reason
     if any(plan["heads"].values()):
-        prune_heads(model, plan["heads"], sync=False)
+        try:
+            prune_heads(model, plan["heads"], sync=False)
+        except TiedWidthError as e:  # the forward ties heads to the hidden size: nothing was removed
+            plan["heads"] = {}
+            plan["not_applicable"]["heads"] = e.reason
     if any(plan["mlp"].values()):
         prune_mlp_neurons(model, plan["mlp"], sync=False)
     if any(plan["experts"].values()):
@@ -265,9 +270,25 @@ def structured_prune(
     neurons = _expert_neurons_plan(model, config.mlp, layouts)
     if neurons:
         shrink_expert_neurons(model, neurons, sync=False)
-    plan["experts_after"] = {i: lay.experts.n_experts for i, lay in block_layouts(model).items()
-                             if lay.experts} if plan["experts_before"] else {}
+    plan["experts_after"] = _expert_counts(model, plan["experts_before"])
     if plan["layers"]:
         remove_layers(model, plan["layers"], sync=False)
     sync_config(model)
     return plan
+
+
+def _expert_counts(model: nn.Module, before: dict[int, int]) -> dict[int, int]:
+    """Routed experts now in each block of ``before``: read from the experts' 3-D parameters
+    (:func:`~prunekit.llm.structured.experts.find_experts`, no probe forward; a whole layout
+    discovery only where that finds none)."""
+    from prunekit.llm.structured.experts import find_experts
+
+    if not before:
+        return {}
+    _, blocks = find_blocks(model)
+    hidden = int(model.config.hidden_size)
+    found = {i: find_experts(blocks[i], hidden) for i in before}
+    missing = [i for i, lay in found.items() if lay is None]
+    slow = block_layouts(model, missing) if missing else {}
+    return {i: lay.n_experts if lay is not None else slow[i].experts.n_experts for i, lay in found.items()
+            if lay is not None or slow[i].experts is not None}

@@ -45,6 +45,9 @@ def save_pretrained_model(model: nn.Module, folder: str | os.PathLike[str], toke
     config_dict = model.config.to_dict()
     config_dict.pop("quantization_config", None)
     config_dict.pop("_name_or_path", None)
+    # like ``save_pretrained``: the class that wrote the weights, so a config that no auto class
+    # maps (a multimodal model's text config) still names the model to rebuild
+    config_dict["architectures"] = [type(model).__name__]
     atomic_write_text(out / "config.json", json.dumps(config_dict, indent=2, sort_keys=True) + "\n")
     gen = getattr(model, "generation_config", None)
     if gen is not None and getattr(model, "can_generate", lambda: False)():
@@ -74,14 +77,18 @@ def load_pruned(
     if not (path / "config.json").is_file():
         raise ModelError(f"{path} has no config.json; it is not a saved model folder")
     config = transformers.AutoConfig.from_pretrained(str(path))
+    model_class = resolve_model_class(config, auto_class, transformers)
     shapes = getattr(config, LAYER_SHAPES_FIELD, None)
     if not shapes:
-        model = auto_class.from_pretrained(str(path), dtype=dtype)
+        model = model_class.from_pretrained(str(path), dtype=dtype)
         model.eval()
         return model
     from prunekit.llm.structured.shapes import apply_layer_shapes
 
-    model = auto_class.from_config(config, dtype=dtype)
+    if model_class is auto_class:
+        model = auto_class.from_config(config, dtype=dtype)
+    else:
+        model = model_class._from_config(config, dtype=dtype)
     apply_layer_shapes(model, shapes)
     weights = path / WEIGHTS_NAME
     if not weights.is_file():
@@ -101,3 +108,32 @@ def load_pruned(
         model.tie_weights()
     model.eval()
     return model
+
+
+def resolve_model_class(config: Any, auto_class: Any, transformers: Any) -> Any:
+    """The class to build ``config`` with: ``auto_class`` when it maps the config's class, else
+    the first class named in ``config.architectures`` that transformers exports and whose
+    ``config_class`` the config is (a text config such as ``Emu3TextConfig`` that
+    ``AutoModelForCausalLM`` does not map, saved by ``Emu3ForCausalLM``).
+
+    Example:
+        >>> import transformers
+        >>> cfg = transformers.GPT2Config()
+        >>> resolve_model_class(cfg, transformers.AutoModelForCausalLM, transformers).__name__
+        'AutoModelForCausalLM'
+    """
+    mapping = getattr(auto_class, "_model_mapping", None)
+    if mapping is None or type(config) in mapping:
+        return auto_class
+    names = list(getattr(config, "architectures", None) or [])
+    for name in names:
+        cls = getattr(transformers, name, None)
+        config_class = getattr(cls, "config_class", None)
+        if isinstance(cls, type) and config_class is not None and isinstance(config, config_class):
+            return cls
+    raise ModelError(
+        f"{auto_class.__name__} does not map {type(config).__name__} and the saved config's "
+        f"architectures {names} name no transformers class built from it; save the model with "
+        f"save_pretrained_model (it records the model class) or pass the model's own class as "
+        f"auto_class"
+    )
