@@ -47,7 +47,8 @@ FIRST_DENSE = 1
 
 
 def derived_sizes(values: dict[str, Any], head_dim: int | None,
-                  hidden_sizes: frozenset[int] = frozenset()) -> dict[str, Any]:
+                  hidden_sizes: frozenset[int] = frozenset(), fixed: frozenset[str] = frozenset(OVERRIDES),
+                  ) -> dict[str, Any]:
     """Sizes that depend on the tiny ones, from a config's default ``values`` (its ``to_dict()``)
     and its default per-head width ``head_dim`` (``None`` when it has none). Pure arithmetic,
     one rule per attribute pattern, no family names:
@@ -69,8 +70,13 @@ def derived_sizes(values: dict[str, Any], head_dim: int | None,
     - a width ``*_dim`` / ``*_size`` equal to one of the default config tree's hidden sizes
       (``hidden_sizes``; a vision adapter's ``adapter_in_dim``) is the tiny hidden size (not a
       window, chunk, vocabulary or head size that happens to be equal);
+    - any other head count (an encoder-decoder's ``decoder_attention_heads``, Mamba-2's
+      ``num_heads``) keeps heads x head width / hidden size, so the widths still add up (not one
+      in ``fixed``, the names the tiny overrides set, GPT-2's ``n_head`` through its alias);
+    - a default top-k below :data:`TOP_K` (a router made for top-1) is kept;
     - a second vocabulary larger than the tiny one (``vocab_size_per_layer_input``,
-      ``unpadded_vocab_size``) is the tiny vocabulary; a ``hidden_size_*`` width (Gemma's
+      ``unpadded_vocab_size``, BLT's ``encoder_hash_byte_group_vocab``) is the tiny vocabulary;
+      integer lists that sum to the hidden size (Reformer's ``axial_pos_embds_dim``) are scaled to it; a ``hidden_size_*`` width (Gemma's
       ``hidden_size_per_layer_input``) keeps its ratio to the hidden size;
     - ``n_shared_experts`` / ``num_shared_experts`` left ``None`` by the default become 1, and
       ``first_k_dense_replace`` at most :data:`FIRST_DENSE`.
@@ -100,11 +106,16 @@ def derived_sizes(values: dict[str, Any], head_dim: int | None,
         elif (name.startswith("num_") and name.endswith("_layers") and name not in OVERRIDES
               and isinstance(depth, int) and LAYERS < value <= depth):
             out[name] = LAYERS if value == depth else value * LAYERS // depth
+        elif (name == "num_heads" or name.endswith("_heads")) and name not in fixed and head_dim \
+                and isinstance(values.get("hidden_size"), int):
+            out[name] = max(1, round(value * head_dim / tiny_head * HIDDEN / values["hidden_size"]))
+        elif name == "num_experts_per_tok" and value < TOP_K:
+            out[name] = value
+        elif "vocab" in name and name != "vocab_size" and value > VOCAB:
+            out[name] = VOCAB
         elif (name.endswith(("_dim", "_size")) and value in hidden_sizes and name not in OVERRIDES
               and not any(word in name for word in ("window", "chunk", "vocab", "head"))):
             out[name] = HIDDEN
-        elif "vocab_size" in name and name != "vocab_size" and value > VOCAB:
-            out[name] = VOCAB
         elif name.startswith("hidden_size_") and isinstance(values.get("hidden_size"), int):
             out[name] = max(2, 2 * round(value * HIDDEN / values["hidden_size"] / 2))
     repeats = values.get("attention_types")
@@ -118,6 +129,12 @@ def derived_sizes(values: dict[str, Any], head_dim: int | None,
         top = values.get("topk_group")
         if isinstance(top, int):
             out["topk_group"] = max(1, min(new, round(top * new / groups)))
+    hidden = values.get("hidden_size")
+    for name, value in values.items():  # widths that add up to the hidden size (Reformer's axial dims)
+        if (isinstance(value, (list, tuple)) and len(value) > 1 and isinstance(hidden, int)
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in value) and sum(value) == hidden):
+            out[name] = [HIDDEN * v // hidden for v in value[:-1]]
+            out[name].append(HIDDEN - sum(out[name]))
     for name in ("n_shared_experts", "num_shared_experts"):
         if name in values and values[name] is None:
             out[name] = 1
@@ -241,7 +258,8 @@ def _overrides(default: Any, base: dict[str, Any] | None = None,
     # the rules read the standard names (``n_group``) too where a config spells them its own way
     # (Bailing's ``num_expert_group``), through the same ``attribute_map``
     view = {**values, **{alias: values[native] for alias, native in reverse.items() if native in values}}
-    kwargs.update({reverse.get(name, name): value for name, value in derived_sizes(view, head_dim, hidden_sizes).items()})
+    kwargs.update({reverse.get(name, name): value for name, value in derived_sizes(
+        view, head_dim, hidden_sizes, frozenset(OVERRIDES) | set(kwargs)).items()})
     from transformers import PretrainedConfig
 
     for name in known:
@@ -295,7 +313,10 @@ def tiny_config(family: str) -> Any:
 
     cls = CONFIG_MAPPING[family]
     default = cls()
-    return cls(**_overrides(default, hidden_sizes=frozenset(_hidden_sizes(default))))
+    kwargs = _overrides(default, hidden_sizes=frozenset(_hidden_sizes(default)))
+    if "is_decoder" in default.to_dict():  # built as a causal LM: a decoder (Reformer asserts it)
+        kwargs["is_decoder"] = True
+    return cls(**kwargs)
 
 
 def _hidden_sizes(config: Any) -> set[int]:
