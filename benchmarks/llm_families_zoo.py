@@ -76,8 +76,9 @@ def derived_sizes(values: dict[str, Any], head_dim: int | None,
     - a default top-k below :data:`TOP_K` (a router made for top-1) is kept;
     - a second vocabulary larger than the tiny one (``vocab_size_per_layer_input``,
       ``unpadded_vocab_size``, BLT's ``encoder_hash_byte_group_vocab``) is the tiny vocabulary;
-      integer lists that sum to the hidden size (Reformer's ``axial_pos_embds_dim``) are scaled to it; a ``hidden_size_*`` width (Gemma's
-      ``hidden_size_per_layer_input``) keeps its ratio to the hidden size;
+      integer lists that sum to the hidden size (Reformer's ``axial_pos_embds_dim``) are scaled
+      to it; a ``hidden_size_*`` width (Gemma's ``hidden_size_per_layer_input``) keeps its ratio
+      to the hidden size;
     - ``n_shared_experts`` / ``num_shared_experts`` left ``None`` by the default become 1, and
       ``first_k_dense_replace`` at most :data:`FIRST_DENSE`.
 

@@ -9,7 +9,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from llm_families_zoo import (  # noqa: E402
-    EXPERTS, HIDDEN, build, derived_sizes, example_ids, layer_window, per_layer_sizes, tiny_config)
+    EXPERTS,
+    HIDDEN,
+    build,
+    derived_sizes,
+    example_ids,
+    layer_window,
+    per_layer_sizes,
+    tiny_config,
+)
 
 
 def test_mla_dims_scale_with_the_head_width():
