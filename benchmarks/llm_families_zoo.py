@@ -41,6 +41,9 @@ OVERRIDES: dict[str, Any] = {
 # routed experts per router group (``n_group``): 4, so removing a quarter of the experts removes
 # one from every group and each group keeps more than ``TOP_K``
 GROUP_EXPERTS = 4
+# the narrowest per-head width a ``*_head_dim`` shrinks to: the tiny rotary width, so a sparse
+# indexer's ``index_head_dim`` still holds the rotary part (DeepSeek-V4)
+ROTARY = int(HIDDEN // HEADS * OVERRIDES["partial_rotary_factor"])
 # dense layers before the first MoE layer (DeepSeek's ``first_k_dense_replace``): one, so the
 # second of the two layers is a mixture of experts
 FIRST_DENSE = 1
@@ -55,7 +58,8 @@ def derived_sizes(values: dict[str, Any], head_dim: int | None,
 
     - every ``*_head_dim`` (MLA's ``qk_rope_head_dim`` / ``qk_nope_head_dim`` / ``qk_head_dim`` /
       ``v_head_dim``, a sparse indexer's ``index_head_dim``) is scaled by the factor that takes
-      the default head width to the tiny one, so their sums and ratios still hold;
+      the default head width to the tiny one, so their sums and ratios still hold (at least
+      :data:`ROTARY` wide where the tiny overrides set the rotary fraction);
     - ``rotary_dim`` (GPT-J, CodeGen) is the tiny head width times ``partial_rotary_factor``;
     - ``*_lora_rank`` (MLA's ``q_lora_rank`` / ``kv_lora_rank``) is half the tiny hidden size,
       and with a ``kv_lora_rank`` (multi-head latent attention: every head decodes its own key and
@@ -97,7 +101,8 @@ def derived_sizes(values: dict[str, Any], head_dim: int | None,
         if isinstance(value, bool) or not isinstance(value, int):
             continue
         if name.endswith("_head_dim") and head_dim:
-            out[name] = max(2, 2 * round(value * tiny_head / head_dim / 2))
+            out[name] = max(ROTARY if values.get("partial_rotary_factor") else 2,
+                            2 * round(value * tiny_head / head_dim / 2))
         elif name == "rotary_dim":
             out[name] = int(tiny_head * OVERRIDES["partial_rotary_factor"])
         elif name.endswith("_lora_rank"):
