@@ -63,15 +63,17 @@ def meta_build(model: nn.Module, config: Any, init: bool = False, errors: list[s
     """``type(model)(config)`` built on the meta device; None if the config or the class refuses
     (the refusal, one line, is appended to ``errors`` when given).
 
-    The config is first round-tripped through ``from_dict`` (what ``from_pretrained``
-    validates), so a config the class rejects is None too. With ``init`` the model's
+    The model is built from the config round-tripped through ``from_dict`` (what
+    ``from_pretrained`` validates and builds: a class whose ``__post_init__`` rewrites a field,
+    Gemma 4 forcing its last layer global, is seen as a reload sees it), so a config the class
+    rejects is None too. With ``init`` the model's
     ``initialize_weights`` runs as well (``from_pretrained`` runs it; RWKV's divides by
     ``num_hidden_layers - 1``).
     """
     try:
-        type(config).from_dict(config.to_dict())
+        reloaded = type(config).from_dict(config.to_dict())
         with torch.device("meta"):
-            fresh = type(model)(config)
+            fresh = type(model)(reloaded)
             if init and hasattr(fresh, "initialize_weights"):
                 fresh.initialize_weights()
     except Exception as e:  # a config the class rejects is simply not a candidate
