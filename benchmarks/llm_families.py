@@ -216,6 +216,7 @@ def main() -> None:
     names = a.families.split(",") if a.families else families()
     start = time.perf_counter()
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="llm_families_"))
+    work.mkdir(parents=True, exist_ok=True)
     done = _read_jsonl(work / "families.jsonl")
     todo = [n for n in names if n not in done]
     if a.max_families is not None:

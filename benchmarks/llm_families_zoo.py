@@ -38,27 +38,51 @@ OVERRIDES: dict[str, Any] = {
     # encoder-decoder stacks: the decoder one deeper, so a layer count naming the wrong stack shows
     "encoder_layers": LAYERS, "decoder_layers": LAYERS + 1,
 }
+# routed experts per router group (``n_group``): 4, so removing a quarter of the experts removes
+# one from every group and each group keeps more than ``TOP_K``
+GROUP_EXPERTS = 4
+# the narrowest per-head width a ``*_head_dim`` shrinks to: the tiny rotary width, so a sparse
+# indexer's ``index_head_dim`` still holds the rotary part (DeepSeek-V4)
+ROTARY = int(HIDDEN // HEADS * OVERRIDES["partial_rotary_factor"])
 # dense layers before the first MoE layer (DeepSeek's ``first_k_dense_replace``): one, so the
 # second of the two layers is a mixture of experts
 FIRST_DENSE = 1
 
 
-def derived_sizes(values: dict[str, Any], head_dim: int | None) -> dict[str, Any]:
+def derived_sizes(values: dict[str, Any], head_dim: int | None,
+                  hidden_sizes: frozenset[int] = frozenset(), fixed: frozenset[str] = frozenset(OVERRIDES),
+                  ) -> dict[str, Any]:
     """Sizes that depend on the tiny ones, from a config's default ``values`` (its ``to_dict()``)
     and its default per-head width ``head_dim`` (``None`` when it has none). Pure arithmetic,
     one rule per attribute pattern, no family names:
 
     - every ``*_head_dim`` (MLA's ``qk_rope_head_dim`` / ``qk_nope_head_dim`` / ``qk_head_dim`` /
       ``v_head_dim``, a sparse indexer's ``index_head_dim``) is scaled by the factor that takes
-      the default head width to the tiny one, so their sums and ratios still hold;
+      the default head width to the tiny one, so their sums and ratios still hold (at least
+      :data:`ROTARY` wide where the tiny overrides set the rotary fraction);
     - ``rotary_dim`` (GPT-J, CodeGen) is the tiny head width times ``partial_rotary_factor``;
     - ``*_lora_rank`` (MLA's ``q_lora_rank`` / ``kv_lora_rank``) is half the tiny hidden size,
       and with a ``kv_lora_rank`` (multi-head latent attention: every head decodes its own key and
       value from one latent) ``num_key_value_heads`` equals the head count;
-    - expert groups (``n_group`` / ``topk_group``) shrink so each group still holds ``TOP_K``
-      experts and the same fraction of groups is kept;
+    - expert groups (``n_group`` / ``topk_group``) shrink so each group holds
+      :data:`GROUP_EXPERTS` routed experts (a 25% expert removal then takes the same number from
+      every group, as group-limited routing needs) and the same fraction of groups is kept;
     - a repeated layer pattern (GPT-Neo's ``attention_types = [[["global", "local"], 12]]``)
       repeats only as often as the tiny depth holds;
+    - a count of layers ``num_*_layers`` above the tiny depth (Gemma's ``num_kv_shared_layers``)
+      keeps its share of the stack, rounded down (all of it stays all of it);
+    - a width ``*_dim`` / ``*_size`` equal to one of the default config tree's hidden sizes
+      (``hidden_sizes``; a vision adapter's ``adapter_in_dim``) is the tiny hidden size (not a
+      window, chunk, vocabulary or head size that happens to be equal);
+    - any other head count (an encoder-decoder's ``decoder_attention_heads``, Mamba-2's
+      ``num_heads``) keeps heads x head width / hidden size, so the widths still add up (not one
+      in ``fixed``, the names the tiny overrides set, GPT-2's ``n_head`` through its alias);
+    - a default top-k below :data:`TOP_K` (a router made for top-1) is kept;
+    - a second vocabulary larger than the tiny one (``vocab_size_per_layer_input``,
+      ``unpadded_vocab_size``, BLT's ``encoder_hash_byte_group_vocab``) is the tiny vocabulary;
+      integer lists that sum to the hidden size (Reformer's ``axial_pos_embds_dim``) are scaled
+      to it; a ``hidden_size_*`` width (Gemma's ``hidden_size_per_layer_input``) keeps its ratio
+      to the hidden size;
     - ``n_shared_experts`` / ``num_shared_experts`` left ``None`` by the default become 1, and
       ``first_k_dense_replace`` at most :data:`FIRST_DENSE`.
 
@@ -68,32 +92,55 @@ def derived_sizes(values: dict[str, Any], head_dim: int | None) -> dict[str, Any
         >>> derived_sizes({"qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "qk_head_dim": 192,
         ...                "kv_lora_rank": 512, "n_group": 8, "topk_group": 4}, head_dim=64)
         {'qk_rope_head_dim': 8, 'qk_nope_head_dim': 16, 'qk_head_dim': 24, 'kv_lora_rank': 32, \
-'n_group': 4, 'topk_group': 2}
+'n_group': 2, 'topk_group': 1}
     """
     tiny_head = HIDDEN // HEADS
+    depth = values.get("num_hidden_layers")
     out: dict[str, Any] = {}
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int):
             continue
         if name.endswith("_head_dim") and head_dim:
-            out[name] = max(2, 2 * round(value * tiny_head / head_dim / 2))
+            out[name] = max(ROTARY if values.get("partial_rotary_factor") else 2,
+                            2 * round(value * tiny_head / head_dim / 2))
         elif name == "rotary_dim":
             out[name] = int(tiny_head * OVERRIDES["partial_rotary_factor"])
         elif name.endswith("_lora_rank"):
             out[name] = HIDDEN // 2
         elif name == "first_k_dense_replace":
             out[name] = min(value, FIRST_DENSE)
+        elif (name.startswith("num_") and name.endswith("_layers") and name not in OVERRIDES
+              and isinstance(depth, int) and LAYERS < value <= depth):
+            out[name] = LAYERS if value == depth else value * LAYERS // depth
+        elif (name == "num_heads" or name.endswith("_heads")) and name not in fixed and head_dim \
+                and isinstance(values.get("hidden_size"), int):
+            out[name] = max(1, round(value * head_dim / tiny_head * HIDDEN / values["hidden_size"]))
+        elif name == "num_experts_per_tok" and value < TOP_K:
+            out[name] = value
+        elif "vocab" in name and name != "vocab_size" and value > VOCAB:
+            out[name] = VOCAB
+        elif (name.endswith(("_dim", "_size")) and value in hidden_sizes and name not in OVERRIDES
+              and not any(word in name for word in ("window", "chunk", "vocab", "head"))):
+            out[name] = HIDDEN
+        elif name.startswith("hidden_size_") and isinstance(values.get("hidden_size"), int):
+            out[name] = max(2, 2 * round(value * HIDDEN / values["hidden_size"] / 2))
     repeats = values.get("attention_types")
     if isinstance(repeats, list) and all(isinstance(r, list) and len(r) == 2 for r in repeats):
         out["attention_types"] = [[list(pattern), max(1, LAYERS // len(pattern))]
                                   for pattern, _ in repeats[:1]]
     groups = values.get("n_group")
     if isinstance(groups, int) and groups > 0:
-        new = max(1, min(groups, EXPERTS // TOP_K))
+        new = max(1, min(groups, EXPERTS // GROUP_EXPERTS))
         out["n_group"] = new
         top = values.get("topk_group")
         if isinstance(top, int):
             out["topk_group"] = max(1, min(new, round(top * new / groups)))
+    hidden = values.get("hidden_size")
+    for name, value in values.items():  # widths that add up to the hidden size (Reformer's axial dims)
+        if (isinstance(value, (list, tuple)) and len(value) > 1 and isinstance(hidden, int)
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in value) and sum(value) == hidden):
+            out[name] = [HIDDEN * v // hidden for v in value[:-1]]
+            out[name].append(HIDDEN - sum(out[name]))
     for name in ("n_shared_experts", "num_shared_experts"):
         if name in values and values[name] is None:
             out[name] = 1
@@ -109,41 +156,159 @@ def families() -> list[str]:
     return sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
 
 
-def _overrides(default: Any) -> dict[str, Any]:
+def _attr(config: Any, name: str) -> Any:
+    """``config.name`` or ``None``; on a heterogeneous config (transformers' ``per_layer_config``)
+    the global value of a per-layer attribute, which plain ``getattr`` refuses to read."""
+    read = getattr(config, "_getattr_without_heterogeneous_validation", None)
+    return read(name, None) if read is not None else getattr(config, name, None)
+
+
+def layer_window(default_types: list, tiny_types: list, depth: int = LAYERS) -> list | None:
+    """When the tiny stack (``tiny_types``, as the config class rebuilds it for the tiny depth)
+    lacks a layer type the default stack (``default_types``) has, the last ``depth`` consecutive
+    default layers that hold every type (so a model whose last layer must be global keeps it);
+    ``None`` when the tiny stack already has every type or no such window exists.
+
+    Example:
+        >>> layer_window(["sliding"] * 5 + ["full"], ["sliding", "sliding"])
+        ['sliding', 'full']
+    """
+    kinds = {str(t) for t in default_types}
+    if {str(t) for t in tiny_types} >= kinds:
+        return None
+    for start in range(len(default_types) - depth, -1, -1):
+        window = list(default_types[start:start + depth])
+        if {str(t) for t in window} == kinds:
+            return window
+    return None
+
+
+def per_layer_sizes(layer: dict[str, Any], default_global: dict[str, Any], tiny_global: dict[str, Any],
+                    head_dim: int | None) -> dict[str, Any]:
+    """One layer's overrides (an entry of ``per_layer_config``) shrunk like the global fields:
+    the :func:`derived_sizes` rules first (``*_head_dim`` and ``head_dim`` by the head-width factor,
+    so sums such as ``head_dim = qk_nope_head_dim + qk_rope_head_dim`` still hold; ``*_lora_rank``),
+    then any other integer keeps its ratio to the global field (``num_attention_heads`` 64 where
+    the global is 128 becomes half the tiny head count); anything else is kept.
+
+    Example:
+        >>> per_layer_sizes({"head_dim": 512, "num_attention_heads": 64, "skip": ["mlp"]},
+        ...                 {"head_dim": 256, "num_attention_heads": 128},
+        ...                 {"head_dim": 8, "num_attention_heads": 8}, head_dim=256)
+        {'head_dim': 16, 'num_attention_heads': 4, 'skip': ['mlp']}
+    """
+    out: dict[str, Any] = {}
+    for name, value in layer.items():
+        derived = derived_sizes({name: value}, head_dim)
+        if name in derived:
+            out[name] = derived[name]
+        elif name == "head_dim" and isinstance(value, int) and head_dim:
+            out[name] = max(2, 2 * round(value * (HIDDEN // HEADS) / head_dim / 2))
+        elif (isinstance(value, int) and not isinstance(value, bool)
+              and isinstance(default_global.get(name), int) and default_global.get(name)
+              and isinstance(tiny_global.get(name), int)):
+            out[name] = max(1, round(value * tiny_global[name] / default_global[name]))
+        else:
+            out[name] = value
+    return out
+
+
+def _per_layer(default: Any, probe: Any, kwargs: dict[str, Any], head_dim: int | None,
+               window_start: int | None) -> dict[int, dict[str, Any]]:
+    """The tiny ``per_layer_config``: tiny layer ``i`` takes the overrides of the default layer it
+    stands for (the same position in the chosen window, else the first default layer of its
+    type, else the same index), shrunk by :func:`per_layer_sizes`."""
+    raw = {int(k): v for k, v in (default.to_dict().get("per_layer_config") or {}).items()}
+    default_types = list(_attr(default, "layer_types") or [])
+    tiny_types = list(_attr(probe, "layer_types") or [])
+    names = {name for layer in raw.values() for name in layer}
+    default_global = {n: _attr(default, n) for n in names}
+    tiny_global = {n: kwargs.get(n, _attr(probe, n)) for n in names}
+    out: dict[int, dict[str, Any]] = {}
+    for i in range(_attr(probe, "num_hidden_layers") or 0):
+        if window_start is not None:
+            source = window_start + i
+        elif i < len(tiny_types) and tiny_types[i] in default_types:
+            source = default_types.index(tiny_types[i])
+        else:
+            source = i
+        if raw.get(source):
+            out[i] = per_layer_sizes(raw[source], default_global, tiny_global, head_dim)
+    return out
+
+
+def _overrides(default: Any, base: dict[str, Any] | None = None,
+               hidden_sizes: frozenset[int] = frozenset()) -> dict[str, Any]:
     """The tiny overrides for one config object, through its ``attribute_map``; nested
-    sub-configs (``text_config``, ``vision_config``, ...) are shrunk the same way."""
+    sub-configs (``text_config``, ``vision_config``, ...) are shrunk the same way. ``base``: the
+    other keyword arguments the config will be built with (a sub-config's own values).
+
+    A config whose tiny stack would lack one of its layer types gets the :func:`layer_window` of
+    its default ``layer_types``; a heterogeneous config (``per_layer_config``) gets its per-layer
+    overrides shrunk for the tiny layers (:func:`_per_layer`)."""
     cls = type(default)
-    known = set(default.to_dict())
+    values = default.to_dict()
+    known = set(values)
     reverse = dict(getattr(cls, "attribute_map", {}) or {})
     kwargs: dict[str, Any] = {}
     for name, value in OVERRIDES.items():
         native = reverse.get(name, name)
         if native in known or name in known:
-            if name == "partial_rotary_factor" and default.to_dict().get(native) is None:
+            if name == "partial_rotary_factor" and values.get(native) is None:
                 continue
             kwargs[native] = value
-    values = default.to_dict()
+    hidden = values.get(reverse.get("hidden_size", "hidden_size"))
+    heads = values.get(reverse.get("num_attention_heads", "num_attention_heads"))
     head_dim = values.get("head_dim") or (
-        values.get(reverse.get("hidden_size", "hidden_size"))
-        // values.get(reverse.get("num_attention_heads", "num_attention_heads"), 1)
-        if isinstance(values.get(reverse.get("hidden_size", "hidden_size")), int)
-        and isinstance(values.get(reverse.get("num_attention_heads", "num_attention_heads")), int)
-        else None)
+        hidden // heads if isinstance(hidden, int) and isinstance(heads, int) and heads else None)
     # the rules read the standard names (``n_group``) too where a config spells them its own way
     # (Bailing's ``num_expert_group``), through the same ``attribute_map``
     view = {**values, **{alias: values[native] for alias, native in reverse.items() if native in values}}
-    kwargs.update({reverse.get(name, name): value for name, value in derived_sizes(view, head_dim).items()})
+    kwargs.update({reverse.get(name, name): value for name, value in derived_sizes(
+        view, head_dim, hidden_sizes, frozenset(OVERRIDES) | set(kwargs)).items()})
     from transformers import PretrainedConfig
 
     for name in known:
-        sub = getattr(default, name, None)
+        sub = _attr(default, name)
         if isinstance(sub, PretrainedConfig):
-            values = sub.to_dict()
-            depth = values.get(dict(getattr(type(sub), "attribute_map", {}) or {}).get(
+            sub_values = sub.to_dict()
+            depth = sub_values.get(dict(getattr(type(sub), "attribute_map", {}) or {}).get(
                 "num_hidden_layers", "num_hidden_layers"))
-            # per-layer lists (layer_types) sized for the default depth are rebuilt by the class
-            values = {k: v for k, v in values.items() if not (isinstance(v, list) and len(v) == depth)}
-            kwargs[name] = {**values, **_overrides(sub)}
+            # per-layer lists (layer_types) sized for the default depth are rebuilt by the class,
+            # per-layer overrides are rebuilt for the tiny layers
+            sub_values = {k: v for k, v in sub_values.items()
+                          if not (isinstance(v, list) and len(v) == depth) and k != "per_layer_config"}
+            kwargs[name] = {**sub_values, **_overrides(sub, sub_values, hidden_sizes)}
+    default_types = _attr(default, "layer_types")
+    heterogeneous = bool(values.get("per_layer_config"))
+    if not (isinstance(default_types, list) or heterogeneous):
+        return kwargs
+    window_start = None
+    try:  # the class rebuilds its per-layer fields for the tiny depth: read them off a probe
+        probe = cls(**{**(base or {}), **kwargs})
+    except Exception:
+        # a class that rebuilds them for its default depth whatever the depth (a hard-coded
+        # per-layer pattern): give it the default stack's last layers, every per-layer list sliced
+        depth = values.get(reverse.get("num_hidden_layers", "num_hidden_layers"))
+        tiny = kwargs.get(reverse.get("num_hidden_layers", "num_hidden_layers"), LAYERS)
+        if not isinstance(depth, int) or depth <= tiny:
+            return kwargs
+        window_start = depth - tiny
+        kwargs.update({k: v[window_start:] for k, v in values.items()
+                       if isinstance(v, list) and len(v) == depth})
+        try:
+            probe = cls(**{**(base or {}), **kwargs})
+        except Exception:
+            return kwargs
+    if isinstance(default_types, list) and window_start is None:
+        window = layer_window(default_types, list(_attr(probe, "layer_types") or []),
+                              _attr(probe, "num_hidden_layers") or LAYERS)
+        if window is not None:
+            window_start = max(s for s in range(len(default_types) - len(window) + 1)
+                               if default_types[s:s + len(window)] == window)
+            kwargs["layer_types"] = window
+    if heterogeneous:
+        kwargs["per_layer_config"] = _per_layer(default, probe, kwargs, head_dim, window_start)
     return kwargs
 
 
@@ -153,7 +318,23 @@ def tiny_config(family: str) -> Any:
     from transformers import CONFIG_MAPPING
 
     cls = CONFIG_MAPPING[family]
-    return cls(**_overrides(cls()))
+    default = cls()
+    kwargs = _overrides(default, hidden_sizes=frozenset(_hidden_sizes(default)))
+    if "is_decoder" in default.to_dict():  # built as a causal LM: a decoder (Reformer asserts it)
+        kwargs["is_decoder"] = True
+    return cls(**kwargs)
+
+
+def _hidden_sizes(config: Any) -> set[int]:
+    """The hidden sizes of a config and of its sub-configs (a multimodal model's towers)."""
+    from transformers import PretrainedConfig
+
+    out = {v for v in [_attr(config, "hidden_size")] if isinstance(v, int) and not isinstance(v, bool)}
+    for name in config.to_dict():
+        sub = _attr(config, name)
+        if isinstance(sub, PretrainedConfig):
+            out |= _hidden_sizes(sub)
+    return out
 
 
 def build(family: str, seed: int = 0) -> torch.nn.Module:

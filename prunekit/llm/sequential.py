@@ -32,34 +32,128 @@ class _StopForward(Exception):
 
 @dataclass
 class BlockInputs:
-    """Per calibration batch: the hidden states entering a block and the rest of its call."""
+    """Per calibration batch: the hidden states entering a block and the rest of its call.
+
+    ``calls``: for a block whose call differs from block 0's (a model with per-layer-type
+    rotary tables or masks, e.g. Gemma's sliding and global layers), its own ``(args,
+    kwargs)`` per batch; :meth:`for_block` gives a block its view (the same hidden states)."""
 
     hidden: MutableSequence[torch.Tensor] = field(default_factory=list)
     args: list[tuple[Any, ...]] = field(default_factory=list)
     kwargs: list[dict[str, Any]] = field(default_factory=list)
+    calls: dict[int, tuple[list[tuple[Any, ...]], list[dict[str, Any]]]] = field(default_factory=dict)
+
+    def for_block(self, index: int) -> BlockInputs:
+        """The inputs of block ``index``: these hidden states with that block's own call."""
+        if index not in self.calls:
+            return self
+        args, kwargs = self.calls[index]
+        return BlockInputs(self.hidden, args, kwargs)
+
+
+def _clean_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+    """(hidden states, other positional args, keyword args without caches) of one block call."""
+    kwargs = dict(kwargs)
+    if args:
+        hidden, rest = args[0], tuple(args[1:])
+    else:
+        hidden, rest = kwargs.pop("hidden_states"), ()
+    for name in ("past_key_values", "past_key_value", "cache"):  # (transformers >= 5.2x: ``cache``)
+        kwargs.pop(name, None)
+    if "use_cache" in kwargs:
+        kwargs["use_cache"] = False
+    return hidden, rest, kwargs
+
+
+def _identity_output(out: Any, hidden: torch.Tensor) -> Any:
+    """A block's return value ``out`` with its hidden states replaced by ``hidden``."""
+    if isinstance(out, tuple):
+        return (hidden, *out[1:])
+    if isinstance(out, list):
+        return [hidden, *out[1:]]
+    return hidden
+
+
+class _StandIn(nn.Module):
+    """Takes a block's place in its list while calls are recorded: ``forward`` is ``fn``, every
+    other attribute the block's (a model's loop may read ``layer.attention_type``); the block's
+    own hooks do not run."""
+
+    def __init__(self, block: nn.Module, fn: Any) -> None:
+        super().__init__()
+        self.__dict__["_block"] = block
+        self.__dict__["_fn"] = fn
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__dict__["_fn"](*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["_block"], name)
+
+
+def _capture_block_calls(model: nn.Module, blocks: nn.ModuleList, batches: list[dict[str, Any]],
+                         captured: BlockInputs) -> None:
+    """Record every block's own call (:attr:`BlockInputs.calls`) in one cheap forward per batch:
+    each block is stood in for by one that records its call and passes the hidden states
+    through (in the form of block 0's real output on the first batch); the last one stops the
+    forward. Blocks whose call matches block 0's are not recorded."""
+    if len(blocks) < 2 or not captured.hidden:
+        return
+    with torch.no_grad():  # (``forward``, not the module call: the block's hooks see no extra run)
+        sample = blocks[0].forward(captured.hidden[0], *captured.args[0], **captured.kwargs[0])
+    calls: dict[int, tuple[list, list]] = {i: ([], []) for i in range(len(blocks))}
+
+    def recorder(index: int) -> Any:
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            hidden, rest, kw = _clean_call(args, kwargs)
+            calls[index][0].append(rest)
+            calls[index][1].append(kw)
+            if index == len(blocks) - 1:
+                raise _StopForward
+            return _identity_output(sample, hidden)
+        return forward
+
+    real = list(blocks)
+    for i, block in enumerate(real):
+        blocks[i] = _StandIn(block, recorder(i))
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                try:
+                    model(**batch)
+                except _StopForward:
+                    pass
+    finally:
+        for i, block in enumerate(real):
+            blocks[i] = block
+    first_args, first_kwargs = calls.pop(0)
+    for i, (args, kwargs) in calls.items():
+        if len(args) != len(captured.args) or len(first_args) != len(captured.args):
+            raise RuntimeError(f"block {i} was called {len(args)} times for {len(captured.args)} batches")
+        if not all(_equal(a, a0) and _equal(k, k0) for a, k, a0, k0 in
+                   zip(args, kwargs, first_args, first_kwargs)):
+            captured.calls[i] = (args, kwargs)
 
 
 def capture_block_inputs(
-    model: nn.Module, blocks: nn.ModuleList, batches: Iterable[dict[str, Any]]
+    model: nn.Module, blocks: nn.ModuleList, batches: Iterable[dict[str, Any]], per_block: bool = False
 ) -> BlockInputs:
     """Run each batch through the model up to block 0 and record that block's inputs.
 
     Args:
         model: the full model. blocks: its block list (:func:`find_blocks`).
         batches: keyword dicts for ``model(**batch)``, e.g. ``{"input_ids": ids}``.
+        per_block: also record the call of every block that differs from block 0's
+            (:attr:`BlockInputs.calls`; one more forward per batch with the blocks passed
+            through, so the whole model must be where it runs).
     """
     captured = BlockInputs()
 
     def pre_hook(_module, args, kwargs):
-        kwargs = dict(kwargs)
-        if args:
-            hidden, rest = args[0], tuple(args[1:])
-        else:
-            hidden, rest = kwargs.pop("hidden_states"), ()
-        kwargs.pop("past_key_values", None)
-        kwargs.pop("past_key_value", None)
-        if "use_cache" in kwargs:
-            kwargs["use_cache"] = False
+        hidden, rest, kwargs = _clean_call(args, kwargs)
         captured.hidden.append(hidden.detach())
         captured.args.append(rest)
         captured.kwargs.append(kwargs)
@@ -67,16 +161,23 @@ def capture_block_inputs(
 
     handle = blocks[0].register_forward_pre_hook(pre_hook, with_kwargs=True)
     device = next(model.parameters()).device
+    moved = []
     try:
         with torch.no_grad():
             for batch in batches:
                 batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                moved.append(batch)
                 try:
                     model(**batch)
                 except _StopForward:
                     pass
     finally:
         handle.remove()
+    if per_block:
+        try:
+            _capture_block_calls(model, blocks, moved, captured)
+        except Exception:  # a model whose loop needs real block outputs: every block gets block 0's call
+            captured.calls.clear()
     return captured
 
 
@@ -168,6 +269,21 @@ class BlockRun:
         return calibration_autocast(self.autocast, device)
 
 
+def _equal(a: Any, b: Any) -> bool:
+    """Whether two block calls' arguments are equal (tensors by shape and value)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
+                and a.dtype == b.dtype and (a is b or bool(torch.equal(a, b))))
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    try:
+        return bool(a is b or a == b)
+    except Exception:  # an object without a plain equality
+        return False
+
+
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
@@ -229,9 +345,9 @@ def sequential_blocks(
     blocks' forwards under autocast (None: none), see :class:`BlockRun`.
     """
     _, blocks = find_blocks(model)
-    inputs = capture_block_inputs(model, blocks, batches)
+    inputs = capture_block_inputs(model, blocks, batches, per_block=True)
 
     for index, block in enumerate(blocks):
-        run = BlockRun(block, inputs, autocast)
+        run = BlockRun(block, inputs.for_block(index), autocast)
         yield index, block, run
         run.advance()

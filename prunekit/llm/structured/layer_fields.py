@@ -57,6 +57,7 @@ from prunekit.llm.structured.layer_index import (
 )
 from prunekit.llm.structured.layer_patterns import encode_runs, expand_runs, keep_entries, same, secant
 from prunekit.llm.structured.layer_ties import layer_parts, tied_lists
+from prunekit.llm.structured.per_layer import live_values, set_field
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
 
 _COUNT_NAME = re.compile(r"layer|depth|block", re.IGNORECASE)
@@ -303,7 +304,7 @@ def _fit(model: nn.Module, drop: list[int], lists: list[str] | None = None
     fresh = meta_build(model, config)
     init = fresh is not None and meta_build(model, config, init=True) is not None  # init checkable
     own = layer_config(config)
-    original = {k: getattr(own, k) for k in own.to_dict() if hasattr(own, k)}  # the live values
+    original = live_values(own)  # the live values (per-layer overrides as a per-layer list)
     base = _base(original, n, set(drop))
     if fresh is None:
         return base, None, []
@@ -324,7 +325,7 @@ def _fit(model: nn.Module, drop: list[int], lists: list[str] | None = None
 
     def put(name: str, value: Any) -> None:
         try:
-            setattr(layer_config(trial), name, value)
+            set_field(layer_config(trial), name, value)
         except Exception:  # a read-only property (a count derived from a list), a strict field validator
             return
         changes[name] = value

@@ -189,8 +189,9 @@ def channels_used_elsewhere(block: nn.Module, linears: list[str], size: int, ski
 
 
 def mlp_layout(rec: dict, block: nn.Module, skip_prefixes: tuple[str, ...], skip: set[str]) -> MLPLayout | None:
-    """The block's dense MLP (the last linear mapping back to the hidden size whose
-    producers pass the gradient and parameter checks), or None when there is none."""
+    """The block's dense MLP (of the linears mapping back to the hidden size whose producers
+    pass the gradient and parameter checks, the widest, the last among equals: Gemma 4's
+    narrow per-layer-input gate after its MLP is not it), or None when there is none."""
     hidden = rec["hidden"]
 
     def outside(p: str) -> bool:
@@ -198,6 +199,7 @@ def mlp_layout(rec: dict, block: nn.Module, skip_prefixes: tuple[str, ...], skip
 
     order = [p for p in rec["order"] if outside(p)]
     order = list(dict.fromkeys(order))
+    found: MLPLayout | None = None
     for inp in reversed([p for p in order if _out_in(rec["linears"][p])[0] == hidden]):
         size = _out_in(rec["linears"][inp])[1]
         before = order[: order.index(inp)]
@@ -210,5 +212,6 @@ def mlp_layout(rec: dict, block: nn.Module, skip_prefixes: tuple[str, ...], skip
             continue
         if channels_used_elsewhere(block, [inp, *rows], size, skip_prefixes) is not None:
             continue
-        return MLPLayout(inp, rows)
-    return None
+        if found is None or size > _out_in(rec["linears"][found.inp])[1]:
+            found = MLPLayout(inp, rows)
+    return found

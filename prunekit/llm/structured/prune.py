@@ -26,6 +26,7 @@ from prunekit.llm.structured.groups import head_group, mlp_group
 from prunekit.llm.structured.heads_check import TiedWidthError
 from prunekit.llm.structured.importance import balanced_group_removal, block_influence, expert_neuron_scores
 from prunekit.llm.structured.layer_fields import DepthNotBuildableError, removable_layers
+from prunekit.llm.structured.per_layer import global_access
 from prunekit.llm.structured.shapes import sync_config
 from prunekit.llm.structured.surgery import block_layouts, prune_heads, prune_mlp_neurons, remove_layers
 from prunekit.structured.activation import activation_scores
@@ -232,7 +233,16 @@ def structured_prune(
         express (:func:`~prunekit.llm.structured.layer_fields.removable_layers`); when the
         model's class builds no model with that many fewer layers (a 2-layer OLMo-Hybrid
         needs one layer of each kind), ``not_applicable["layers"]`` gives the class's reason.
+        A heterogeneous config (``per_layer_config``) is read by its global values meanwhile
+        (:func:`~prunekit.llm.structured.per_layer.global_access`).
     """
+    with global_access(model.config):
+        return _structured_prune(model, batches, config)
+
+
+def _structured_prune(model: nn.Module, batches: list[dict[str, Any]] | None,
+                      config: StructuredConfig) -> dict[str, Any]:
+    """:func:`structured_prune` itself."""
     scores = collect_structured_scores(model, batches)
     layouts = scores["layouts"]
     unmatched = [lay.attention_error for lay in layouts.values() if lay.attention is None and lay.attention_error]

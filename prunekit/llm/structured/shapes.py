@@ -27,6 +27,7 @@ from torch import nn
 from prunekit.errors import ModelError
 from prunekit.llm.blocks import find_blocks
 from prunekit.llm.structured.layer_fields import meta_shapes
+from prunekit.llm.structured.per_layer import global_access, live_values, set_field
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
 
 _MISSING = object()
@@ -153,9 +154,10 @@ def sync_config(model: nn.Module) -> None:
     if not pruned_alibi and merged is not None:
         trial = _uniform_config(model, merged, alibi)
     if trial is not None:
-        for name, value in trial.to_dict().items():
-            if name != LAYER_SHAPES_FIELD and getattr(config, name, _MISSING) != value:
-                setattr(config, name, getattr(trial, name))
+        now = live_values(config)
+        for name, value in live_values(trial).items():
+            if name != LAYER_SHAPES_FIELD and now.get(name, _MISSING) != value:
+                set_field(config, name, value)
         if hasattr(config, LAYER_SHAPES_FIELD):
             delattr(config, LAYER_SHAPES_FIELD)
         return
@@ -164,6 +166,12 @@ def sync_config(model: nn.Module) -> None:
 
 def apply_layer_shapes(model: nn.Module, shapes: list[dict[str, Any]]) -> None:
     """Shrink a freshly built model to recorded per-block shapes (keeps the first units)."""
+    with global_access(model.config):
+        _apply_layer_shapes(model, shapes)
+
+
+def _apply_layer_shapes(model: nn.Module, shapes: list[dict[str, Any]]) -> None:
+    """:func:`apply_layer_shapes` itself."""
     from prunekit.llm.structured.alibi import set_alibi_heads
     from prunekit.llm.structured.experts import remove_experts, shrink_expert_neurons
     from prunekit.llm.structured.surgery import block_layouts, prune_heads, prune_mlp_neurons

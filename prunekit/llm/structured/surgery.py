@@ -36,6 +36,7 @@ from prunekit.llm.structured.layer_fields import (
 )
 from prunekit.llm.structured.layer_index import renumber_layer_indices
 from prunekit.llm.structured.layout import Layout, keep_indices
+from prunekit.llm.structured.per_layer import set_field
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
 
 
@@ -214,7 +215,7 @@ def remove_layers(model: nn.Module, layers: Iterable[int], *, sync: bool = True)
     config = model.config
     for name, value in updates.items():  # layer counts, per-layer lists and patterns (layer_fields.py)
         try:
-            setattr(layer_config(config), name, value)
+            set_field(layer_config(config), name, value)
         except Exception:  # a count the config derives from a per-layer list (checked in layer_fields)
             pass
     adopt_config_attributes(model, before, tuple(lists))  # outside the blocks: what a reload builds
