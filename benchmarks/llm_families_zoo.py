@@ -310,6 +310,11 @@ def _overrides(default: Any, base: dict[str, Any] | None = None,
         window = layer_window(default_types, list(_attr(probe, "layer_types") or []),
                               _attr(probe, "num_hidden_layers") or LAYERS)
         if window is not None:
+            try:  # a config whose layer_types is derived (a read-only property) keeps its own
+                cls(**{**(base or {}), **kwargs, "layer_types": window})
+            except Exception:
+                window = None
+        if window is not None:
             window_start = max(s for s in range(len(default_types) - len(window) + 1)
                                if default_types[s:s + len(window)] == window)
             kwargs["layer_types"] = window
