@@ -74,9 +74,11 @@ def derived_sizes(values: dict[str, Any], head_dim: int | None,
     - a width ``*_dim`` / ``*_size`` equal to one of the default config tree's hidden sizes
       (``hidden_sizes``; a vision adapter's ``adapter_in_dim``) is the tiny hidden size (not a
       window, chunk, vocabulary or head size that happens to be equal);
-    - any other head count (an encoder-decoder's ``decoder_attention_heads``, Mamba-2's
-      ``num_heads``) keeps heads x head width / hidden size, so the widths still add up (not one
-      in ``fixed``, the names the tiny overrides set, GPT-2's ``n_head`` through its alias);
+    - any other head count (an encoder-decoder's ``decoder_attention_heads``, a sliding layer's
+      ``swa_num_key_value_heads``) keeps its ratio to the config's head (or key/value head)
+      count, and without one (Mamba-2's ``num_heads``) heads x head width / hidden size, so the
+      widths still add up (not one in ``fixed``, the names the tiny overrides set, GPT-2's
+      ``n_head`` through its alias);
     - a default top-k below :data:`TOP_K` (a router made for top-1) is kept;
     - a second vocabulary larger than the tiny one (``vocab_size_per_layer_input``,
       ``unpadded_vocab_size``, BLT's ``encoder_hash_byte_group_vocab``) is the tiny vocabulary;
@@ -114,7 +116,11 @@ def derived_sizes(values: dict[str, Any], head_dim: int | None,
             out[name] = LAYERS if value == depth else value * LAYERS // depth
         elif (name == "num_heads" or name.endswith("_heads")) and name not in fixed and head_dim \
                 and isinstance(values.get("hidden_size"), int):
-            out[name] = max(1, round(value * head_dim / tiny_head * HIDDEN / values["hidden_size"]))
+            kv = "key_value" in name or "kv" in name
+            base, tiny = (values.get("num_key_value_heads"), KV_HEADS) if kv else \
+                (values.get("num_attention_heads"), HEADS)
+            out[name] = max(1, round(value * tiny / base) if isinstance(base, int) and base > 0 else
+                            round(value * head_dim / tiny_head * HIDDEN / values["hidden_size"]))
         elif name == "num_experts_per_tok" and value < TOP_K:
             out[name] = value
         elif "vocab" in name and name != "vocab_size" and value > VOCAB:
@@ -303,6 +309,11 @@ def _overrides(default: Any, base: dict[str, Any] | None = None,
     if isinstance(default_types, list) and window_start is None:
         window = layer_window(default_types, list(_attr(probe, "layer_types") or []),
                               _attr(probe, "num_hidden_layers") or LAYERS)
+        if window is not None:
+            try:  # a config whose layer_types is derived (a read-only property) keeps its own
+                cls(**{**(base or {}), **kwargs, "layer_types": window})
+            except Exception:
+                window = None
         if window is not None:
             window_start = max(s for s in range(len(default_types) - len(window) + 1)
                                if default_types[s:s + len(window)] == window)

@@ -63,6 +63,10 @@ def test_layer_counts_vocabularies_heads_and_widths():
     # every layer shared stays every layer; a head count the overrides set is left alone
     assert derived_sizes({"num_hidden_layers": 30, "num_kv_shared_layers": 30}, None) == {"num_kv_shared_layers": 2}
     assert derived_sizes({"hidden_size": 4096, "num_heads": 32}, 128, fixed=frozenset({"num_heads"})) == {}
+    # a second head count keeps its ratio to the head / key-value head count (Inkling's sliding layers)
+    assert derived_sizes({"hidden_size": 6144, "num_attention_heads": 64, "num_key_value_heads": 8,
+                          "swa_num_attention_heads": 64, "swa_num_key_value_heads": 16}, 128) == {
+        "swa_num_attention_heads": 8, "swa_num_key_value_heads": 8}
 
 
 def test_grouped_router_keeps_four_experts_per_group():

@@ -49,13 +49,14 @@ def test_grouped_output_keeps_its_dormant_compressor_whole():
     """DeepSeek-V4's compressor runs from 128 tokens on; the short probe never reaches it, and
     its head_dim-sized tensors (8, like the head count) must not be cut as per-head ones."""
     model = build("deepseek_v4")
-    lay = block_layouts(model, [0])[0].attention
+    block = model.config.layer_types.index("heavily_compressed_attention")  # (the tiny stack has both types)
+    lay = block_layouts(model, [block])[block].attention
     assert lay.through == ("self_attn.o_a_proj",)
     assert set(lay.rows) == {"self_attn.q_b_proj", "self_attn.kv_proj", "self_attn.o_a_proj"}
     assert lay.shared["self_attn.kv_proj"] == tuple(range(8))          # the one key/value head stays
     assert set(lay.params) == {"self_attn.sinks"}
-    prune_heads(model, {0: [1, 2]})
-    assert model.model.layers[0].self_attn.o_a_proj.n_groups == 6
+    prune_heads(model, {block: [1, 2]})
+    assert model.model.layers[block].self_attn.o_a_proj.n_groups == 6
     long = torch.randint(3, 128, (1, 200), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert model(input_ids=long, use_cache=False).logits.shape == (1, 200, 128)
