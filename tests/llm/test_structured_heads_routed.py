@@ -91,3 +91,22 @@ def test_structured_heads_round_trip_in_a_fresh_process(scope, tmp_path):
     out = subprocess.run([sys.executable, "-c", RELOAD, str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert float(out.stdout.strip().splitlines()[-1]) <= 1e-4
+
+
+def test_an_attention_class_that_cannot_be_rebuilt_is_an_error_and_changes_nothing():
+    from prunekit.errors import UnsupportedOpError
+
+    model = tiny_jetmoe()
+    att = model.model.layers[0].self_attention
+
+    class JetMoeAttentionNeedingMore(type(att)):
+        def __init__(self, config, layer_idx, extra):  # not buildable as cls(config, layer_idx)
+            super().__init__(config, layer_idx)
+
+    att.__class__ = JetMoeAttentionNeedingMore
+    before = main_output(model, IDS)
+    with pytest.raises(UnsupportedOpError, match="JetMoeAttentionNeedingMore: cannot rebuild it"):
+        prune_heads(model, {0: [1]})
+    assert tuple(att.kv_proj.weight.shape) == (64, 64) and att.num_key_value_heads == 4
+    assert tuple(att.experts.output_linear.weight.shape) == (8, 64, 32)
+    assert torch.equal(main_output(model, IDS), before)
