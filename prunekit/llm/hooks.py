@@ -84,7 +84,8 @@ def collect_input_stats(
     try:
         for name, module in linears.items():
             w = weight_2d(module)
-            stats[name] = InputStats(w.shape[1], gram=gram, device=w.device)
+            # the input width is the last dim: ``[out, in]``, or ``[experts, out, in]`` (routed experts)
+            stats[name] = InputStats(w.shape[-1], gram=gram, device=w.device)
 
             def hook(_mod, inputs, _out, _name=name):
                 x = inputs[0]

@@ -62,21 +62,20 @@ def test_grouped_output_keeps_its_dormant_compressor_whole():
         assert model(input_ids=long, use_cache=False).logits.shape == (1, 200, 128)
 
 
-def test_a_mixture_of_attention_heads_is_named_and_the_rest_still_prunes():
-    """JetMoE's queries and outputs are routed experts (3-D parameters): heads are refused
-    with the reason, while the MLP experts (split over two modules) lose neurons."""
+def test_a_mixture_of_attention_heads_and_its_split_mlp_experts_both_prune():
+    """JetMoE's queries and outputs are routed experts (3-D parameters): its heads are matched
+    by heads_routed (tests/llm/test_structured_heads_routed.py), and the MLP experts (split
+    over two modules) lose neurons in the same call."""
     model = build("jetmoe")
     lay = block_layouts(model, [0])[0]
-    assert lay.attention is None and "self_attention: a mixture of attention heads" in lay.attention_error
-    assert "experts.input_linear.weight" in lay.attention_error
+    assert lay.attention is not None and lay.attention_error is None and lay.attention.o == ""
     assert lay.experts.module == "mlp" and set(lay.experts.params) == {"input_linear.weight", "output_linear.weight"}
     calib = [{"input_ids": example_ids(seed=2, batch=2, length=16)}]
-    with pytest.raises(UnsupportedOpError, match="heads cannot be removed"):
-        structured_prune(model, calib, StructuredConfig(heads=0.25))
     before = sum(p.numel() for p in model.parameters())
-    structured_prune(model, calib, StructuredConfig(mlp=0.25))
+    structured_prune(model, calib, StructuredConfig(heads=0.25, mlp=0.25))
     mlp = model.model.layers[0].mlp
     assert mlp.output_linear.weight.shape == (8, 64, 72) and mlp.input_linear.weight.shape == (8, 144, 64)
+    assert model.model.layers[0].self_attention.experts.output_linear.weight.shape == (8, 64, 24)
     assert sum(p.numel() for p in model.parameters()) < before
     assert main_output(model, IDS).shape == (2, 12, 128)
 

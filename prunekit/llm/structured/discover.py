@@ -18,8 +18,9 @@ layers: each projection's output is replaced by a leaf tensor, so autograd answe
 
 A block without an attention module with heads (an SSM or recurrent mixer) gets
 ``attention=None`` and its MLP is found by :mod:`.mixers`. An attention module whose heads
-do not fit (rows shared across units, no output projection reading the heads: JetMoE's
-mixture of attention heads) gets ``attention=None`` with ``attention_error`` naming the
+do not fit as linears but whose query / output projections are routed experts (3-D
+parameters: JetMoE's mixture of attention heads) is matched by :mod:`.heads_routed`; one
+that fits neither gets ``attention=None`` with ``attention_error`` naming the
 module and what was not matched: removing its heads raises
 :class:`~prunekit.errors.UnsupportedOpError` with that reason, while its MLP, experts and
 the whole block can still be removed.
@@ -39,6 +40,7 @@ from prunekit.errors import UnsupportedOpError
 from prunekit.llm.blocks import find_blocks, is_prunable_linear, weight_2d
 from prunekit.llm.structured.heads_internal import head_indexed, heads_and_width
 from prunekit.llm.structured.heads_probe import diagonal_norm_hooks
+from prunekit.llm.structured.heads_routed import expert_modules, routed_layout
 from prunekit.llm.structured.layout import AttentionLayout, Layout
 from prunekit.llm.structured.mixers import attention_path, declares_head_size, mlp_layout, rows_reached
 
@@ -286,6 +288,12 @@ def discover_layout(model: nn.Module, block_index: int) -> Layout:
             attention = _attention_layout(model, block, rec, where)
         except UnsupportedOpError as e:  # heads unmatched: the MLP, experts and the whole block still are
             error = _why_unmatched(block, attn_path, where) or str(e)
+            if expert_modules(block.get_submodule(attn_path)):  # a mixture of attention heads
+                try:
+                    hd = head_dim_of(block.get_submodule(attn_path), model.config)
+                    attention, error = routed_layout(model, block, attn_path, where, hd), None
+                except UnsupportedOpError as e2:
+                    error = f"{error}; {e2}"
     experts = find_experts(block, rec["hidden"])
     skip = set()
     if experts is not None:  # a linear router, or linears scoring experts, are not MLP neurons

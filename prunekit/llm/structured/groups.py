@@ -81,9 +81,13 @@ def head_group(prefix: str, block: nn.Module, att: AttentionLayout) -> Group:
     index: Index = {}
     for p, rows in att.rows.items():
         index.update(linear_members(f"{prefix}.{p}", block.get_submodule(p), rows, "out"))
-    reader = linear_members(f"{prefix}.{att.o}", block.get_submodule(att.o), att.cols, "in")
+    followers = _followers(prefix, att.params)  # a reader's input columns beside its own rows
+    if att.o:
+        reader = linear_members(f"{prefix}.{att.o}", block.get_submodule(att.o), att.cols, "in")
+    else:  # routed experts read the heads (a mixture of attention heads): their 3-D weight's columns
+        reader = {k: v for k, v in followers.items() if k[0] == f"{prefix}.{att.reader}"}
     index.update(reader)
-    index.update(_followers(prefix, att.params))  # a reader's input columns beside its own rows
+    index.update(followers)
     return _group(index, reader)
 
 

@@ -264,6 +264,8 @@ def has_extra_tensors(block: nn.Module, layout: Any) -> bool:
     (DiffLlama's paired heads and lambdas, per-head norms or sinks) is probed instead.
     """
     att = layout.attention
+    if not att.o:
+        return False
     params, linears = _candidates(block, att.module, set(att.rows) | {att.o})
     return bool(params or linears)
 
@@ -273,7 +275,7 @@ def with_followers(model: nn.Module, block: nn.Module, layout: Any) -> Any:
     import dataclasses
 
     att = layout.attention
-    if att is not None:  # None: an SSM / recurrent mixer, left as it is
+    if att is not None and att.o:  # None: an SSM / recurrent mixer, left as it is; no o: routed heads
         skip = set(att.rows) | {att.o}
         params, rows = find_followers(model, block, att.module, att.o, att.cols, skip, att.heads_per_unit,
                                       sources={p: r for p, r in att.rows.items() if not att.shared.get(p)},

@@ -29,7 +29,9 @@ class AttentionLayout:
 
     Attributes:
         module: path (inside the block) of the attention module whose head counts change.
-        o: path of the output projection (input columns grouped by head).
+        o: path of the output projection (input columns grouped by head); ``""`` when the
+            heads are read by routed experts instead (a mixture of attention heads,
+            :mod:`~prunekit.llm.structured.heads_routed`), whose 3-D weight ``reader`` names.
         rows: per query/key/value projection path, the output rows of each unit.
         cols: the output projection's input columns of each unit.
         heads_per_unit: query heads in one unit. head_dim: channels per head.
@@ -42,6 +44,8 @@ class AttentionLayout:
         through: projections between the heads and ``o`` that keep the units apart (a
             grouped low-rank output, DeepSeek-V4's ``o_a_proj``); follower probes let
             gradients pass through them.
+        reader: with ``o == ""``, the parameter (a key of ``params``) whose sliced dim reads
+            the heads (the routed output experts' weight); it scores the units.
     """
 
     module: str
@@ -54,6 +58,7 @@ class AttentionLayout:
     shared: dict[str, tuple[int, ...]] = field(default_factory=dict)
     params: dict[str, tuple[int, tuple[tuple[int, ...], ...]]] = field(default_factory=dict)
     through: tuple[str, ...] = ()
+    reader: str = ""
 
     @property
     def n_units(self) -> int:

@@ -28,6 +28,7 @@ from prunekit.llm.blocks import find_blocks
 from prunekit.llm.structured.groups import head_group, mlp_group, removal_keep
 from prunekit.llm.structured.heads_attrs import HeadCounts, size_attributes
 from prunekit.llm.structured.heads_check import checked_apply
+from prunekit.llm.structured.heads_routed import routed_size_attributes
 from prunekit.llm.structured.layer_build import adopt_block_attributes, adopt_config_attributes
 from prunekit.llm.structured.layer_fields import (
     layer_config,
@@ -108,7 +109,10 @@ def prune_heads(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: 
         after = HeadCounts(n_heads, 1 if att.shared else n_units, att.head_dim, n_units)
         cut = {p[len(att.module) + 1:] for p in [*att.rows, att.o] if p.startswith(att.module + ".")}
         cut |= {p.rpartition(".")[0][len(att.module) + 1:] for p in att.params if p.startswith(att.module + ".")}
-        attrs.extend(size_attributes(module, before, after, bool(att.shared), cut))  # counts wherever they live
+        if att.o:
+            attrs.extend(size_attributes(module, before, after, bool(att.shared), cut))  # counts wherever they live
+        else:  # routed heads: the sizes a rebuild of the module holds (names alone are ambiguous there)
+            attrs.extend(routed_size_attributes(model, module, before, after))
         if att.alibi:
             old = alibi_heads(module, att.n_heads)
             kept_units = [u for u in range(att.n_units) if u not in set(drop)]
