@@ -56,6 +56,7 @@ from prunekit.llm.structured.layer_index import (
     renumbered_attributes,
 )
 from prunekit.llm.structured.layer_patterns import encode_runs, expand_runs, keep_entries, same, secant
+from prunekit.llm.structured.layer_packed import packed_alternatives
 from prunekit.llm.structured.layer_ties import layer_parts, tied_lists
 from prunekit.llm.structured.per_layer import live_values, set_field
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
@@ -310,7 +311,11 @@ def _fit(model: nn.Module, drop: list[int], lists: list[str] | None = None
         return base, None, []
     before = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
     ignore = set(_renumber_all({k: s for k, s in state.items() if before.get(k, s) != s}, lists, drop))
-    want = _renumber_all(state, lists, drop)
+    want: dict[str, Any] = _renumber_all(state, lists, drop)
+    for key, shape in want.items():  # per-layer chunks packed outside the blocks (layer_packed.py)
+        cuts = packed_alternatives(shape, n, drop) if not key.startswith(_prefixes(lists)) else []
+        if cuts and key not in ignore:
+            want[key] = _OneOf((shape, *cuts))
     # attributes the live model already does not share with its own rebuild (widths set by an
     # earlier pruning step, flags a forward pass sets) say nothing about the config edit
     live, rebuilt = module_attributes(model), module_attributes(fresh)

@@ -29,16 +29,18 @@ from prunekit.llm.structured.groups import head_group, mlp_group, removal_keep
 from prunekit.llm.structured.heads_attrs import HeadCounts, size_attributes
 from prunekit.llm.structured.heads_check import checked_apply
 from prunekit.llm.structured.heads_routed import routed_size_attributes
-from prunekit.llm.structured.layer_build import adopt_block_attributes, adopt_config_attributes
+from prunekit.llm.structured.layer_build import _prefixes, adopt_block_attributes, adopt_config_attributes
 from prunekit.llm.structured.layer_fields import (
     layer_config,
     meta_build,
     removal_plan,
 )
 from prunekit.llm.structured.layer_index import renumber_layer_indices
+from prunekit.llm.structured.layer_packed import packed_keep
 from prunekit.llm.structured.layout import Layout, keep_indices
 from prunekit.llm.structured.per_layer import set_field
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
+from prunekit.surgery.apply import apply_keep
 
 
 def block_layouts(model: nn.Module, indices: Iterable[int] | None = None) -> dict[int, Layout]:
@@ -191,7 +193,19 @@ def prune_mlp_neurons(model: nn.Module, remove: Mapping[int, Iterable[int]], *, 
 
 
 def remove_layers(model: nn.Module, layers: Iterable[int], *, sync: bool = True) -> None:
-    """Remove whole transformer blocks in place and renumber the remaining ones."""
+    """Remove whole transformer blocks in place and renumber the remaining ones.
+
+    Per-layer tensors packed outside the blocks (one ``k``-wide chunk per layer, Gemma 3n /
+    Gemma 4's per-layer input embeddings) lose the removed layers' chunks in the same call
+    (:mod:`~prunekit.llm.structured.layer_packed`); a removal the config cannot rebuild
+    raises before anything changes."""
+    from prunekit.llm.structured.per_layer import global_access
+
+    with global_access(model.config):  # a heterogeneous config (per-layer overrides) read field by field
+        _remove_layers(model, layers, sync)
+
+
+def _remove_layers(model: nn.Module, layers: Iterable[int], sync: bool) -> None:
     from prunekit.llm.structured.shapes import sync_config
 
     path, blocks = find_blocks(model)
@@ -208,6 +222,9 @@ def remove_layers(model: nn.Module, layers: Iterable[int], *, sync: bool = True)
             "rebuild (no per-layer config field explains the change, e.g. a first block built differently); "
             "remove other blocks")
     before = meta_build(model, model.config)  # what the config builds now, for adopt_config_attributes
+    packed = packed_keep(model, _prefixes(lists), len(blocks), drop, updates)  # per-layer chunks outside
+    if packed:  # sliced before the blocks change (apply_keep undoes its own partial slicing)
+        apply_keep(model, packed)
     kept_old = [i for i in range(len(blocks)) if i not in set(drop)]
     for list_path in lists:
         keep = [b for i, b in enumerate(model.get_submodule(list_path)) if i not in set(drop)]
