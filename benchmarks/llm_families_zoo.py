@@ -81,7 +81,8 @@ def derived_sizes(values: dict[str, Any], head_dim: int | None,
       ``n_head`` through its alias);
     - a default top-k below :data:`TOP_K` (a router made for top-1) is kept;
     - a second vocabulary larger than the tiny one (``vocab_size_per_layer_input``,
-      ``unpadded_vocab_size``, BLT's ``encoder_hash_byte_group_vocab``) is the tiny vocabulary;
+      ``unpadded_vocab_size``; within a factor 2 of the main one, not a hash-bucket count) is the
+      tiny vocabulary;
       integer lists that sum to the hidden size (Reformer's ``axial_pos_embds_dim``) are scaled
       to it; a ``hidden_size_*`` width (Gemma's ``hidden_size_per_layer_input``) keeps its ratio
       to the hidden size;
@@ -116,14 +117,15 @@ def derived_sizes(values: dict[str, Any], head_dim: int | None,
             out[name] = LAYERS if value == depth else value * LAYERS // depth
         elif (name == "num_heads" or name.endswith("_heads")) and name not in fixed and head_dim \
                 and isinstance(values.get("hidden_size"), int):
-            kv = "key_value" in name or "kv" in name
+            kv = "key_value_heads" in name  # the same kind of count as the base it follows
             base, tiny = (values.get("num_key_value_heads"), KV_HEADS) if kv else \
-                (values.get("num_attention_heads"), HEADS)
+                (values.get("num_attention_heads"), HEADS) if "attention_heads" in name else (None, 0)
             out[name] = max(1, round(value * tiny / base) if isinstance(base, int) and base > 0 else
                             round(value * head_dim / tiny_head * HIDDEN / values["hidden_size"]))
         elif name == "num_experts_per_tok" and value < TOP_K:
             out[name] = value
-        elif "vocab" in name and name != "vocab_size" and value > VOCAB:
+        elif ("vocab" in name and name != "vocab_size" and value > VOCAB and isinstance(values.get("vocab_size"), int)
+              and values["vocab_size"] // 2 <= value <= 2 * values["vocab_size"]):  # a vocabulary like the main one
             out[name] = VOCAB
         elif (name.endswith(("_dim", "_size")) and value in hidden_sizes and name not in OVERRIDES
               and not any(word in name for word in ("window", "chunk", "vocab", "head"))):
@@ -244,7 +246,7 @@ def _per_layer(default: Any, probe: Any, kwargs: dict[str, Any], head_dim: int |
 
 
 def _overrides(default: Any, base: dict[str, Any] | None = None,
-               hidden_sizes: frozenset[int] = frozenset()) -> dict[str, Any]:
+               hidden_sizes: frozenset[int] = frozenset(), window: bool = True) -> dict[str, Any]:
     """The tiny overrides for one config object, through its ``attribute_map``; nested
     sub-configs (``text_config``, ``vision_config``, ...) are shrunk the same way. ``base``: the
     other keyword arguments the config will be built with (a sub-config's own values).
@@ -284,7 +286,7 @@ def _overrides(default: Any, base: dict[str, Any] | None = None,
             # per-layer overrides are rebuilt for the tiny layers
             sub_values = {k: v for k, v in sub_values.items()
                           if not (isinstance(v, list) and len(v) == depth) and k != "per_layer_config"}
-            kwargs[name] = {**sub_values, **_overrides(sub, sub_values, hidden_sizes)}
+            kwargs[name] = {**sub_values, **_overrides(sub, sub_values, hidden_sizes, window)}
     default_types = _attr(default, "layer_types")
     heterogeneous = bool(values.get("per_layer_config"))
     if not (isinstance(default_types, list) or heterogeneous):
@@ -306,7 +308,7 @@ def _overrides(default: Any, base: dict[str, Any] | None = None,
             probe = cls(**{**(base or {}), **kwargs})
         except Exception:
             return kwargs
-    if isinstance(default_types, list) and window_start is None:
+    if isinstance(default_types, list) and window_start is None and window:
         window = layer_window(default_types, list(_attr(probe, "layer_types") or []),
                               _attr(probe, "num_hidden_layers") or LAYERS)
         if window is not None:
@@ -323,14 +325,15 @@ def _overrides(default: Any, base: dict[str, Any] | None = None,
     return kwargs
 
 
-def tiny_config(family: str) -> Any:
+def tiny_config(family: str, window: bool = True) -> Any:
     """The family's default config with the tiny overrides applied where it has the field
-    (in its sub-configs too: a multimodal model's text and vision towers)."""
+    (in its sub-configs too: a multimodal model's text and vision towers). ``window=False``:
+    the tiny stack's layer types as the class rebuilds them (no :func:`layer_window`)."""
     from transformers import CONFIG_MAPPING
 
     cls = CONFIG_MAPPING[family]
     default = cls()
-    kwargs = _overrides(default, hidden_sizes=frozenset(_hidden_sizes(default)))
+    kwargs = _overrides(default, hidden_sizes=frozenset(_hidden_sizes(default)), window=window)
     if "is_decoder" in default.to_dict():  # built as a causal LM: a decoder (Reformer asserts it)
         kwargs["is_decoder"] = True
     return cls(**kwargs)
@@ -353,7 +356,11 @@ def build(family: str, seed: int = 0) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(family), dtype=torch.float32)
+    try:
+        model = AutoModelForCausalLM.from_config(tiny_config(family), dtype=torch.float32)
+    except Exception:  # a layer type the default config cannot build (Qwen4-Exp's indexer unset)
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(tiny_config(family, window=False), dtype=torch.float32)
     return model.eval()
 
 

@@ -54,6 +54,7 @@ def test_families_build_and_run(family):
 def test_layer_counts_vocabularies_heads_and_widths():
     """Fields that depend on the depth, vocabulary, head width or hidden size follow them."""
     values = {"num_hidden_layers": 35, "num_kv_shared_layers": 15, "vocab_size_per_layer_input": 262144,
+              "vocab_size": 262144,
               "hidden_size": 4096, "hidden_size_per_layer_input": 256, "num_heads": 128,
               "num_experts_per_tok": 1, "axial_pos_embds_dim": [1024, 3072], "adapter_in_dim": 4096}
     out = derived_sizes(values, head_dim=64, hidden_sizes=frozenset({4096}))
