@@ -60,6 +60,8 @@ def derived_sizes(values: dict[str, Any], head_dim: int | None,
       ``v_head_dim``, a sparse indexer's ``index_head_dim``) is scaled by the factor that takes
       the default head width to the tiny one, so their sums and ratios still hold (at least
       :data:`ROTARY` wide where the tiny overrides set the rotary fraction);
+    - ``*_ffn_dim`` (an encoder-decoder's ``encoder_ffn_dim`` / ``decoder_ffn_dim``) is the tiny
+      intermediate size, as ``ffn_dim`` is;
     - ``rotary_dim`` (GPT-J, CodeGen) is the tiny head width times ``partial_rotary_factor``;
     - ``*_lora_rank`` (MLA's ``q_lora_rank`` / ``kv_lora_rank``) is half the tiny hidden size,
       and with a ``kv_lora_rank`` (multi-head latent attention: every head decodes its own key and
@@ -110,6 +112,8 @@ def derived_sizes(values: dict[str, Any], head_dim: int | None,
             out[name] = int(tiny_head * OVERRIDES["partial_rotary_factor"])
         elif name.endswith("_lora_rank"):
             out[name] = HIDDEN // 2
+        elif name.endswith("_ffn_dim") and name not in OVERRIDES:  # an encoder-decoder's encoder_/decoder_ffn_dim
+            out[name] = INTERMEDIATE
         elif name == "first_k_dense_replace":
             out[name] = min(value, FIRST_DENSE)
         elif (name.startswith("num_") and name.endswith("_layers") and name not in OVERRIDES
