@@ -80,9 +80,8 @@ def test_removing_a_block_cuts_its_per_layer_chunk_and_reloads(family, tmp_path)
 def test_two_of_four_blocks_keep_the_other_chunks_in_order(tmp_path):
     """Gemma 3n's tiny config made 4 layers deep (its per-layer lists repeated from the first
     entry): removing blocks 0 and 2 keeps chunks 1 and 3, in that order."""
-    from transformers import AutoModelForCausalLM
-
     from llm_families_zoo import tiny_config
+    from transformers import AutoModelForCausalLM
 
     values = tiny_config("gemma3n_text").to_dict()
     for key, value in list(values.items()):
