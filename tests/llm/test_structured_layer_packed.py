@@ -75,3 +75,31 @@ def test_removing_a_block_cuts_its_per_layer_chunk_and_reloads(family, tmp_path)
     save_pretrained_model(model, tmp_path)
     save_tensors({"logits": logits.contiguous(), "input_ids": ids}, tmp_path / "expected.safetensors")
     assert _reload_diff(tmp_path, plain=True) <= 1e-4
+
+
+def test_two_of_four_blocks_keep_the_other_chunks_in_order(tmp_path):
+    """Gemma 3n's tiny config made 4 layers deep (its per-layer lists repeated from the first
+    entry): removing blocks 0 and 2 keeps chunks 1 and 3, in that order."""
+    from llm_families_zoo import tiny_config
+    from transformers import AutoModelForCausalLM
+
+    values = tiny_config("gemma3n_text").to_dict()
+    for key, value in list(values.items()):
+        if isinstance(value, list) and len(value) == 2:
+            values[key] = [value[0], value[0], value[0], value[1]]
+    values["num_hidden_layers"] = 4
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(type(tiny_config("gemma3n_text")).from_dict(values)).eval()
+    ids = example_ids()
+    before, _ = _per_layer_inputs(model, ids)
+    k = model.config.hidden_size_per_layer_input
+    proj = model.model.per_layer_model_projection.weight.detach().clone()
+
+    remove_layers(model, [0, 2])
+
+    assert torch.equal(model.model.per_layer_model_projection.weight, torch.cat([proj[k:2 * k], proj[3 * k:]]))
+    after, logits = _per_layer_inputs(model, ids)
+    assert max((a - b).abs().max().item() for a, b in zip(after, [before[1], before[3]])) <= 1e-6
+    save_pretrained_model(model, tmp_path)
+    save_tensors({"logits": logits.contiguous(), "input_ids": ids}, tmp_path / "expected.safetensors")
+    assert _reload_diff(tmp_path, plain=True) <= 1e-4

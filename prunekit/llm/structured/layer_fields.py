@@ -55,8 +55,8 @@ from prunekit.llm.structured.layer_index import (
     renumbered,
     renumbered_attributes,
 )
-from prunekit.llm.structured.layer_patterns import encode_runs, expand_runs, keep_entries, same, secant
 from prunekit.llm.structured.layer_packed import packed_alternatives
+from prunekit.llm.structured.layer_patterns import encode_runs, expand_runs, keep_entries, same, secant
 from prunekit.llm.structured.layer_ties import layer_parts, tied_lists
 from prunekit.llm.structured.per_layer import live_values, set_field
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
