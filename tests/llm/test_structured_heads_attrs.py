@@ -58,3 +58,33 @@ def test_size_attributes_walks_submodules_and_copies_the_config():
     assert (held.num_attention_heads, held.num_key_value_heads, held.hidden_size) == (6, 6, 64)
     assert config.num_attention_heads == 8       # the model's own config is not touched
     assert ("Linear", "in_features") not in found
+
+
+def test_a_head_count_on_the_key_value_side_follows_the_key_value_heads():
+    """Inkling 2's short convolution on k_proj keeps ``num_heads`` = key/value heads (4 of 8 query heads)."""
+    old, new = HeadCounts(8, 4, 8, 4), HeadCounts(6, 3, 8, 3)
+    assert new_value("num_heads", 4, old, new) == 3
+    assert new_value("num_heads", 8, old, new) == 6
+    assert new_value("num_heads", 4, old, new, shared_kv=True) is None
+    assert new_value("num_heads", 5, old, new) is None
+
+
+def test_inkling2_full_attention_layer_loses_key_value_heads_in_its_short_convolution():
+    import sys
+    from pathlib import Path
+
+    from prunekit.llm.structured import StructuredConfig, structured_prune
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from llm_families_zoo import build, example_ids
+
+    model = build("inkling2_text")
+    assert "hybrid" in model.config.layer_types  # a full-attention layer with the short convolution
+    batches = [{"input_ids": example_ids(length=16)}]
+    structured_prune(model, batches, StructuredConfig(heads=0.25))
+    convs = [m for n, m in model.named_modules() if n.endswith("k_proj.sconv") and hasattr(m, "weight_proj")]
+    assert convs  # the dynamic one: its weight_proj has num_heads x kernel rows
+    for conv in convs:
+        assert conv.weight_proj.out_features == conv.num_heads * conv.conv_kernel_size
+    with torch.no_grad():
+        assert model(**batches[0]).logits.shape[-1] == model.config.vocab_size

@@ -18,7 +18,9 @@ the attention module or of any submodule below it is
 * a *group count* (``o_groups``, a grouped linear's ``n_groups``) when it equals the old
   number of units: DeepSeek-V4's grouped output projection has one group per unit;
 * a *head count* when its name says heads (``num_heads``, ``n_head``, ``num_attn_heads``,
-  ``linear_num_heads``; not a head *size*) and it equals the old head count;
+  ``linear_num_heads``; not a head *size*) and it equals the old head count; one that
+  equals the old key/value head count instead (a per-head module on the key projection,
+  Inkling 2's short convolution) follows the key/value heads;
 * an *inner width* when its name says a width (``dim``, ``size``, ``width``; not a
   per-head size, not the model's ``hidden_size``, an MLP or low-rank size) and it equals
   old heads x head_dim.
@@ -77,6 +79,8 @@ def new_value(name: str, value: Any, old: HeadCounts, new: HeadCounts, shared_kv
         3
         >>> new_value("head_dim", 8, HeadCounts(8, 8, 8), HeadCounts(6, 6, 8)) is None
         True
+        >>> new_value("num_heads", 4, HeadCounts(8, 4, 8), HeadCounts(6, 3, 8))  # on the key/value side
+        3
     """
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         return None
@@ -88,7 +92,13 @@ def new_value(name: str, value: Any, old: HeadCounts, new: HeadCounts, shared_kv
     if _KV.search(name):
         return new.kv_heads if value == old.kv_heads and not shared_kv and new.kv_heads != old.kv_heads else None
     if _HEADS.search(name):
-        return new.heads if value == old.heads and new.heads != old.heads else None
+        if value == old.heads:
+            return new.heads if new.heads != old.heads else None
+        # a head count on the key/value side (Inkling 2's short convolution on k_proj keeps
+        # ``num_heads`` = key/value heads): equal to the key/value count, not the query count
+        if value == old.kv_heads and not shared_kv and new.kv_heads != old.kv_heads:
+            return new.kv_heads
+        return None
     if _WIDTH.search(name) and not _NOT_WIDTH.search(name) and value == old.width and old.heads > 1:
         return new.width if new.width != old.width else None
     return None
