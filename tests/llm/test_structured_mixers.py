@@ -232,3 +232,22 @@ def test_another_mixers_input_projection_is_not_taken_for_an_mlp_producer():
     block = _MixerThenMLP()
     lay = mlp_layout(_record(block), block, ("",), set())  # the probe stops gradients at out_proj's output
     assert lay.inp == "mlp.down" and set(lay.outs) == {"mlp.gate", "mlp.up"}
+
+
+def test_the_mlp_found_after_pruning_is_the_one_pruned():
+    """LongCat-Flash has two equally wide MLPs per block; after one is pruned, the layout must
+    still name it (the saved per-block shapes are read from it), not its unpruned twin."""
+    import sys
+    from pathlib import Path
+
+    from prunekit.llm.structured import StructuredConfig, block_layouts, structured_prune
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from llm_families_zoo import build, example_ids
+
+    model = build("longcat_flash")
+    before = {i: lay.mlp.inp for i, lay in block_layouts(model).items() if lay.mlp is not None}
+    assert before
+    structured_prune(model, [{"input_ids": example_ids(length=16)}], StructuredConfig(mlp=0.25))
+    after = {i: lay.mlp.inp for i, lay in block_layouts(model).items() if lay.mlp is not None}
+    assert after == before

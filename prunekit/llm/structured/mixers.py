@@ -190,8 +190,8 @@ def channels_used_elsewhere(block: nn.Module, linears: list[str], size: int, ski
 
 def mlp_layout(rec: dict, block: nn.Module, skip_prefixes: tuple[str, ...], skip: set[str]) -> MLPLayout | None:
     """The block's dense MLP (of the linears mapping back to the hidden size whose producers
-    pass the gradient and parameter checks, the widest, the last among equals: Gemma 4's
-    narrow per-layer-input gate after its MLP is not it), or None when there is none."""
+    pass the gradient and parameter checks, the last one not much narrower than the widest:
+    :func:`chosen_mlp`), or None when there is none."""
     hidden = rec["hidden"]
 
     def outside(p: str) -> bool:
@@ -199,7 +199,7 @@ def mlp_layout(rec: dict, block: nn.Module, skip_prefixes: tuple[str, ...], skip
 
     order = [p for p in rec["order"] if outside(p)]
     order = list(dict.fromkeys(order))
-    found: MLPLayout | None = None
+    candidates: list[tuple[MLPLayout, int]] = []
     for inp in reversed([p for p in order if _out_in(rec["linears"][p])[0] == hidden]):
         size = _out_in(rec["linears"][inp])[1]
         before = order[: order.index(inp)]
@@ -212,6 +212,23 @@ def mlp_layout(rec: dict, block: nn.Module, skip_prefixes: tuple[str, ...], skip
             continue
         if channels_used_elsewhere(block, [inp, *rows], size, skip_prefixes) is not None:
             continue
-        if found is None or size > _out_in(rec["linears"][found.inp])[1]:
-            found = MLPLayout(inp, rows)
-    return found
+        candidates.append((MLPLayout(inp, rows), size))
+    return chosen_mlp(candidates)
+
+
+def chosen_mlp(candidates: list[tuple[MLPLayout, int]]) -> MLPLayout | None:
+    """Of the MLP candidates ``(layout, width)`` in reverse block order, the last in the block
+    at least a quarter as wide as the widest: a narrow gate after the MLP (Gemma 4's per-layer
+    input gate, 8 of 96) is passed over, and the choice stays the same after the MLP itself is
+    pruned (up to 75%), so a pruned block is read back as it was pruned (LongCat-Flash's two
+    equal MLPs: the widest would flip to the unpruned one).
+
+    Example:
+        >>> a, b = MLPLayout("mlp.down", {}), MLPLayout("gate.down", {})
+        >>> chosen_mlp([(b, 8), (a, 96)]) is a, chosen_mlp([(a, 72), (b, 96)]) is a
+        (True, True)
+    """
+    if not candidates:
+        return None
+    widest = max(size for _, size in candidates)
+    return next(layout for layout, size in candidates if 4 * size >= widest)
