@@ -153,7 +153,7 @@ def size_attributes(module: nn.Module, old: HeadCounts, new: HeadCounts, shared_
                 if id(value) not in copies:
                     changes = {k: v2 for k, v in value.to_dict().items()
                                if (v2 := new_value(k, getattr(value, k, None), old, new, shared_kv)) is not None}
-                    copies[id(value)] = _config_copy(value, changes) if changes else None
+                    copies[id(value)] = config_copy(value, changes) if changes else None
                 if copies[id(value)] is not None:
                     out.append((sub, name, copies[id(value)]))
                 continue
@@ -163,7 +163,8 @@ def size_attributes(module: nn.Module, old: HeadCounts, new: HeadCounts, shared_
     return out
 
 
-def _config_copy(config: Any, changes: dict[str, int]) -> Any:
+def config_copy(config: Any, changes: dict[str, int]) -> Any:
+    """A shallow copy of ``config`` with ``changes`` set (read-only derived properties skipped)."""
     new = copy.copy(config)
     for k, v in changes.items():
         try:

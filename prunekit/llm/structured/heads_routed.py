@@ -24,14 +24,13 @@ Example:
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
 from torch import nn
 
 from prunekit.errors import UnsupportedOpError
-from prunekit.llm.structured.heads_attrs import HeadCounts, new_value
+from prunekit.llm.structured.heads_attrs import HeadCounts, config_copy, new_value
 from prunekit.llm.structured.layout import AttentionLayout
 from prunekit.llm.structured.mixers import rows_reached
 
@@ -135,12 +134,7 @@ def routed_size_attributes(model: nn.Module, module: nn.Module, old: HeadCounts,
     """
     config = getattr(module, "config", None) or model.config
     changes = {k: v for k in config.to_dict() if (v := new_value(k, getattr(config, k, None), old, new)) is not None}
-    cfg = copy.copy(config)
-    for k, v in changes.items():
-        try:
-            setattr(cfg, k, v)
-        except Exception:  # a read-only derived property
-            pass
+    cfg = config_copy(config, changes)
     try:
         with torch.device("meta"):
             fresh = type(module)(cfg, getattr(module, "layer_idx", 0))
