@@ -40,8 +40,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,23 +48,25 @@ from torch import nn
 from prunekit.errors import UnsupportedOpError
 from prunekit.llm.blocks import find_blocks
 from prunekit.llm.structured.layer_build import _prefixes, meta_build, meta_shapes  # noqa: F401 (shapes.py imports it here)
+from prunekit.llm.structured.layer_edits import (
+    COUNT_NAME,
+    OneOf,
+    base_edit,
+    candidate_edits,
+    per_layer_target,
+)
 from prunekit.llm.structured.layer_index import (
     module_attributes,
     renumbered,
     renumbered_attributes,
 )
 from prunekit.llm.structured.layer_packed import packed_alternatives
-from prunekit.llm.structured.layer_patterns import encode_runs, expand_runs, keep_entries, same, secant
+from prunekit.llm.structured.layer_patterns import same, secant
 from prunekit.llm.structured.layer_ties import layer_parts, tied_lists
 from prunekit.llm.structured.per_layer import live_values, set_field
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
 
-_COUNT_NAME = re.compile(r"layer|depth|block", re.IGNORECASE)
-_INDEX_NAME = re.compile(r"idx|indices|index|layers$", re.IGNORECASE)
-_PATTERN_NAME = re.compile(r"period|offset|freq|interval|first|start|every|step|dense|sparse|replace",
-                           re.IGNORECASE)
 _INVALID = 1 << 30
-_MAX_VALUES = 16  # periodic patterns: offsets and periods tried below this
 _ABSENT = object()
 
 
@@ -78,13 +78,8 @@ def _renumber_all(items: dict[str, Any], paths: list[str], drop: list[int], attr
     return items
 
 
-class _OneOf(tuple):
-    """Target values of an attribute that has two readings (a per-layer tuple filtered, or a
-    pair kept whole): a rebuild matching either is the same model."""
-
-
 def _matches(want: Any, got: Any) -> bool:
-    return any(same(w, got) for w in want) if isinstance(want, _OneOf) else same(want, got)
+    return any(same(w, got) for w in want) if isinstance(want, OneOf) else same(want, got)
 
 
 def _mismatched(want: dict[str, Any], got: dict[str, Any], ignore: set[str]) -> list[str]:
@@ -127,73 +122,6 @@ def _score(model: nn.Module, config: Any, target: _Target) -> int:
     """How far ``type(model)(config)`` is from the pruned model (:func:`_differences`)."""
     found = _differences(model, config, target)
     return _INVALID if found is None else len(found)
-
-
-def _indices(name: str, value: Any, n: int, gone: set[int]) -> list[int] | None:
-    """A list of layer indices (``mlp_only_layers``) renumbered without ``gone``, or None."""
-    if not (isinstance(value, list) and value and _INDEX_NAME.search(name)):
-        return None
-    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < n for v in value):
-        return None
-    return [v - sum(d < v for d in gone) for v in value if v not in gone]
-
-
-def _base(original: dict[str, Any], n: int, gone: set[int]) -> dict[str, Any]:
-    """The usual edit: per-layer lists filtered, index lists renumbered, the layer count lowered.
-
-    A list with one entry per layer is filtered even when its name and values also read as
-    layer indices (SmolLM3's 0/1 flags ``no_rope_layers=[1, 1]``); where the other reading
-    is the right one, the search in :func:`config_after_removal` finds it.
-    """
-    out: dict[str, Any] = {}
-    for name, value in original.items():
-        if name == LAYER_SHAPES_FIELD:
-            continue
-        renamed = _indices(name, value, n, gone)
-        runs = expand_runs(value, n)
-        if runs is not None and n > len(gone):  # a run-length pattern, encoded again
-            out[name] = encode_runs(keep_entries(runs, gone), value)
-        elif isinstance(value, (list, tuple)) and len(value) == n or \
-                isinstance(value, str) and len(value) == n and "pattern" in name.lower():
-            out[name] = keep_entries(value, gone)
-        elif renamed is not None:
-            out[name] = renamed
-    out["num_hidden_layers"] = n - len(gone)
-    return out
-
-
-def _candidates(original: dict[str, Any], n: int, drop: list[int]) -> Iterator[tuple[str, list[Any]]]:
-    """``(field, values to try)`` for every config field a block removal may change."""
-    gone = set(drop)
-    after = n - len(gone)
-    for name, value in original.items():
-        if name == LAYER_SHAPES_FIELD or isinstance(value, bool):
-            continue
-        renamed = _indices(name, value, n, gone)
-        if isinstance(value, (list, tuple)) and len(value) == n:
-            yield name, [v for v in (keep_entries(value, gone), renamed, value) if v is not None]
-        elif renamed is not None:
-            yield name, [renamed, value]
-        if isinstance(value, str) and len(value) == n and (_COUNT_NAME.search(name) or "pattern" in name.lower()):
-            yield name, [keep_entries(value, gone), value]
-        if isinstance(value, int) and _COUNT_NAME.search(name):
-            yield name, [after] if value == n else [value - len(gone), value + len(gone)]
-        runs = expand_runs(value, n)  # GPT-Neo's attention_types=[[["global", "local"], 12]]
-        if runs is not None and after:
-            yield name, [encode_runs(keep_entries(runs, gone), value)]
-    for name, value in original.items():  # periodic patterns: the values that make the shapes fit
-        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= max(n, 1) and \
-                _PATTERN_NAME.search(name):
-            yield name, [v for v in range(min(max(n, value + 1), _MAX_VALUES)) if v != value]
-
-
-def _per_layer(value: Any, n: int, gone: set[int]) -> Any:
-    """The target of a block attribute: a tuple with one entry per layer (GPT-Neo's
-    ``attention_layers``, the config's list kept by every block) may also be rebuilt
-    without the removed layers' entries."""
-    if isinstance(value, tuple) and len(value) == n and n > len(gone):
-        return _OneOf((keep_entries(value, gone), value))
-    return value
 
 
 def _solve_numeric(model: nn.Module, trial: Any, target: _Target, original: dict[str, Any],
@@ -306,7 +234,7 @@ def _fit(model: nn.Module, drop: list[int], lists: list[str] | None = None
     init = fresh is not None and meta_build(model, config, init=True) is not None  # init checkable
     own = layer_config(config)
     original = live_values(own)  # the live values (per-layer overrides as a per-layer list)
-    base = _base(original, n, set(drop))
+    base = base_edit(original, n, set(drop))
     if fresh is None:
         return base, None, []
     before = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
@@ -315,13 +243,13 @@ def _fit(model: nn.Module, drop: list[int], lists: list[str] | None = None
     for key, shape in want.items():  # per-layer chunks packed outside the blocks (layer_packed.py)
         cuts = packed_alternatives(shape, n, drop) if not key.startswith(_prefixes(lists)) else []
         if cuts and key not in ignore:
-            want[key] = _OneOf((shape, *cuts))
+            want[key] = OneOf((shape, *cuts))
     # attributes the live model already does not share with its own rebuild (widths set by an
     # earlier pruning step, flags a forward pass sets) say nothing about the config edit
     live, rebuilt = module_attributes(model), module_attributes(fresh)
     ignore_attrs = set(_renumber_all({k: None for k in live.keys() | rebuilt.keys()
                                       if live.get(k, _ABSENT) != rebuilt.get(k, _ABSENT)}, lists, drop, True))
-    want_attrs = {k: _per_layer(v, n, set(drop)) for k, v in _renumber_all(
+    want_attrs = {k: per_layer_target(v, n, set(drop)) for k, v in _renumber_all(
         {k: v for k, v in live.items() if k in rebuilt and k.startswith(_prefixes(lists))}, lists, drop, True
     ).items() if k not in ignore_attrs}
     target = _Target(want, ignore, want_attrs, ignore_attrs, _prefixes(lists))
@@ -355,7 +283,7 @@ def _fit(model: nn.Module, drop: list[int], lists: list[str] | None = None
         if best == 0:
             break
         improved = False
-        for name, values in _candidates(original, n, drop):
+        for name, values in candidate_edits(original, n, drop):
             if best == 0:
                 break
             current = getattr(layer_config(trial), name, None)
@@ -440,7 +368,7 @@ def removable_layers(model: nn.Module, order: list[int], count: int) -> list[int
             tied = [path] + sorted({t for tie in ties for t in tie})
             own = layer_config(model.config)
             fields = [k for k in own.to_dict() if type(getattr(own, k, None)) is int and getattr(own, k) == len(blocks)
-                      and _COUNT_NAME.search(k)]
+                      and COUNT_NAME.search(k)]
             why = (f"{name} builds {len(tied)} block lists from one layer count ({', '.join(tied)}"
                    f"{'; ' + ', '.join(f'{k}={len(blocks)}' for k in fields) if fields else ''}): a block of one "
                    "list cannot be removed alone (removing the same block of every tied list is not implemented)")
