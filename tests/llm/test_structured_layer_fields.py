@@ -363,3 +363,23 @@ def test_a_solved_field_must_leave_everything_outside_the_blocks_unchanged():
     assert updates["num_hidden_layers"] == 3 and updates["initializer_range"] == pytest.approx(0.015, rel=1e-12)
     # the same field also sets an attribute outside the blocks: not a free unknown, refused
     assert config_after_removal(_DepthScaledOutside(cfg).eval(), [1]) is None
+
+
+def test_a_pair_that_also_reads_per_layer_is_kept_whole_by_the_forward_check(tmp_path):
+    """Mamba-2's ``time_step_limit = (0.0, inf)`` in a 2-layer model: cut to one entry it still
+    builds and passes the rebuild check, but the kept block then indexes ``dt_limit[1]``; only
+    running both readings tells them apart, and the whole pair is kept."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from llm_families_zoo import build
+
+    model = build("mamba2").eval()
+    assert len(model.config.time_step_limit) == len(find_blocks(model)[1]) == 2
+    for drop in ([0], [1]):
+        assert config_after_removal(model, drop) == {"num_hidden_layers": 1}
+    remove_layers(model, [0])
+    assert tuple(model.config.time_step_limit) == (0.0, float("inf"))
+    _save(model, tmp_path)
+    assert _reload_diff(tmp_path, plain=True) <= 1e-4

@@ -16,7 +16,9 @@ module's plain attributes set at construction (SmolLM3's ``use_rope`` from the 0
 ``no_rope_layers``, a ``sliding_window``, a ``layer_type``), with the kept blocks'
 layer-index attributes renumbered (:func:`renumber_layer_indices`). A per-layer list that
 also reads as a list of layer indices (``no_rope_layers=[1, 1]``) is thus resolved by the
-modules it builds, not by its name. A removal no edit expresses exactly returns None;
+modules it builds, not by its name; a cut list the rebuild accepts whole as well (Mamba-2's
+pair ``time_step_limit`` in a 2-layer model) is settled by running both readings
+(:mod:`~prunekit.llm.structured.layer_forward`). A removal no edit expresses exactly returns None;
 :func:`removable_layers` then picks the next-best block instead, and raises when none
 fits: a pruned model that a reload would rebuild differently is never produced.
 
@@ -68,6 +70,7 @@ from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
 
 _INVALID = 1 << 30
 _ABSENT = object()
+_SAME_LOGITS = 1e-4  # relative logit gap under which a rebuild computes what the pruned model does
 
 
 def _renumber_all(items: dict[str, Any], paths: list[str], drop: list[int], attributes: bool = False
@@ -165,6 +168,32 @@ def _solve_numeric(model: nn.Module, trial: Any, target: _Target, original: dict
                 return score if score == 0 else _solve_numeric(model, trial, target, original, put, score)
         put(name, current)
     return best
+
+
+def _settle_readings(model: nn.Module, trial: Any, target: _Target, original: dict[str, Any],
+                     changes: dict[str, Any], n: int, removal: tuple[str, list[int]], put: Any) -> None:
+    """Resolve a per-layer cut that the rebuild check accepts whole as well (Mamba-2's pair
+    ``time_step_limit = (0.0, inf)`` in a 2-layer model, cut to ``(inf,)``: the kept block's
+    ``dt_limit`` matches both readings of the per-layer target): the whole value is put back
+    when the model it rebuilds computes what the pruned one does and the cut one's does not
+    (:func:`~prunekit.llm.structured.layer_forward.removal_logits_gap` on a few tokens). The
+    cut stays when both agree (a few tokens may not tell a window from full attention) or
+    when the forward check cannot run. ``removal``: the block list's path and the blocks removed."""
+    from prunekit.llm.structured.layer_forward import removal_logits_gap
+
+    for name, cut in list(changes.items()):
+        whole = original.get(name, _ABSENT)
+        if not isinstance(whole, (list, tuple, str)) or len(whole) != n or same(cut, whole):
+            continue
+        put(name, whole)
+        if _score(model, trial, target) == 0:
+            gap_whole = removal_logits_gap(model, *removal, trial)
+            put(name, cut)
+            gap_cut = removal_logits_gap(model, *removal, trial)
+            if gap_whole is not None and gap_whole <= _SAME_LOGITS and (gap_cut is None or gap_cut > _SAME_LOGITS):
+                put(name, whole)
+        else:
+            put(name, cut)
 
 
 def layer_config(config: Any) -> Any:
@@ -300,6 +329,8 @@ def _fit(model: nn.Module, drop: list[int], lists: list[str] | None = None
             break
     if best not in (0, _INVALID):  # a value the blocks compute from a numeric field and the depth
         best = _solve_numeric(model, trial, target, original, put, best)
+    if best == 0 and len(lists) == 1:  # a cut the rebuild also accepts whole: run both (layer_forward.py)
+        _settle_readings(model, trial, target, original, changes, n, (lists[0], drop), put)
     errors: list[str] = []
     if best == _INVALID or meta_build(model, trial, init=init, errors=errors) is None:
         if not errors:
