@@ -42,7 +42,7 @@ from prunekit.llm.structured.heads_internal import head_indexed, heads_and_width
 from prunekit.llm.structured.heads_probe import diagonal_norm_hooks
 from prunekit.llm.structured.heads_routed import expert_modules, routed_layout
 from prunekit.llm.structured.layout import AttentionLayout, Layout
-from prunekit.llm.structured.mixers import attention_path, declares_head_size, mlp_layout, rows_reached
+from prunekit.llm.structured.mixers import attention_path, attention_paths, declares_head_size, mlp_layout, rows_reached
 
 PROBE_TOKENS = 8
 
@@ -142,8 +142,9 @@ def probe_block(model: nn.Module, block: nn.Module, tokens: int = PROBE_TOKENS,
     return {"linears": linears, "leaves": leaves, "inputs": inputs, "order": order, "hidden": hidden[0]}
 
 
-def _attention_layout(model: nn.Module, block: nn.Module, rec: dict, where: str) -> AttentionLayout:
-    attn_path = _attention_module(block, where, set(rec["order"]))
+def _attention_layout(model: nn.Module, block: nn.Module, rec: dict, where: str,
+                      attn_path: str | None = None) -> AttentionLayout:
+    attn_path = attn_path or _attention_module(block, where, set(rec["order"]))
     attention = block.get_submodule(attn_path)
     hidden = rec["hidden"]
     inside = [p for p in rec["order"] if p.startswith(attn_path + ".")]
@@ -279,13 +280,14 @@ def discover_layout(model: nn.Module, block_index: int) -> Layout:
     width = getattr(text, "hidden_size", None)
     if isinstance(width, int) and 0 < width < rec["hidden"] and rec["hidden"] % width == 0:
         rec["hidden"] = width  # hyper-connections: the block carries several streams of the hidden state
-    attn_path = attention_path(block, set(rec["order"]))  # None: an SSM / recurrent mixer, left as it is (mixers.py)
+    paths = attention_paths(block, set(rec["order"]))  # none: an SSM / recurrent mixer, left as it is (mixers.py)
+    attn_path = paths[0] if paths else None
     if attn_path is not None and not declares_head_size(block.get_submodule(attn_path), model.config):
-        attn_path = None
-    attention, error = None, None
+        attn_path, paths = None, []
+    attention, error, more = None, None, ()
     if attn_path is not None:
         try:
-            attention = _attention_layout(model, block, rec, where)
+            attention = _attention_layout(model, block, rec, where, attn_path)
         except UnsupportedOpError as e:  # heads unmatched: the MLP, experts and the whole block still are
             error = _why_unmatched(block, attn_path, where) or str(e)
             if expert_modules(block.get_submodule(attn_path)):  # a mixture of attention heads
@@ -294,10 +296,15 @@ def discover_layout(model: nn.Module, block_index: int) -> Layout:
                     attention, error = routed_layout(model, block, attn_path, where, hd), None
                 except UnsupportedOpError as e2:
                     error = f"{error}; {e2}"
+    if attention is not None and len(paths) > 1:  # the other attentions of a module list: each its own heads
+        try:
+            more = tuple(_attention_layout(model, block, rec, where, p) for p in paths[1:])
+        except UnsupportedOpError as e:  # one attention's heads unmatched: none are removed (named in the error)
+            attention, error = None, str(e)
     experts = find_experts(block, rec["hidden"])
     skip = set()
     if experts is not None:  # a linear router, or linears scoring experts, are not MLP neurons
         skip = {p for p in rec["linears"] if p == experts.router or p.startswith(experts.module + ".")
                 or _out_in(rec["linears"][p])[0] == experts.n_experts}
-    mlp = mlp_layout(rec, block, (attn_path or "", experts.module if experts else ""), skip)
-    return Layout("found", attention, mlp, experts, attention_error=error)
+    mlp = mlp_layout(rec, block, (*(paths or [""]), experts.module if experts else ""), skip)
+    return Layout("found", attention, mlp, experts, attention_error=error, more_attention=more)

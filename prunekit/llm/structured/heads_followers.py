@@ -274,22 +274,27 @@ def with_followers(model: nn.Module, block: nn.Module, layout: Any) -> Any:
     """``layout`` with the follower tensors of its attention units and MLP neurons added."""
     import dataclasses
 
-    att = layout.attention
-    if att is not None and att.o:  # None: an SSM / recurrent mixer, left as it is; no o: routed heads
+    def followed(att: Any) -> Any:
+        if att is None or not att.o:  # None: an SSM / recurrent mixer, left as it is; no o: routed heads
+            return att
         skip = set(att.rows) | {att.o}
         params, rows = find_followers(model, block, att.module, att.o, att.cols, skip, att.heads_per_unit,
                                       sources={p: r for p, r in att.rows.items() if not att.shared.get(p)},
                                       through=att.through)
         if params or rows:
             att = dataclasses.replace(att, params={**att.params, **params}, rows={**att.rows, **rows})
+        return att
+
+    att = followed(layout.attention)
+    more = tuple(followed(a) for a in layout.more_attention)
     mlp = layout.mlp
     if mlp is not None:
         region = common_parent([mlp.inp, *mlp.outs])
-        skip = {mlp.inp, *mlp.outs} | ({att.module} if att is not None else set())
+        skip = {mlp.inp, *mlp.outs} | {a.module for a in layout.attentions}
         if layout.experts is not None:
             skip |= {layout.experts.module, layout.experts.router}
         cols = tuple((j,) for j in range(mlp.size))
         params, rows = find_followers(model, block, region, mlp.inp, cols, skip)
         if params or rows:
             mlp = dataclasses.replace(mlp, params={**mlp.params, **params}, outs={**mlp.outs, **rows})
-    return dataclasses.replace(layout, attention=att, mlp=mlp)
+    return dataclasses.replace(layout, attention=att, mlp=mlp, more_attention=more)

@@ -120,7 +120,8 @@ class Layout:
     whole-block removal still apply. ``attention_error`` says why a block that *has* an
     attention module got ``attention=None`` (its heads could not be matched): asking to
     remove its heads is then an error with that reason, not "not applicable". ``mlp`` is
-    None where the block has no dense MLP.
+    None where the block has no dense MLP. A block with several attentions (entries of one
+    module list) has the first in ``attention`` and the others in ``more_attention``.
     """
 
     family: str
@@ -129,6 +130,14 @@ class Layout:
     experts: ExpertsLayout | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
     attention_error: str | None = None
+    more_attention: tuple[AttentionLayout, ...] = ()
+
+    @property
+    def attentions(self) -> tuple[AttentionLayout, ...]:
+        """Every attention of the block with its own heads: ``attention`` first, then
+        ``more_attention`` (the other entries of a module list holding attentions, as
+        LongCat-Flash's ``self_attn.0`` / ``self_attn.1``); empty when ``attention`` is None."""
+        return () if self.attention is None else (self.attention, *self.more_attention)
 
 
 def contiguous_units(n_units: int, width: int, offset: int = 0) -> tuple[tuple[int, ...], ...]:

@@ -47,19 +47,60 @@ _ATTENTION_NAME = re.compile(r"attention|attn", re.IGNORECASE)
 _NORM_NAME = re.compile(r"norm", re.IGNORECASE)
 
 
+def _says_attention(block: nn.Module, name: str, module: nn.Module) -> bool:
+    """The module's class name says attention, or it is an entry of a module list / dict whose
+    own name does (LongCat-Flash's ``self_attn.0``, a ``LongcatFlashMLA``)."""
+    if _ATTENTION_NAME.search(type(module).__name__):
+        return True
+    parent, _, _ = name.rpartition(".")
+    container = block.get_submodule(parent) if parent else None
+    return isinstance(container, (nn.ModuleList, nn.ModuleDict)) and bool(
+        _ATTENTION_NAME.search(parent.rpartition(".")[2]))
+
+
+def _ran_linears(module: nn.Module, name: str, ran: set[str] | None) -> int:
+    return sum(1 for q, m in module.named_modules() if is_prunable_linear(m) and (ran is None or f"{name}.{q}" in ran))
+
+
 def attention_path(block: nn.Module, ran: set[str] | None = None) -> str | None:
-    """The smallest attention-named submodule holding two or more linears, or None.
-    With ``ran`` (paths of the linears a probe forward ran), only linears that ran count:
-    an idle cross-attention is not the block's attention."""
+    """The smallest attention submodule (:func:`_says_attention`) holding two or more linears,
+    or None. With ``ran`` (paths of the linears a probe forward ran), only linears that ran
+    count: an idle cross-attention is not the block's attention."""
     best: tuple[int, int, str] | None = None
     for name, module in block.named_modules():
-        if not name or not _ATTENTION_NAME.search(type(module).__name__):
+        if not name or not _says_attention(block, name, module):
             continue
-        n = sum(1 for q, m in module.named_modules() if is_prunable_linear(m)
-                and (ran is None or f"{name}.{q}" in ran))
+        n = _ran_linears(module, name, ran)
         if n >= 2 and (best is None or (n, -name.count(".")) < best[:2]):
             best = (n, -name.count("."), name)
     return None if best is None else best[2]
+
+
+def attention_paths(block: nn.Module, ran: set[str] | None = None) -> list[str]:
+    """Every attention of the block: :func:`attention_path`, then the other entries of the
+    module list / dict that holds it, of its class and with two or more linears that ran
+    (LongCat-Flash's ``self_attn.0`` and ``self_attn.1``); empty when there is none.
+
+    Example:
+        >>> class Attention(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.q, self.o = nn.Linear(4, 4), nn.Linear(4, 4)
+        >>> block = nn.Module(); block.attn = nn.ModuleList([Attention(), Attention()])
+        >>> attention_paths(block)
+        ['attn.0', 'attn.1']
+    """
+    first = attention_path(block, ran)
+    if first is None:
+        return []
+    parent, _, _ = first.rpartition(".")
+    container = block.get_submodule(parent) if parent else None
+    if not isinstance(container, (nn.ModuleList, nn.ModuleDict)):
+        return [first]
+    kind = type(block.get_submodule(first))
+    names = [f"{parent}.{key}" for key, m in container.named_children()
+             if type(m) is kind and _ran_linears(m, f"{parent}.{key}", ran) >= 2]
+    return [first] + [p for p in names if p != first]
 
 
 def inside_attention(block: nn.Module, path: str) -> bool:

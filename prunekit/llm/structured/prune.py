@@ -80,13 +80,15 @@ def collect_structured_scores(model: nn.Module, batches: list[dict[str, Any]] | 
     """Head-unit, neuron and block scores of every block (one dense pass over ``batches``).
 
     ``heads`` and ``neurons`` are keyed by block index and hold only the blocks that have
-    attention heads / a dense MLP; ``blocks`` has one score per block.
+    attention heads / a dense MLP (``heads``: the block's first attention); ``more_heads[i][k]``
+    scores attention ``k`` of a block with several (:attr:`Layout.attentions`); ``blocks``
+    has one score per block.
     """
     path, blocks = find_blocks(model)
     layouts = block_layouts(model)
-    units = {("heads", i): head_group(f"{path}.{i}", blocks[i], lay.attention)
-             for i, lay in layouts.items() if lay.attention is not None}
-    units.update({("neurons", i): mlp_group(f"{path}.{i}", blocks[i], lay.mlp)
+    units = {("heads", i, k): head_group(f"{path}.{i}", blocks[i], att)
+             for i, lay in layouts.items() for k, att in enumerate(lay.attentions)}
+    units.update({("neurons", i, 0): mlp_group(f"{path}.{i}", blocks[i], lay.mlp)
                   for i, lay in layouts.items() if lay.mlp is not None})
     watched = {t.rpartition(".")[0]: model.get_submodule(t.rpartition(".")[0])
                for g in units.values() for t, _ in g.consumers}
@@ -109,10 +111,14 @@ def collect_structured_scores(model: nn.Module, batches: list[dict[str, Any]] | 
     scored = activation_scores(model, list(units.values()), {k: v.sq_norm for k, v in stats.items()})
     heads: dict[int, torch.Tensor] = {}
     neurons: dict[int, torch.Tensor] = {}
-    for (kind, i), s in zip(units, scored):
-        (heads if kind == "heads" else neurons)[i] = s.float()
+    more: dict[int, dict[int, torch.Tensor]] = {}
+    for (kind, i, k), s in zip(units, scored):
+        if k:  # a block's further attention (Layout.more_attention)
+            more.setdefault(i, {})[k] = s.float()
+        else:
+            (heads if kind == "heads" else neurons)[i] = s.float()
     blocks_score = [influence[i][0] / max(influence[i][1].item(), 1.0) for i in layouts]
-    return {"heads": heads, "neurons": neurons, "blocks": blocks_score, "layouts": layouts}
+    return {"heads": heads, "neurons": neurons, "blocks": blocks_score, "layouts": layouts, "more_heads": more}
 
 
 def _lowest(scores: list[torch.Tensor], fraction: float, scope: str) -> dict[int, list[int]]:
@@ -151,6 +157,26 @@ def _same_heads_where_shared(model: nn.Module, chosen: dict[int, list[int]], sco
     total = sum(s / s.sum().clamp_min(1e-12) for s in scores.values())
     same = sorted(_lowest([total], fraction, "layer")[0])
     return {i: list(same) for i in scores}
+
+
+def _every_attention(chosen: dict[int, list[int]], more: dict[int, dict[int, torch.Tensor]]
+                     ) -> dict[int | tuple[int, int], list[int]]:
+    """The head plan with a block's further attentions added (keys ``(block, k)``): each loses
+    as many units as its first attention (so one config head count still builds them all),
+    its own lowest-scored ones.
+
+    Example:
+        >>> _every_attention({0: [2], 1: [0]}, {0: {1: torch.tensor([3.0, 1.0, 2.0])}})
+        {1: [0], (0, 0): [2], (0, 1): [1]}
+    """
+    out: dict[int | tuple[int, int], list[int]] = {i: v for i, v in chosen.items() if i not in more}
+    for i, extra in more.items():
+        if i not in chosen:
+            continue
+        out[(i, 0)] = list(chosen[i])
+        for k, s in sorted(extra.items()):
+            out[(i, k)] = sorted(torch.argsort(s)[: len(chosen[i])].tolist())
+    return out
 
 
 def _experts_plan(model: nn.Module, batches: list[dict[str, Any]] | None, config: StructuredConfig,
@@ -224,6 +250,7 @@ def structured_prune(
 
     Returns:
         ``{"heads": {block: [units]}, "mlp": {block: [neurons]}, "experts": {block: [experts]},
+        (a block with several attentions: ``{(block, k): [units]}`` for each attention ``k``)
         "expert_stats": {block: {...}}, "experts_before": {block: n}, "layers": [blocks],
         "not_applicable": {kind: reason}}`` (indices refer to the model as it was before the
         call). A requested kind the model has nothing of (heads in a pure Mamba model, experts
@@ -258,6 +285,7 @@ def _structured_prune(model: nn.Module, batches: list[dict[str, Any]] | None,
         "not_applicable": not_applicable(model, config, layouts),
     }
     plan["heads"] = _same_heads_where_shared(model, plan["heads"], scores["heads"], config.heads, layouts)
+    plan["heads"] = _every_attention(plan["heads"], scores["more_heads"])
     plan["experts"], plan["expert_stats"] = _experts_plan(model, batches, config, layouts)
     if config.layers:
         if not batches:

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -37,7 +38,7 @@ from prunekit.llm.structured.layer_fields import (
 )
 from prunekit.llm.structured.layer_index import renumber_layer_indices
 from prunekit.llm.structured.layer_packed import packed_keep
-from prunekit.llm.structured.layout import Layout, keep_indices
+from prunekit.llm.structured.layout import AttentionLayout, Layout, keep_indices
 from prunekit.llm.structured.per_layer import set_field
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
 from prunekit.surgery.apply import apply_keep
@@ -74,23 +75,49 @@ def check_indices(kind: str, layer: int, remove: Iterable[int], total: int) -> l
     return drop
 
 
-def prune_heads(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: bool = True) -> None:
+def _per_attention(remove: Mapping[Any, Iterable[int]], layouts: dict[int, Layout], path: str
+                   ) -> list[tuple[int, AttentionLayout | None, list[int]]]:
+    """``(block, attention, units)`` for every attention ``remove`` names: a block index names
+    each of the block's attentions (the same units), ``(block, k)`` its attention ``k``
+    (:attr:`Layout.attentions`). Every attention of one block must lose as many units (one
+    config head count builds them all), else a :class:`ModelError` names the block."""
+    out: dict[tuple[int, int], list[int]] = {}
+    for key, units in remove.items():
+        layer, k = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), None)
+        attentions = layouts[layer].attentions or (None,)
+        if k is not None and not 0 <= k < len(attentions):
+            raise ModelError(f"{path}.{layer}: attention {k} out of range (the block has {len(attentions)})")
+        for j in range(len(attentions)) if k is None else [k]:
+            out[(layer, j)] = sorted(set(out.get((layer, j), [])) | {int(u) for u in units})
+    for layer in sorted({layer for layer, _ in out}):
+        attentions = layouts[layer].attentions
+        counts = {a.module: len(out.get((layer, j), [])) for j, a in enumerate(attentions)}
+        if len(set(counts.values())) > 1:
+            raise ModelError(f"{path}.{layer}: its attentions {sorted(counts)} share one head count in the config; "
+                             f"remove as many units from each (asked {counts}), e.g. with a block index key")
+    return [(layer, (layouts[layer].attentions or (None,))[j], units) for (layer, j), units in out.items()]
+
+
+def prune_heads(model: nn.Module, remove: Mapping[Any, Iterable[int]], *, sync: bool = True) -> None:
     """Remove attention heads in place: ``{block_index: [unit, ...]}``.
 
     With grouped-query attention a unit is a key/value group together with its query
-    heads (``num_heads / num_kv_heads`` of them); otherwise a unit is one head. With
-    ``sync=False`` the config is left for one :func:`sync_config` after several removals.
+    heads (``num_heads / num_kv_heads`` of them); otherwise a unit is one head. A block
+    with several attentions (:attr:`Layout.attentions`, entries of one module list) loses
+    the units from each; ``{(block_index, k): [unit, ...]}`` names attention ``k`` alone
+    (every attention of a block must lose as many). With ``sync=False`` the config is left
+    for one :func:`sync_config` after several removals.
     """
     from prunekit.llm.structured.alibi import alibi_heads, set_alibi_heads
     from prunekit.llm.structured.shapes import sync_config
 
     path, blocks = find_blocks(model)
-    layouts = block_layouts(model, [int(i) for i in remove])
+    layouts = block_layouts(model, sorted({int(i[0] if isinstance(i, tuple) else i) for i in remove}))
     removals: list = []
     attrs: list = []
     alibi: list = []
-    for layer, units in remove.items():
-        att = layouts[int(layer)].attention
+    asked = _per_attention(remove, layouts, path)
+    for layer, att, units in asked:
         if att is None:
             if list(units) and layouts[int(layer)].attention_error:
                 raise UnsupportedOpError(f"{layouts[int(layer)].attention_error}; its heads cannot be removed "
@@ -123,15 +150,16 @@ def prune_heads(model: nn.Module, remove: Mapping[int, Iterable[int]], *, sync: 
     keep = removal_keep(model, removals)
     if not keep:
         return
-    _shared_heads(model, path, layouts, remove, keep, attrs)
+    first = {layer: units for layer, att, units in asked if att is None or att is layouts[layer].attention}
+    _shared_heads(model, path, layouts, first, keep, attrs)
 
     def set_slopes():
         for module, heads, _ in alibi:
             set_alibi_heads(module, heads)
         return lambda: [set_alibi_heads(module, old) for module, _, old in alibi]
 
-    checked_apply(model, keep, attrs, f"{path} blocks {sorted(int(i) for i in remove)}: removing attention heads",
-                  set_slopes)
+    where = f"{path} blocks {sorted({layer for layer, _, _ in asked})}: removing attention heads"
+    checked_apply(model, keep, attrs, where, set_slopes)
     if sync:
         sync_config(model)
 
