@@ -21,8 +21,9 @@ from prunekit.llm.blocks import find_blocks
 from prunekit.llm.hooks import collect_input_stats
 from prunekit.llm.sequential import block_output
 from prunekit.llm.structured.applicability import not_applicable
-from prunekit.llm.structured.experts import expert_statistics, remove_experts, shrink_expert_neurons
-from prunekit.llm.structured.groups import head_group, mlp_group
+from prunekit.llm.structured.experts import (expert_members, expert_statistics, remove_experts,
+                                              shrink_expert_neurons)
+from prunekit.llm.structured.groups import experts_group, head_group, mlp_group
 from prunekit.llm.structured.heads_check import TiedWidthError
 from prunekit.llm.structured.importance import block_influence, expert_neuron_scores
 from prunekit.llm.structured.layer_fields import DepthNotBuildableError, removable_layers
@@ -31,6 +32,7 @@ from prunekit.llm.structured.shapes import sync_config
 from prunekit.llm.structured.surgery import block_layouts, prune_heads, prune_mlp_neurons, remove_layers
 from prunekit.structured.activation import activation_scores
 from prunekit.structured.allocate import balanced_lowest, global_lowest, lowest, removal_count
+from prunekit.structured.router import router_scores
 
 EXPERT_WIDTH_MULTIPLE = 8
 
@@ -155,11 +157,16 @@ def _experts_plan(model: nn.Module, batches: list[dict[str, Any]] | None, config
     if not batches:
         raise ConfigError("experts: removing experts needs calibration batches (router statistics)")
     stats = expert_statistics(model, batches)
-    chosen = _lowest([stats[i]["contribution"].float() for i in moe], config.experts, config.scope)
+    path, blocks = find_blocks(model)
+    units = [experts_group(expert_members(f"{path}.{i}", blocks[i], layouts[i].experts), layouts[i].experts.n_experts)
+             for i in moe]
+    routers = {f"{path}.{i}.{layouts[i].experts.router}.weight": stats[i] for i in moe}
+    scores = dict(zip(moe, (s.float() for s in router_scores(units, routers))))  # the one engine's "router"
+    chosen = _lowest([scores[i] for i in moe], config.experts, config.scope)
     plan = {i: sorted(v) for i, v in _by_block(moe, chosen).items()}
     groups = expert_groups(model)
     if groups > 1:
-        plan = {i: _grouped(i, v, stats[i]["contribution"].float(), groups) for i, v in plan.items()}
+        plan = {i: _grouped(i, v, scores[i], groups) for i, v in plan.items()}
     return plan, {i: {k: v.tolist() for k, v in stats[i].items()} for i in moe}
 
 
