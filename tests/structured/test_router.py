@@ -12,12 +12,12 @@ from prunekit.structured.router import router_scores
 
 transformers = pytest.importorskip("transformers")
 
-H, E, I, K = 16, 8, 8, 2
+H, E, INNER, K = 16, 8, 8, 2
 
 
 def _tiny_mixtral():
     torch.manual_seed(0)
-    cfg = transformers.MixtralConfig(hidden_size=H, intermediate_size=I, num_hidden_layers=1,
+    cfg = transformers.MixtralConfig(hidden_size=H, intermediate_size=INNER, num_hidden_layers=1,
                                      num_attention_heads=2, num_key_value_heads=1, vocab_size=64,
                                      max_position_embeddings=32, num_local_experts=E, num_experts_per_tok=K)
     return transformers.MixtralForCausalLM(cfg).eval()

@@ -21,8 +21,7 @@ from prunekit.llm.blocks import find_blocks
 from prunekit.llm.hooks import collect_input_stats
 from prunekit.llm.sequential import block_output
 from prunekit.llm.structured.applicability import not_applicable
-from prunekit.llm.structured.experts import (expert_members, expert_statistics, remove_experts,
-                                              shrink_expert_neurons)
+from prunekit.llm.structured.experts import expert_members, expert_statistics, remove_experts, shrink_expert_neurons
 from prunekit.llm.structured.groups import experts_group, head_group, mlp_group
 from prunekit.llm.structured.heads_check import TiedWidthError
 from prunekit.llm.structured.importance import block_influence, expert_neuron_scores
