@@ -54,26 +54,3 @@ def expert_neuron_scores(params: dict[str, torch.Tensor], layout: dict[str, tupl
     if score is None:
         raise ValueError("no expert parameter is indexed by intermediate neuron")
     return score
-
-
-def balanced_group_removal(scores: torch.Tensor, n_remove: int, n_groups: int) -> list[int]:
-    """The ``n_remove`` lowest-scoring units, taken evenly from ``n_groups`` consecutive groups.
-
-    Group-limited routers (DeepSeek-V3: ``n_group`` groups of consecutive experts, a group's
-    score read from its best experts) need every group to keep the same size, so each group
-    loses ``n_remove // n_groups`` units, its own lowest (never more than asked; 0 when
-    ``n_remove < n_groups``). The kept units stay in order, so kept group ``g`` is old group ``g``.
-
-    Example:
-        >>> balanced_group_removal(torch.tensor([5.0, 1.0, 2.0, 9.0, 3.0, 4.0, 8.0, 0.5]), 2, 2)
-        [1, 7]
-        >>> balanced_group_removal(torch.tensor([1.0, 2.0, 3.0, 4.0]), 1, 2)
-        []
-    """
-    size = scores.numel() // n_groups
-    per = n_remove // n_groups
-    out: list[int] = []
-    for g in range(n_groups):
-        local = torch.argsort(scores[g * size:(g + 1) * size])[:per]
-        out += [g * size + int(j) for j in local]
-    return sorted(out)

@@ -21,15 +21,17 @@ from prunekit.llm.blocks import find_blocks
 from prunekit.llm.hooks import collect_input_stats
 from prunekit.llm.sequential import block_output
 from prunekit.llm.structured.applicability import not_applicable
-from prunekit.llm.structured.experts import expert_statistics, remove_experts, shrink_expert_neurons
-from prunekit.llm.structured.groups import head_group, mlp_group
+from prunekit.llm.structured.experts import expert_members, expert_statistics, remove_experts, shrink_expert_neurons
+from prunekit.llm.structured.groups import experts_group, head_group, mlp_group
 from prunekit.llm.structured.heads_check import TiedWidthError
-from prunekit.llm.structured.importance import balanced_group_removal, block_influence, expert_neuron_scores
+from prunekit.llm.structured.importance import block_influence, expert_neuron_scores
 from prunekit.llm.structured.layer_fields import DepthNotBuildableError, removable_layers
 from prunekit.llm.structured.per_layer import global_access
 from prunekit.llm.structured.shapes import sync_config
 from prunekit.llm.structured.surgery import block_layouts, prune_heads, prune_mlp_neurons, remove_layers
 from prunekit.structured.activation import activation_scores
+from prunekit.structured.allocate import balanced_lowest, global_lowest, lowest, removal_count
+from prunekit.structured.router import router_scores
 
 EXPERT_WIDTH_MULTIPLE = 8
 
@@ -122,23 +124,16 @@ def collect_structured_scores(model: nn.Module, batches: list[dict[str, Any]] | 
 
 
 def _lowest(scores: list[torch.Tensor], fraction: float, scope: str) -> dict[int, list[int]]:
+    """Per block the removed units (lowest first): the structured engine's allocation
+    (:mod:`prunekit.structured.allocate`). ``"layer"``: ``fraction`` of each block, rounded half
+    up (0.25 of 2 KV groups is 1); ``"global"``: the lowest overall, scores divided by their
+    block's sum, never a block's last unit."""
     if fraction == 0:
         return {}
     if scope == "layer":
-        out = {}
-        for i, s in enumerate(scores):
-            k = min(int(fraction * s.numel() + 0.5), s.numel() - 1)  # half up: 0.25 of 2 KV groups is 1
-            out[i] = torch.argsort(s)[:k].tolist()
-        return out
-    flat = torch.cat([s / s.sum().clamp_min(1e-12) for s in scores])  # normalised per block
-    owner = torch.cat([torch.full((s.numel(),), i) for i, s in enumerate(scores)])
-    local = torch.cat([torch.arange(s.numel()) for s in scores])
-    chosen: dict[int, list[int]] = {i: [] for i in range(len(scores))}
-    for j in torch.argsort(flat)[: int(round(fraction * flat.numel()))].tolist():
-        i = int(owner[j])
-        if len(chosen[i]) < scores[i].numel() - 1:
-            chosen[i].append(int(local[j]))
-    return chosen
+        return {i: lowest(s, removal_count(s.numel(), fraction, "half_up")) for i, s in enumerate(scores)}
+    n_remove = removal_count(sum(s.numel() for s in scores), fraction, "half_even", min_keep=0)
+    return dict(enumerate(global_lowest(scores, n_remove, "sum", refill=False)))
 
 
 def _by_block(keys: list[int], chosen: dict[int, list[int]]) -> dict[int, list[int]]:
@@ -187,11 +182,16 @@ def _experts_plan(model: nn.Module, batches: list[dict[str, Any]] | None, config
     if not batches:
         raise ConfigError("experts: removing experts needs calibration batches (router statistics)")
     stats = expert_statistics(model, batches)
-    chosen = _lowest([stats[i]["contribution"].float() for i in moe], config.experts, config.scope)
+    path, blocks = find_blocks(model)
+    units = [experts_group(expert_members(f"{path}.{i}", blocks[i], layouts[i].experts), layouts[i].experts.n_experts)
+             for i in moe]
+    routers = {f"{path}.{i}.{layouts[i].experts.router}.weight": stats[i] for i in moe}
+    scores = dict(zip(moe, (s.float() for s in router_scores(units, routers))))  # the one engine's "router"
+    chosen = _lowest([scores[i] for i in moe], config.experts, config.scope)
     plan = {i: sorted(v) for i, v in _by_block(moe, chosen).items()}
     groups = expert_groups(model)
     if groups > 1:
-        plan = {i: _grouped(i, v, stats[i]["contribution"].float(), groups) for i, v in plan.items()}
+        plan = {i: _grouped(i, v, scores[i], groups) for i, v in plan.items()}
     return plan, {i: {k: v.tolist() for k, v in stats[i].items()} for i in moe}
 
 
@@ -214,7 +214,7 @@ def _grouped(block: int, chosen: list[int], scores: torch.Tensor, groups: int) -
         raise UnsupportedOpError(f"experts: block {block} has {scores.numel()} experts, not divisible by "
                                  f"the router's n_group={groups}")
     size = scores.numel() // groups
-    drop = balanced_group_removal(scores, len(chosen), groups)
+    drop = balanced_lowest(scores, len(chosen), groups)
     if not drop or len(drop) // groups >= size:
         raise UnsupportedOpError(
             f"experts: block {block}'s router picks experts inside n_group={groups} groups of {size}; removing "
