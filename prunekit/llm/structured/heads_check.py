@@ -11,8 +11,12 @@ When the failing operation is a reshape / view whose target holds the width of t
 failing module's *input* (its first tensor argument's last dim) while the data would fit
 that shape with another width there, the forward provably ties the attention width to the
 hidden size: :class:`TiedWidthError` (an ``UnsupportedOpError``) says so, and
-``structured_prune`` reports heads as not applicable with that reason. Any other failure
-stays a plain ``UnsupportedOpError``.
+``structured_prune`` reports heads as not applicable with that reason. When the trial fails
+elsewhere first (ProphetNet's predict stream fails before its main stream's reshape to the
+input width), the unpruned forward of the sliced modules is traced
+(:func:`~prunekit.llm.structured.width_tie.tied_width`): a reshape that merges heads x head_dim
+into the width *read from the input's shape* proves the same tie, whatever fails first. Any
+other failure stays a plain ``UnsupportedOpError``.
 
 Example:
     >>> # checked_apply(model, keep, attrs, what="model.layers.0.self_attn: heads")
