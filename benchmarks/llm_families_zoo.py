@@ -41,6 +41,17 @@ OVERRIDES: dict[str, Any] = {
 # routed experts per router group (``n_group``): 4, so removing a quarter of the experts removes
 # one from every group and each group keeps more than ``TOP_K``
 GROUP_EXPERTS = 4
+# Data a default config lacks and its model needs, which no config-shape rule can derive (a real
+# checkpoint's config holds it). The only per-family entries; each says why.
+NEEDS_DATA: dict[str, dict[str, Any]] = {
+    # ``layer_types`` defaults to None and the model indexes ``config.layer_types[i]`` ("conv" or
+    # "full_attention", the keys of its mask mapping): one of each
+    "lfm2_moe": {"layer_types": ["conv", "full_attention"]},
+}
+# dbrx stays unbuilt on purpose (docs/llm-pruning.md): with the data it needs (``attn_config``'s
+# ``rope_theta`` and ``clip_qkv``) it builds and prunes unstructured, but its heads (the fused qkv is
+# split by the attention's ``hidden_size`` attribute) and its experts (2-D stacked ``w1`` / ``v1`` /
+# ``w2``, not found) do not prune yet
 # the narrowest per-head width a ``*_head_dim`` shrinks to: the tiny rotary width, so a sparse
 # indexer's ``index_head_dim`` still holds the rotary part (DeepSeek-V4)
 ROTARY = int(HIDDEN // HEADS * OVERRIDES["partial_rotary_factor"])
@@ -114,7 +125,7 @@ def derived_sizes(values: dict[str, Any], head_dim: int | None,
             out[name] = HIDDEN // 2
         elif name.endswith("_ffn_dim") and name not in OVERRIDES:  # an encoder-decoder's encoder_/decoder_ffn_dim
             out[name] = INTERMEDIATE
-        elif name == "first_k_dense_replace":
+        elif name == "first_k_dense_replace" or (name.startswith("num_dense") and name.endswith("_layers")):
             out[name] = min(value, FIRST_DENSE)
         elif (name.startswith("num_") and name.endswith("_layers") and name not in OVERRIDES
               and isinstance(depth, int) and LAYERS < value <= depth):
@@ -291,6 +302,7 @@ def _overrides(default: Any, base: dict[str, Any] | None = None,
             sub_values = {k: v for k, v in sub_values.items()
                           if not (isinstance(v, list) and len(v) == depth) and k != "per_layer_config"}
             kwargs[name] = {**sub_values, **_overrides(sub, sub_values, hidden_sizes, window)}
+    kwargs.update(missing_values(values, _attr(default, "layer_types")))
     default_types = _attr(default, "layer_types")
     heterogeneous = bool(values.get("per_layer_config"))
     if not (isinstance(default_types, list) or heterogeneous):
@@ -329,6 +341,40 @@ def _overrides(default: Any, base: dict[str, Any] | None = None,
     return kwargs
 
 
+def missing_values(values: dict[str, Any], layer_types: Any) -> dict[str, Any]:
+    """Values a default config leaves empty that its model reads, by config shape (no family names):
+
+    - ``rope_parameters`` an empty dict while ``layer_types`` lists the layers: the model reads one
+      entry per layer type (``rope_parameters[layer_type]``), so each type gets default RoPE;
+    - a ``default_<name>`` left None while the plural ``<name>s`` lists values (X-MOD's
+      ``default_language`` among its ``languages``): the first of them.
+
+    Example:
+        >>> missing_values({"rope_parameters": {}, "default_language": None, "languages": ["en_XX"]},
+        ...                ["full_attention", "full_attention"])
+        {'rope_parameters': {'full_attention': {'rope_type': 'default', 'rope_theta': 10000.0}}, \
+'default_language': 'en_XX'}
+    """
+    out: dict[str, Any] = {}
+    if values.get("rope_parameters") == {} and isinstance(layer_types, list) and layer_types:
+        out["rope_parameters"] = {str(t): {"rope_type": "default", "rope_theta": 10000.0}
+                                  for t in dict.fromkeys(layer_types)}
+    for name, value in values.items():
+        plural = values.get(name[len("default_"):] + "s") if name.startswith("default_") else None
+        if value is None and isinstance(plural, (list, tuple)) and plural:
+            out[name] = plural[0]
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` merged in (nested dicts merged, not replaced)."""
+    out = dict(base)
+    for name, value in extra.items():
+        out[name] = _merge(out[name], value) if isinstance(value, dict) and isinstance(out.get(name), dict) \
+            else value
+    return out
+
+
 def tiny_config(family: str, window: bool = True) -> Any:
     """The family's default config with the tiny overrides applied where it has the field
     (in its sub-configs too: a multimodal model's text and vision towers). ``window=False``:
@@ -340,7 +386,7 @@ def tiny_config(family: str, window: bool = True) -> Any:
     kwargs = _overrides(default, hidden_sizes=frozenset(_hidden_sizes(default)), window=window)
     if "is_decoder" in default.to_dict():  # built as a causal LM: a decoder (Reformer asserts it)
         kwargs["is_decoder"] = True
-    return cls(**kwargs)
+    return cls(**_merge(kwargs, NEEDS_DATA.get(family, {})))
 
 
 def _hidden_sizes(config: Any) -> set[int]:
@@ -357,15 +403,88 @@ def _hidden_sizes(config: Any) -> set[int]:
 
 def build(family: str, seed: int = 0) -> torch.nn.Module:
     """The family's causal-LM class built from :func:`tiny_config` with seeded random weights."""
-    from transformers import AutoModelForCausalLM
-
     torch.manual_seed(seed)
     try:
-        model = AutoModelForCausalLM.from_config(tiny_config(family), dtype=torch.float32)
+        model = _from_config(tiny_config(family))
     except Exception:  # a layer type the default config cannot build (Qwen4-Exp's indexer unset)
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(tiny_config(family, window=False), dtype=torch.float32)
-    return model.eval()
+        model = _from_config(tiny_config(family, window=False))
+    return _one_codebook_if_needed(model, seed).eval()
+
+
+def _one_codebook_if_needed(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """A model whose ``input_ids`` pack ``num_codebooks`` streams into the batch dim (MusicGen's
+    decoder reshapes them to ``(-1, num_codebooks, length)``) cannot take one plain sequence: when
+    the forward on one sequence fails and the config has ``num_codebooks`` > 1, the model is
+    rebuilt with one codebook (by the config field and the failed forward, not by name)."""
+    codebooks = getattr(model.config, "num_codebooks", None)
+    if not isinstance(codebooks, int) or codebooks <= 1:
+        return model
+    try:
+        with torch.no_grad():
+            model(input_ids=example_ids(batch=1, length=8))
+        return model
+    except Exception:
+        config = model.config
+        config.num_codebooks = 1
+        torch.manual_seed(seed)
+        return type(model)._from_config(config, dtype=torch.float32)
+
+
+def _from_config(config: Any) -> torch.nn.Module:
+    """The causal-LM class of ``config`` built from ``config``; where that fails and the class takes
+    one of the composite config's sub-configs (its ``config_class``: MusicGen's ``decoder``, found by
+    class, not by name), built from that sub-config."""
+    from transformers import AutoModelForCausalLM, PretrainedConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    try:
+        return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    except Exception:
+        cls = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+        wanted = getattr(cls, "config_class", None)
+        subs = [sub for name in config.to_dict() if isinstance(sub := _attr(config, name), PretrainedConfig)
+                and wanted is not None and not isinstance(config, wanted) and isinstance(sub, wanted)]
+        if len(subs) != 1:
+            raise
+        return cls._from_config(subs[0], dtype=torch.float32)
+
+
+def _one_codebook_if_needed(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """A model whose ``input_ids`` pack ``num_codebooks`` streams into the batch dim (MusicGen's
+    decoder reshapes them to ``(-1, num_codebooks, length)``) cannot take one plain sequence: when
+    the forward on one sequence fails and the config has ``num_codebooks`` > 1, the model is
+    rebuilt with one codebook (by the config field and the failed forward, not by name)."""
+    codebooks = getattr(model.config, "num_codebooks", None)
+    if not isinstance(codebooks, int) or codebooks <= 1:
+        return model
+    try:
+        with torch.no_grad():
+            model(input_ids=example_ids(batch=1, length=8))
+        return model
+    except Exception:
+        config = model.config
+        config.num_codebooks = 1
+        torch.manual_seed(seed)
+        return type(model)._from_config(config, dtype=torch.float32)
+
+
+def _from_config(config: Any) -> torch.nn.Module:
+    """The causal-LM class of ``config`` built from the config that class takes: ``config`` itself,
+    or, for a composite config whose causal-LM class takes one of its sub-configs (MusicGen's
+    ``decoder``), that sub-config (found by the class's ``config_class``, not by name)."""
+    from transformers import AutoModelForCausalLM, PretrainedConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    cls = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    wanted = getattr(cls, "config_class", None)
+    if wanted is None or isinstance(config, wanted):
+        return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    subs = [sub for name in config.to_dict() if isinstance(sub := _attr(config, name), PretrainedConfig)
+            and isinstance(sub, wanted)]
+    if len(subs) != 1:
+        return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return cls._from_config(subs[0], dtype=torch.float32)
 
 
 def example_ids(seed: int = 1, batch: int = 2, length: int = 16) -> torch.Tensor:

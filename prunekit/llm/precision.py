@@ -29,9 +29,11 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
+from torch import nn
 
 CALIB_DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16")
 
@@ -78,3 +80,37 @@ def calibration_autocast(dtype: torch.dtype | None, device: torch.device | str) 
         return
     with torch.autocast(torch.device(device).type, dtype=dtype, cache_enabled=False):
         yield
+
+
+def autocast_breaks(model: nn.Module, batch: Mapping[str, Any], dtype: torch.dtype) -> bool:
+    """Whether ``model``'s forward fails under autocast to ``dtype`` but runs without it, on the
+    first row and 8 tokens of ``batch`` (keyword inputs). A model that writes a bf16 product
+    into a float32 tensor in place (X-MOD's language adapters: ``new[mask] = adapter(x)``, DBRX's
+    ``index_add_`` of expert outputs) cannot calibrate under autocast: ``"auto"`` then falls back
+    to float32 forwards. False when the forward fails either way (nothing is learned).
+
+    Example:
+        >>> class InPlace(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__(); self.lin = nn.Linear(4, 4)
+        ...     def forward(self, x):
+        ...         return torch.zeros_like(x).index_add_(0, torch.tensor([0]), self.lin(x))
+        >>> autocast_breaks(InPlace(), {"x": torch.ones(1, 4)}, torch.bfloat16)
+        True
+        >>> autocast_breaks(nn.Linear(4, 4), {"input": torch.ones(1, 4)}, torch.bfloat16)
+        False
+    """
+    small = {k: v[:1, :8] if isinstance(v, torch.Tensor) and v.dim() >= 2 else v for k, v in batch.items()}
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        try:
+            with calibration_autocast(dtype, device):
+                model(**small)
+            return False
+        except Exception:
+            pass
+        try:
+            model(**small)
+        except Exception:
+            return False
+    return True

@@ -24,7 +24,7 @@ from prunekit.llm.methods.permute_fold import permute_block_
 from prunekit.llm.methods.reconstruct import reconstruct_masked
 from prunekit.llm.methods.wanda import wanda_scores
 from prunekit.llm.owl import outlier_ratio, owl_sparsities
-from prunekit.llm.precision import resolve_calib_dtype
+from prunekit.llm.precision import autocast_breaks, resolve_calib_dtype
 from prunekit.llm.progress import layer_progress
 from prunekit.llm.sequential import BlockRun, replace_hidden, sequential_blocks
 from prunekit.llm.single_pass import can_single_pass, prune_in_single_pass
@@ -211,7 +211,7 @@ def prune_llm(
             else:
                 gram = config.method == "sparsegpt" or config.layer_fit
                 stream = None
-                autocast = calib_autocast(model, config)
+                autocast = calib_autocast(model, config, batches[0] if batches else None)
                 for i, block, run in sequential_blocks(model, batches, autocast):
                     if i == 0 and config.reconstruct != "none":
                         stream = DenseStream(run.inputs.hidden)
@@ -226,10 +226,16 @@ def prune_llm(
     return result
 
 
-def calib_autocast(model: nn.Module, config: LLMPruneConfig) -> torch.dtype | None:
-    """The autocast dtype of ``model``'s calibration forwards under ``config.calib_dtype``."""
+def calib_autocast(model: nn.Module, config: LLMPruneConfig, batch: dict | None = None) -> torch.dtype | None:
+    """The autocast dtype of ``model``'s calibration forwards under ``config.calib_dtype``; under
+    ``"auto"``, None when a forward of ``batch`` fails under autocast only
+    (:func:`~prunekit.llm.precision.autocast_breaks`)."""
     param = next(model.parameters())
-    return resolve_calib_dtype(config.calib_dtype, param.device, param.dtype)
+    dtype = resolve_calib_dtype(config.calib_dtype, param.device, param.dtype)
+    auto = dtype is not None and config.calib_dtype == "auto" and batch is not None
+    if auto and autocast_breaks(model, batch, dtype):
+        return None
+    return dtype
 
 
 def block_sparsity(model: nn.Module) -> float:

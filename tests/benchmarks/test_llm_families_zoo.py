@@ -15,6 +15,7 @@ from llm_families_zoo import (  # noqa: E402
     derived_sizes,
     example_ids,
     layer_window,
+    missing_values,
     per_layer_sizes,
     tiny_config,
 )
@@ -103,3 +104,30 @@ def test_heterogeneous_configs_keep_their_per_layer_differences(family):
     else:
         sliding = cfg.layer_types.index("sliding_attention")
         assert layers[sliding].num_attention_heads == layers[1 - sliding].num_attention_heads // 2
+
+
+def test_missing_values_follow_the_config_shape():
+    """An empty per-layer-type RoPE table gets one default entry per type; a ``default_<x>`` left
+    None takes the first of its ``<x>s``; nothing else is touched."""
+    out = missing_values({"rope_parameters": {}, "default_language": None, "languages": ("en_XX", "de_DE")},
+                         ["sliding_attention", "full_attention", "sliding_attention"])
+    assert out == {"rope_parameters": {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                       "full_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+                   "default_language": "en_XX"}
+    assert missing_values({"rope_parameters": {"rope_theta": 1.0}, "default_x": None, "xs": []}, ["a"]) == {}
+    assert missing_values({"rope_parameters": {}}, None) == {}
+
+
+@pytest.mark.parametrize("family", ["lfm2_moe", "xmod", "musicgen", "cohere_compass_text"])
+def test_families_that_needed_data_or_a_sub_config_build_and_run(family):
+    """lfm2_moe with its listed data; xmod and cohere_compass_text by the config-shape
+    rules; MusicGen from its composite config's decoder sub-config, with one codebook."""
+    model = build(family)
+    with torch.no_grad():
+        logits = model(input_ids=example_ids(length=8)).logits
+    assert logits.shape == (2, 8, 128) and torch.isfinite(logits).all()
+    assert model.config.hidden_size == HIDDEN
+    if family == "lfm2_moe":  # one dense layer, then a mixture of experts
+        assert model.config.num_dense_layers == 1 and model.config.layer_types == ["conv", "full_attention"]
+    if family == "musicgen":
+        assert model.config.num_codebooks == 1 and type(model.config).__name__ == "MusicgenDecoderConfig"

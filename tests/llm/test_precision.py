@@ -77,3 +77,34 @@ def test_bf16_calibration_gives_nearly_the_float32_masks_at_the_exact_sparsity(m
     agree = (masks(models["float32"]) == masks(models["bfloat16"])).float().mean().item()
     assert agree > 0.99  # a few near-ties flip (0.999 here); the choice is the same otherwise
     assert all(p.dtype == torch.float32 for p in models["bfloat16"].parameters())
+
+
+class _InPlaceAdapter(torch.nn.Module):
+    """Writes a linear's product into a float32 tensor in place (X-MOD's language adapters)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.lin = torch.nn.Embedding(32, 8), torch.nn.Linear(8, 8)
+
+    def forward(self, input_ids, use_cache=False):
+        h = self.emb(input_ids)
+        out = torch.zeros_like(h)
+        mask = input_ids > 0
+        out[mask] = self.lin(h[mask])
+        return out
+
+
+def test_auto_falls_back_to_float32_where_autocast_breaks_the_forward(monkeypatch):
+    from prunekit.llm import prune as prune_module
+    from prunekit.llm.precision import autocast_breaks
+
+    batch = {"input_ids": torch.randint(1, 32, (2, 12)), "use_cache": False}
+    assert autocast_breaks(_InPlaceAdapter(), batch, torch.bfloat16)
+    assert not autocast_breaks(tiny_llama(), {"input_ids": torch.randint(3, 128, (2, 12))}, torch.bfloat16)
+    monkeypatch.setattr("prunekit.llm.precision.fast_bf16", lambda device: True)
+    auto, forced = LLMPruneConfig(method="wanda", sparsity=0.5), LLMPruneConfig(method="wanda", sparsity=0.5,
+                                                                               calib_dtype="bfloat16")
+    assert prune_module.calib_autocast(_InPlaceAdapter(), auto, batch) is None
+    assert prune_module.calib_autocast(_InPlaceAdapter(), forced, batch) == torch.bfloat16   # the user's choice
+    assert prune_module.calib_autocast(tiny_llama(), auto, {"input_ids": torch.randint(3, 128, (1, 8))}) \
+        == torch.bfloat16

@@ -11,8 +11,12 @@ When the failing operation is a reshape / view whose target holds the width of t
 failing module's *input* (its first tensor argument's last dim) while the data would fit
 that shape with another width there, the forward provably ties the attention width to the
 hidden size: :class:`TiedWidthError` (an ``UnsupportedOpError``) says so, and
-``structured_prune`` reports heads as not applicable with that reason. Any other failure
-stays a plain ``UnsupportedOpError``.
+``structured_prune`` reports heads as not applicable with that reason. When the trial fails
+elsewhere first (ProphetNet's predict stream fails before its main stream's reshape to the
+input width), the unpruned forward of the sliced modules is traced
+(:func:`~prunekit.llm.structured.width_tie.tied_width`): a reshape that merges heads x head_dim
+into the width *read from the input's shape* proves the same tie, whatever fails first. Any
+other failure stays a plain ``UnsupportedOpError``.
 
 Example:
     >>> # checked_apply(model, keep, attrs, what="model.layers.0.self_attn: heads")
@@ -29,6 +33,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from prunekit.errors import UnsupportedOpError
+from prunekit.llm.structured.width_tie import tied_width
 
 CHECK_TOKENS = 8
 _RESHAPES = (torch.Tensor.reshape, torch.Tensor.view, torch.reshape)
@@ -163,11 +168,16 @@ def checked_apply(model: nn.Module, keep: dict, attrs: list[tuple[nn.Module, str
             return
         first = str(e).splitlines()[0] if str(e) else ""
         at = f" in {where}" if where else ""
+        reason = None
         if failure.ties_input_width():
             shape, target = failure.reshape or ((), ())
             reason = (f"{where} reshapes its attention output {list(shape)} to {list(target)}, which holds the "
                       f"width of its input ({failure.input_width}): its forward ties heads x head_dim to the "
                       "hidden size, so heads cannot be removed without changing the model's code")
+        else:  # it failed elsewhere first: is the width tied anyway? (traced on the unpruned model)
+            tie = tied_width(model, _owners_and_parents(keep), run_check)
+            reason = tie.reason() if tie is not None else None
+        if reason is not None:
             raise TiedWidthError(f"{what}: the model no longer runs after the removal ({type(e).__name__}{at}: "
                                  f"{first[:200]}); {reason}. The model is unchanged; prune the other structures "
                                  "(mlp, layers, experts) instead", reason) from None
@@ -228,6 +238,17 @@ def diagnose(model: nn.Module) -> Failure:
         for h in handles:
             h.remove()
     return Failure(None, None, None)
+
+
+def _owners_and_parents(keep: dict) -> list[str]:
+    """The modules owning the sliced tensors (``keep``'s names) and their parents (the attention
+    modules whose forward :func:`~prunekit.llm.structured.width_tie.tied_width` traces)."""
+    out: dict[str, None] = {}
+    for name in keep:
+        owner = name.rpartition(".")[0]
+        out.setdefault(owner.rpartition(".")[0], None)
+        out.setdefault(owner, None)
+    return [m for m in out if m]
 
 
 def _takes_ids(model: nn.Module) -> bool:
