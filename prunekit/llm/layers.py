@@ -12,7 +12,8 @@ the same parent (found from the module structure alone). A view shares the model
 
 A view has no forward of its own (the glue between the parts lives in the parent's forward):
 calibration runs the whole model with hooks (:mod:`prunekit.llm.layer_run`), and
-:func:`hook_layer` puts a layer's entry / exit hooks on its first / last entry.
+:func:`hook_layer` puts a layer's entry / exit hooks on its first / last entry, in the order
+one probe forward calls them (:func:`call_order`: a pre-norm layer calls its norm first).
 
 Example:
     >>> from torch import nn
@@ -37,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from prunekit.errors import UnsupportedOpError
@@ -48,7 +50,7 @@ class ParallelLayer(nn.Module):
 
     Children are named after the lists and hold the entry under its index, so a module's
     name inside the view is its name below ``prefix`` (the lists' parent path) in the model.
-    ``entries`` are the layer's modules in the order the parent registered the lists.
+    ``entries`` are the layer's modules in the order of ``lists`` (the forward's, see :func:`call_order`).
     """
 
     def __init__(self, prefix: str, index: int, lists: dict[str, nn.ModuleList]) -> None:
@@ -87,14 +89,56 @@ def parallel_lists(model: nn.Module, path: str, blocks: nn.ModuleList) -> dict[s
     return lists
 
 
+class _Stop(Exception):
+    """Raised as the second layer starts during the call-order probe."""
+
+
+def call_order(model: nn.Module, lists: dict[str, nn.ModuleList]) -> dict[str, nn.ModuleList]:
+    """``lists`` in the order the model's forward calls their first entries (one forward of
+    ``model.dummy_inputs`` up to the second layer); lists not called there keep their place
+    after the called ones. Unchanged where the model has no dummy inputs or the forward fails
+    (registration order, the usual forward order, is then assumed)."""
+    inputs = getattr(model, "dummy_inputs", None)
+    if not isinstance(inputs, dict) or not inputs:
+        return lists
+    seen: list[str] = []
+
+    def record(name: str) -> Callable[..., None]:
+        def hook(*_: Any) -> None:
+            if name not in seen:
+                seen.append(name)
+        return hook
+
+    def stop(*_: Any) -> None:
+        raise _Stop
+
+    handles = [m[0].register_forward_pre_hook(record(n)) for n, m in lists.items()]
+    if len(next(iter(lists.values()))) > 1:
+        handles += [m[1].register_forward_pre_hook(stop) for m in lists.values()]
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            model(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()})
+    except _Stop:
+        pass
+    except Exception:  # a forward needing more than the dummy inputs: registration order
+        return lists
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: lists[n] for n in [*seen, *(n for n in lists if n not in seen)]}
+
+
 def find_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """``(path, layers)``: :func:`~prunekit.llm.blocks.find_blocks`'s, or, where each layer's
     parts sit in parallel lists, a ``ModuleList`` of :class:`ParallelLayer` views (``path`` is
-    still the block list's, for messages and layer removal)."""
+    still the block list's, for messages and layer removal) with their entries in call order
+    (:func:`call_order`)."""
     path, blocks = find_blocks(model)
     lists = parallel_lists(model, path, blocks)
     if not lists:
         return path, blocks
+    lists = call_order(model, lists)
     prefix = path.rpartition(".")[0]
     views = nn.ModuleList()
     for i in range(len(blocks)):
@@ -125,7 +169,7 @@ def hook_layer(block: nn.Module, pre: Callable[..., Any] | None = None,
 
     ``pre(module, args, kwargs)`` runs before the layer (a view: before the first of its entries
     called in this pass, whichever it is); ``post(module, args, out)`` after it (a view: after
-    its last entry in registration order, which is the forward order of the lists).
+    its last entry in :func:`call_order`).
     """
     if not isinstance(block, ParallelLayer):
         handles = []

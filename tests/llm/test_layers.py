@@ -91,3 +91,46 @@ def test_block_reconstruction_is_refused_before_any_change():
     with pytest.raises(UnsupportedOpError, match="reconstruct='block'.*parallel lists"):
         prune_llm(model, CALIB, LLMPruneConfig("wanda", 0.5, reconstruct="block"), progress=False)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class _PreNormNet(torch.nn.Module):
+    """Parallel lists registered in another order than the forward calls them (norm, attn, ffn)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.ffns = torch.nn.ModuleList([torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(),
+                                                             torch.nn.Linear(16, 8)) for _ in range(2)])
+        self.attn = torch.nn.ModuleList([torch.nn.Linear(8, 8) for _ in range(2)])
+        self.norm = torch.nn.ModuleList([torch.nn.LayerNorm(8) for _ in range(2)])
+        self.embed = torch.nn.Embedding(10, 8)
+
+    @property
+    def dummy_inputs(self) -> dict:
+        return {"input_ids": torch.tensor([[1, 2, 3]])}
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(input_ids)
+        for i in range(2):
+            x = x + self.attn[i](self.norm[i](x))
+            x = x + self.ffns[i](x)
+        return x
+
+
+def test_entries_follow_the_forward_call_order_not_registration():
+    from prunekit.llm.layers import hook_layer
+
+    model = _PreNormNet()
+    _, layers = find_layers(model)
+    assert [n for n, _ in layers[1].named_children()] == ["norm", "attn", "ffns"]
+    events: list[str] = []
+    handles = hook_layer(layers[0], lambda m, a, k: events.append(f"pre:{type(m).__name__}"),
+                         lambda m, a, o: events.append(f"post:{type(m).__name__}"))
+    model.ffns[0].register_forward_pre_hook(lambda *_: events.append("ffn0 starts"))
+    model(**model.dummy_inputs)
+    for h in handles:
+        h.remove()
+    assert events == ["pre:LayerNorm", "ffn0 starts", "post:Sequential"]  # (post: once the ffn ran)
+    batches = [{"input_ids": torch.randint(0, 10, (4, 6), generator=torch.Generator().manual_seed(1))}]
+    result = prune_llm(model, batches, LLMPruneConfig("wanda", 0.5), progress=False)
+    assert result.measured_sparsity == pytest.approx(0.5)
