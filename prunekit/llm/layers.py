@@ -116,8 +116,8 @@ def call_order(model: nn.Module, lists: dict[str, nn.ModuleList]) -> dict[str, n
     if len(next(iter(lists.values()))) > 1:
         handles += [m[1].register_forward_pre_hook(stop) for m in lists.values()]
     device = next(model.parameters()).device
-    try:
-        with torch.no_grad():
+    try:  # (the caller's random stream is left as it was: a model in training mode runs dropout here)
+        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             model(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()})
     except _Stop:
         pass

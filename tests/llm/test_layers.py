@@ -134,3 +134,22 @@ def test_entries_follow_the_forward_call_order_not_registration():
     batches = [{"input_ids": torch.randint(0, 10, (4, 6), generator=torch.Generator().manual_seed(1))}]
     result = prune_llm(model, batches, LLMPruneConfig("wanda", 0.5), progress=False)
     assert result.measured_sparsity == pytest.approx(0.5)
+
+
+def test_recovery_holds_and_adapts_every_part_of_the_layer():
+    from prunekit.llm.recover.lora import lora_targets
+    from prunekit.llm.recover.masks import block_weights
+
+    model = build("xlm")
+    names = sorted(block_weights(model))
+    assert len(names) == 12 and "transformer.ffns.1.lin2.weight" in names
+    assert sorted(lora_targets(model)) == sorted(n.rpartition(".")[0] for n in names)
+
+
+def test_out_of_core_pruning_refuses_parallel_lists(tmp_path):
+    from prunekit.llm.offload.prune import prune_llm_out_of_core
+
+    build("xlm").save_pretrained(tmp_path / "src")
+    with pytest.raises(UnsupportedOpError, match="parallel lists.*in memory"):
+        prune_llm_out_of_core(tmp_path / "src", tmp_path / "out", CALIB, LLMPruneConfig("wanda", 0.5), progress=False)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
