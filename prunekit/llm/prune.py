@@ -12,11 +12,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit.errors import ConfigError
-from prunekit.llm.blocks import find_blocks, find_linears, set_weight_2d, weight_2d
+from prunekit.errors import ConfigError, UnsupportedOpError
+from prunekit.llm.blocks import find_linears, set_weight_2d, weight_2d
 from prunekit.llm.calibration import causal_lm_batches
 from prunekit.llm.config import LLMPruneConfig
 from prunekit.llm.hooks import collect_input_stats
+from prunekit.llm.layers import find_layers, is_parallel
 from prunekit.llm.methods import magnitude_keep_mask, sparsegpt_prune, wanda_keep_mask
 from prunekit.llm.methods.block_fit import BlockFit, fit_block
 from prunekit.llm.methods.dense_stream import DenseStream, refit_target
@@ -148,7 +149,7 @@ def owl_block_ratios(model: nn.Module, batches: list[dict[str, Any]], threshold:
                      progress: bool = True) -> list[float]:
     """Outlier ratio of every block, from Wanda scores on the dense model."""
     ratios: list[float] = []
-    _, blocks = find_blocks(model)
+    _, blocks = find_layers(model)
     with layer_progress("OWL outliers", len(blocks), enabled=progress) as advance:
         for _i, block, run in sequential_blocks(model, batches):
             linears = find_linears(block)
@@ -187,8 +188,12 @@ def prune_llm(
         >>> round(r.measured_sparsity, 2)
         0.5
     """
-    path, blocks = find_blocks(model)
+    path, blocks = find_layers(model)
     check_patterns(blocks, path, config)
+    if is_parallel(blocks) and config.reconstruct != "none":
+        raise UnsupportedOpError(f"reconstruct={config.reconstruct!r}: {type(model).__name__} keeps each layer's "
+                                 f"parts in parallel lists (beside {path}), so a layer cannot be replayed alone "
+                                 "for the fit; use reconstruct='none'")
     batches = calibration_batches(calibration, config) if config.needs_calibration else []
     was_training = model.training
     model.eval()
@@ -240,7 +245,7 @@ def calib_autocast(model: nn.Module, config: LLMPruneConfig, batch: dict | None 
 
 def block_sparsity(model: nn.Module) -> float:
     """Fraction of exactly-zero weights over all linear layers inside the transformer blocks."""
-    _, blocks = find_blocks(model)
+    _, blocks = find_layers(model)
     zeros = total = 0
     for block in blocks:
         for lin in find_linears(block).values():

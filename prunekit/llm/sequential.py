@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit.llm.blocks import find_blocks
 from prunekit.llm.precision import calibration_autocast
 
 
@@ -144,7 +143,7 @@ def capture_block_inputs(
     """Run each batch through the model up to block 0 and record that block's inputs.
 
     Args:
-        model: the full model. blocks: its block list (:func:`find_blocks`).
+        model: the full model. blocks: its block list (:func:`~prunekit.llm.blocks.find_blocks`).
         batches: keyword dicts for ``model(**batch)``, e.g. ``{"input_ids": ids}``.
         per_block: also record the call of every block that differs from block 0's
             (:attr:`BlockInputs.calls`; one more forward per batch with the blocks passed
@@ -342,9 +341,19 @@ def sequential_blocks(
     (call it inside :func:`prunekit.llm.hooks.collect_input_stats`). When the loop
     resumes, the generator recomputes the block's outputs *with its current (pruned)
     weights* and makes them the next block's inputs. ``autocast``: the dtype of the
-    blocks' forwards under autocast (None: none), see :class:`BlockRun`.
+    blocks' forwards under autocast (None: none), see :class:`BlockRun`. Where a layer's
+    parts sit in parallel lists (:func:`~prunekit.llm.layers.find_layers`) the blocks are
+    layer views and ``run`` a :class:`~prunekit.llm.layer_run.ModelRun` (whole-model forwards).
     """
-    _, blocks = find_blocks(model)
+    from prunekit.llm.layer_run import ModelRun
+    from prunekit.llm.layers import find_layers, is_parallel
+
+    _, blocks = find_layers(model)
+    if is_parallel(blocks):  # a layer's parts in parallel lists: no block forward to replay
+        batches = list(batches)
+        for index, block in enumerate(blocks):
+            yield index, block, ModelRun(model, blocks, index, batches, autocast)  # type: ignore[misc]
+        return
     inputs = capture_block_inputs(model, blocks, batches, per_block=True)
 
     for index, block in enumerate(blocks):

@@ -26,11 +26,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit.errors import ConfigError
+from prunekit.errors import ConfigError, UnsupportedOpError
 from prunekit.io import atomic_write_text
 from prunekit.io.atomic import current_umask
 from prunekit.llm.blocks import find_blocks, find_linears
 from prunekit.llm.config import LLMPruneConfig
+from prunekit.llm.layers import parallel_lists
 from prunekit.llm.memory import peak_rss_mb, trim_heap
 from prunekit.llm.methods.dense_stream import DenseStream
 from prunekit.llm.offload.activations import ActivationStore
@@ -151,6 +152,9 @@ def prune_llm_out_of_core(
     reader = ShardReader(folder)
     model = empty_model(folder, dtype=DTYPE)
     path, blocks = find_blocks(model)
+    if parallel_lists(model, path, blocks):
+        raise UnsupportedOpError(f"{type(model).__name__} keeps each layer's parts in parallel lists (beside {path}): "
+                                 "out-of-core pruning replays one block at a time; prune it in memory (prune_llm)")
     check_patterns(blocks, path, config)
     batches = calibration_batches(calibration, config) if config.needs_calibration else []
     gram = config.method == "sparsegpt" or config.layer_fit  # as prune_llm

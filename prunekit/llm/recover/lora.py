@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from prunekit.errors import ModelError, require
-from prunekit.llm.blocks import find_blocks, find_linears
+from prunekit.llm.blocks import find_linears
+from prunekit.llm.layers import block_prefix, find_layers, join_name
 from prunekit.llm.recover.config import RecoverConfig
 from prunekit.llm.recover.masks import block_weights
 
@@ -34,8 +35,9 @@ def keep_masks(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def lora_targets(model: nn.Module) -> list[str]:
     """Full module names of the block linears (what the adapters wrap)."""
-    path, blocks = find_blocks(model)
-    return [f"{path}.{i}.{name}" for i, block in enumerate(blocks) for name in find_linears(block)]
+    path, blocks = find_layers(model)
+    return [join_name(block_prefix(path, blocks, i), name) for i, block in enumerate(blocks)
+            for name in find_linears(block)]
 
 
 def attach_lora(model: nn.Module, config: RecoverConfig) -> nn.Module:

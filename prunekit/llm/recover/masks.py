@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prunekit.llm.blocks import find_blocks, find_linears
+from prunekit.llm.blocks import find_linears
+from prunekit.llm.layers import find_layers
 from prunekit.masks.parametrize import is_masked
 
 
@@ -29,7 +30,7 @@ def block_weights(model: nn.Module) -> dict[str, nn.Parameter]:
     """The weight parameters of the block linears (those prunekit's LLM pruning sparsifies),
     by their names in ``model.named_parameters()``; masked (parametrized) ones are left out,
     their parametrization holds them already."""
-    path, blocks = find_blocks(model)
+    _, blocks = find_layers(model)  # (a layer in parallel lists: all its parts)
     wanted = {id(lin.weight): None for block in blocks for lin in find_linears(block).values()
               if not is_masked(lin, "weight")}
     return {name: p for name, p in model.named_parameters() if id(p) in wanted}

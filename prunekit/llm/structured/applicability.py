@@ -19,12 +19,12 @@ from typing import Any
 
 from torch import nn
 
-from prunekit.llm.blocks import find_blocks
+from prunekit.llm.layers import find_layers
 from prunekit.llm.structured.layout import Layout
 
 
 def _kinds(model: nn.Module, layouts: dict[int, Layout]) -> str:
-    _, blocks = find_blocks(model)
+    _, blocks = find_layers(model)
     return ", ".join(sorted({type(blocks[i]).__name__ for i in layouts}))
 
 

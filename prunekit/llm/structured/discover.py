@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 from prunekit.errors import UnsupportedOpError
-from prunekit.llm.blocks import find_blocks, is_prunable_linear, weight_2d
+from prunekit.llm.blocks import is_prunable_linear, weight_2d
+from prunekit.llm.layers import block_prefix, find_layers, hook_layer
 from prunekit.llm.structured.heads_internal import head_indexed, heads_and_width
 from prunekit.llm.structured.heads_probe import diagonal_norm_hooks
 from prunekit.llm.structured.heads_routed import expert_modules, routed_layout
@@ -124,8 +125,7 @@ def probe_block(model: nn.Module, block: nn.Module, tokens: int = PROBE_TOKENS,
     for path, module in linears.items():
         handles.append(module.register_forward_hook(make_hook(path)))
     handles.extend(diagonal_norm_hooks(block))  # a norm over all heads must not tie them together
-    handles.append(block.register_forward_pre_hook(block_pre, with_kwargs=True))
-    handles.append(block.register_forward_hook(block_post))
+    handles.extend(hook_layer(block, block_pre, block_post))  # (a layer in parallel lists: its entries)
     vocab = int(getattr(model.config, "vocab_size", 100) or 100)
     ids = torch.randint(min(3, vocab - 1), vocab, (1, tokens), generator=torch.Generator().manual_seed(0))
     device = next(model.parameters()).device
@@ -272,9 +272,9 @@ def discover_layout(model: nn.Module, block_index: int) -> Layout:
     """Probe block ``block_index`` of ``model`` and return its :class:`Layout`."""
     from prunekit.llm.structured.experts import find_experts
 
-    path, blocks = find_blocks(model)
+    path, blocks = find_layers(model)
     block = blocks[block_index]
-    where = f"{path}.{block_index}"
+    where = block_prefix(path, blocks, block_index)
     rec = probe_block(model, block)
     text = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     width = getattr(text, "hidden_size", None)

@@ -37,6 +37,7 @@ from torch import nn
 
 from prunekit.errors import UnsupportedOpError
 from prunekit.graph.groups import Group
+from prunekit.llm.layers import join_name
 from prunekit.llm.structured.layout import AttentionLayout, ExpertsLayout, MLPLayout
 from prunekit.structured.activation import input_dim
 from prunekit.structured.keep import keep_request
@@ -69,7 +70,7 @@ def linear_members(name: str, module: nn.Module, units: Sequence[Sequence[int]],
 
 
 def _followers(prefix: str, params: Mapping[str, tuple[int, tuple[tuple[int, ...], ...]]]) -> Index:
-    return {(f"{prefix}.{p}", dim): unit_index(f"{prefix}.{p}", units) for p, (dim, units) in params.items()}
+    return {(join_name(prefix, p), dim): unit_index(join_name(prefix, p), units) for p, (dim, units) in params.items()}
 
 
 def _group(index: Index, consumers: Iterable[tuple[str, int]] | None = None) -> Group:
@@ -80,12 +81,12 @@ def head_group(prefix: str, block: nn.Module, att: AttentionLayout) -> Group:
     """The attention units of one block (``prefix``: the block's path in the model)."""
     index: Index = {}
     for p, rows in att.rows.items():
-        index.update(linear_members(f"{prefix}.{p}", block.get_submodule(p), rows, "out"))
+        index.update(linear_members(join_name(prefix, p), block.get_submodule(p), rows, "out"))
     followers = _followers(prefix, att.params)  # a reader's input columns beside its own rows
     if att.o:
-        reader = linear_members(f"{prefix}.{att.o}", block.get_submodule(att.o), att.cols, "in")
+        reader = linear_members(join_name(prefix, att.o), block.get_submodule(att.o), att.cols, "in")
     else:  # routed experts read the heads (a mixture of attention heads): their 3-D weight's columns
-        reader = {k: v for k, v in followers.items() if k[0] == f"{prefix}.{att.reader}"}
+        reader = {k: v for k, v in followers.items() if k[0] == join_name(prefix, att.reader)}
     index.update(reader)
     index.update(followers)
     return _group(index, reader)
@@ -95,8 +96,8 @@ def mlp_group(prefix: str, block: nn.Module, mlp: MLPLayout) -> Group:
     """The intermediate neurons of one block's dense MLP."""
     index: Index = {}
     for p, rows in mlp.outs.items():
-        index.update(linear_members(f"{prefix}.{p}", block.get_submodule(p), rows, "out"))
-    reader = linear_members(f"{prefix}.{mlp.inp}", block.get_submodule(mlp.inp),
+        index.update(linear_members(join_name(prefix, p), block.get_submodule(p), rows, "out"))
+    reader = linear_members(join_name(prefix, mlp.inp), block.get_submodule(mlp.inp),
                             tuple((j,) for j in range(mlp.size)), "in")
     index.update(reader)
     index.update(_followers(prefix, mlp.params))
@@ -119,7 +120,7 @@ def expert_neuron_group(prefix: str, layout: ExpertsLayout) -> Group:
     index: Index = {}
     for name, (_, dim, copies) in layout.params.items():
         if dim >= 0:
-            index[(f"{prefix}.{layout.module}.{name}", dim)] = torch.stack(
+            index[(join_name(prefix, f"{layout.module}.{name}"), dim)] = torch.stack(
                 [torch.arange(layout.size) + c * layout.size for c in range(copies)], dim=1)
     return _group(index, [])
 

@@ -19,6 +19,7 @@ from prunekit.config.base import ConfigBase, check_choice, check_fraction, check
 from prunekit.errors import ConfigError, UnsupportedOpError
 from prunekit.llm.blocks import find_blocks
 from prunekit.llm.hooks import collect_input_stats
+from prunekit.llm.layers import block_prefix, find_layers, hook_layer
 from prunekit.llm.sequential import block_output
 from prunekit.llm.structured.applicability import not_applicable
 from prunekit.llm.structured.experts import expert_members, expert_statistics, remove_experts, shrink_expert_neurons
@@ -86,11 +87,11 @@ def collect_structured_scores(model: nn.Module, batches: list[dict[str, Any]] | 
     scores attention ``k`` of a block with several (:attr:`Layout.attentions`); ``blocks``
     has one score per block.
     """
-    path, blocks = find_blocks(model)
+    path, blocks = find_layers(model)
     layouts = block_layouts(model)
-    units = {("heads", i, k): head_group(f"{path}.{i}", blocks[i], att)
+    units = {("heads", i, k): head_group(block_prefix(path, blocks, i), blocks[i], att)
              for i, lay in layouts.items() for k, att in enumerate(lay.attentions)}
-    units.update({("neurons", i, 0): mlp_group(f"{path}.{i}", blocks[i], lay.mlp)
+    units.update({("neurons", i, 0): mlp_group(block_prefix(path, blocks, i), blocks[i], lay.mlp)
                   for i, lay in layouts.items() if lay.mlp is not None})
     watched = {t.rpartition(".")[0]: model.get_submodule(t.rpartition(".")[0])
                for g in units.values() for t, _ in g.consumers}
@@ -98,11 +99,15 @@ def collect_structured_scores(model: nn.Module, batches: list[dict[str, Any]] | 
     handles = []
     stats: dict[str, Any] = {}
     if batches:
-        for i, b in enumerate(blocks):
-            def hook(_m, args, kwargs, out, _i=i):
-                h_in = args[0] if args else kwargs["hidden_states"]
-                influence[_i] += block_influence(h_in, block_output(out))
-            handles.append(b.register_forward_hook(hook, with_kwargs=True))
+        for i, b in enumerate(blocks):  # (a layer in parallel lists: in at its first entry, out at its last)
+            entered: list[torch.Tensor] = []
+
+            def pre(_m, args, kwargs, _entered=entered):
+                _entered[:] = [args[0] if args else kwargs["hidden_states"]]
+
+            def post(_m, _args, out, _i=i, _entered=entered):
+                influence[_i] += block_influence(_entered[0], block_output(out))
+            handles.extend(hook_layer(b, pre, post))
         try:
             with collect_input_stats(watched, gram=False) as stats, torch.no_grad():
                 _run(model, batches)
@@ -226,7 +231,7 @@ def _grouped(block: int, chosen: list[int], scores: torch.Tensor, groups: int) -
 
 def _expert_neurons_plan(model: nn.Module, fraction: float, layouts: dict) -> dict[int, torch.Tensor]:
     """Per MoE block, the kept neurons of each expert ([experts, kept]), weight-scored."""
-    _, blocks = find_blocks(model)
+    _, blocks = find_layers(model)
     out: dict[int, torch.Tensor] = {}
     if fraction == 0 or not any(lay.experts for lay in layouts.values()):
         return out
@@ -323,7 +328,7 @@ def _expert_counts(model: nn.Module, before: dict[int, int]) -> dict[int, int]:
 
     if not before:
         return {}
-    _, blocks = find_blocks(model)
+    _, blocks = find_layers(model)
     hidden = int(model.config.hidden_size)
     found = {i: find_experts(blocks[i], hidden) for i in before}
     missing = [i for i, lay in found.items() if lay is None]

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import ModelError
-from prunekit.llm.blocks import find_blocks
+from prunekit.llm.layers import find_layers
 from prunekit.llm.structured.layer_fields import meta_shapes
 from prunekit.llm.structured.per_layer import global_access, live_values, set_field
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
@@ -45,7 +45,7 @@ def layer_shapes(model: nn.Module) -> list[dict[str, Any]]:
     from prunekit.llm.structured.alibi import alibi_heads
     from prunekit.llm.structured.surgery import block_layouts
 
-    _, blocks = find_blocks(model)
+    _, blocks = find_layers(model)
     out = []
     for i, lay in block_layouts(model).items():
         att = lay.attention
@@ -176,7 +176,7 @@ def _apply_layer_shapes(model: nn.Module, shapes: list[dict[str, Any]]) -> None:
     from prunekit.llm.structured.experts import remove_experts, shrink_expert_neurons
     from prunekit.llm.structured.surgery import block_layouts, prune_heads, prune_mlp_neurons
 
-    _, blocks = find_blocks(model)
+    _, blocks = find_layers(model)
     if len(shapes) != len(blocks):
         raise ModelError(f"{LAYER_SHAPES_FIELD} lists {len(shapes)} blocks but the config builds {len(blocks)}")
     layouts = block_layouts(model)

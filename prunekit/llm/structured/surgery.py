@@ -26,6 +26,7 @@ from torch import nn
 
 from prunekit.errors import ModelError, UnsupportedOpError
 from prunekit.llm.blocks import find_blocks
+from prunekit.llm.layers import block_prefix, find_layers
 from prunekit.llm.structured.groups import head_group, mlp_group, removal_keep
 from prunekit.llm.structured.heads_attrs import HeadCounts, size_attributes
 from prunekit.llm.structured.heads_check import checked_apply
@@ -50,7 +51,7 @@ def block_layouts(model: nn.Module, indices: Iterable[int] | None = None) -> dic
     from prunekit.llm.structured.families import table_layout
     from prunekit.llm.structured.heads_followers import has_extra_tensors, with_followers
 
-    path, blocks = find_blocks(model)
+    path, blocks = find_layers(model)
     chosen = range(len(blocks)) if indices is None else indices
     out = {}
     for i in chosen:
@@ -111,7 +112,7 @@ def prune_heads(model: nn.Module, remove: Mapping[Any, Iterable[int]], *, sync: 
     from prunekit.llm.structured.alibi import alibi_heads, set_alibi_heads
     from prunekit.llm.structured.shapes import sync_config
 
-    path, blocks = find_blocks(model)
+    path, blocks = find_layers(model)
     layouts = block_layouts(model, sorted({int(i[0] if isinstance(i, tuple) else i) for i in remove}))
     removals: list = []
     attrs: list = []
@@ -129,7 +130,7 @@ def prune_heads(model: nn.Module, remove: Mapping[Any, Iterable[int]], *, sync: 
         drop = check_indices("head groups", int(layer), units, att.n_units)
         if not drop:
             continue
-        block, prefix = blocks[int(layer)], f"{path}.{layer}"
+        block, prefix = blocks[int(layer)], block_prefix(path, blocks, int(layer))
         removals.append((head_group(prefix, block, att), drop))  # q/k/v rows, o columns, followers
         module = block.get_submodule(att.module)
         n_units = att.n_units - len(drop)
@@ -201,7 +202,7 @@ def prune_mlp_neurons(model: nn.Module, remove: Mapping[int, Iterable[int]], *, 
     """Remove dense-MLP intermediate neurons in place: ``{block_index: [neuron, ...]}``."""
     from prunekit.llm.structured.shapes import sync_config
 
-    path, blocks = find_blocks(model)
+    path, blocks = find_layers(model)
     layouts = block_layouts(model, [int(i) for i in remove])
     removals: list = []
     for layer, neurons in remove.items():
@@ -211,7 +212,7 @@ def prune_mlp_neurons(model: nn.Module, remove: Mapping[int, Iterable[int]], *, 
         drop = check_indices("MLP neurons", int(layer), neurons, mlp.size)
         if not drop:
             continue
-        block, prefix = blocks[int(layer)], f"{path}.{layer}"
+        block, prefix = blocks[int(layer)], block_prefix(path, blocks, int(layer))
         removals.append((mlp_group(prefix, block, mlp), drop))  # up/gate rows, down columns, followers
     keep = removal_keep(model, removals)
     if keep:
