@@ -2,8 +2,10 @@
 
 transformers 5 stores a layer's routed experts as 3-D parameters (Mixtral / Qwen2-MoE /
 Qwen3-MoE ``gate_up_proj [E, 2I, H]``, ``down_proj [E, H, I]``) in a module with a
-``num_experts`` attribute, next to a router whose ``weight`` is ``[E, H]``. Both are
-found by those shapes, not by names (:func:`find_experts`).
+``num_experts`` attribute, next to a router whose ``weight`` is ``[E, H]``, or whose final
+linear emits ``E`` logits plus a few trailing non-expert outputs (ZAYA's MLP router:
+:mod:`~prunekit.llm.structured.router`). Both are found by shapes and structure, not by
+names (:func:`find_experts`).
 
 * :func:`expert_statistics` hooks the router and the experts module during calibration
   forwards and returns, per expert, how often it is in the top-k (``frequency``), the
