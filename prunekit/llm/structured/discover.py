@@ -208,6 +208,10 @@ def _attention_layout(model: nn.Module, block: nn.Module, rec: dict, where: str,
         return AttentionLayout(attn_path, o, rows, cols, 1, hd, alibi, shared, through=through)
     rows = {p: tuple(tuple(sorted(set().union(*(sets[h][j] for h in u)))) for u in units)
             for j, p in enumerate(qkv)}
+    uneven = [f"{p} {sorted({len(r) for r in rs})}" for p, rs in rows.items() if len({len(r) for r in rs}) > 1]
+    if uneven:  # each unit's values from one of two projections (ZAYA's current / delayed value halves)
+        raise UnsupportedOpError(f"{where}.{attn_path}: the key/value groups own different numbers of rows of "
+                                 f"{', '.join(uneven)}; they cannot be removed as one group")
     cols = tuple(tuple(range(u[0] * hd, (u[-1] + 1) * hd)) for u in units)
     return AttentionLayout(attn_path, o, rows, cols, per.pop(), hd, alibi, through=through)
 
@@ -252,7 +256,9 @@ def through_grouped(block: nn.Module, rec: dict, qkv: list[str],
 
 def _why_unmatched(block: nn.Module, attn_path: str, where: str) -> str | None:
     """A plainer reason when the attention's projections are routed experts (3-D parameters)."""
-    experts = [name for name, p in block.get_submodule(attn_path).named_parameters() if p.dim() == 3]
+    experts = [f"{m}.{k}".lstrip(".") for m, mod in block.get_submodule(attn_path).named_modules()
+               if not isinstance(mod, nn.modules.conv._ConvNd)  # a convolution's 3-D kernel holds no experts
+               for k, p in mod.named_parameters(recurse=False) if p.dim() == 3]
     if not experts:
         return None
     return (f"{where}.{attn_path}: a mixture of attention heads (its query / output projections are routed "

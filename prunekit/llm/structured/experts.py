@@ -2,8 +2,10 @@
 
 transformers 5 stores a layer's routed experts as 3-D parameters (Mixtral / Qwen2-MoE /
 Qwen3-MoE ``gate_up_proj [E, 2I, H]``, ``down_proj [E, H, I]``) in a module with a
-``num_experts`` attribute, next to a router whose ``weight`` is ``[E, H]``. Both are
-found by those shapes, not by names (:func:`find_experts`).
+``num_experts`` attribute, next to a router whose ``weight`` is ``[E, H]``, or whose final
+linear emits ``E`` logits plus a few trailing non-expert outputs (ZAYA's MLP router:
+:mod:`~prunekit.llm.structured.router`). Both are found by shapes and structure, not by
+names (:func:`find_experts`).
 
 * :func:`expert_statistics` hooks the router and the experts module during calibration
   forwards and returns, per expert, how often it is in the top-k (``frequency``), the
@@ -37,6 +39,7 @@ from torch import nn
 from prunekit.errors import ModelError, UnsupportedOpError
 from prunekit.llm.structured.groups import expert_neuron_group, experts_group, removal_keep
 from prunekit.llm.structured.layout import ExpertsLayout
+from prunekit.llm.structured.router import count_attributes, find_router, router_chain, router_extra, router_vectors
 
 STAT_NAMES = ("frequency", "mass", "contribution")
 
@@ -53,10 +56,12 @@ def find_experts(block: nn.Module, hidden: int) -> ExpertsLayout | None:
         if inside_attention(block, name):
             continue  # a mixture of attention heads (JetMoE's query / output experts): not an MLP's experts
         name, params = _with_siblings(block, name, n, params)
-        router = _router(block, name, n, hidden)
+        router = find_router(block, name, n, hidden)
         if router is None:
-            raise UnsupportedOpError(f"{type(block).__name__}.{name}: {n} experts but no router with a "
-                                     f"[{n}, {hidden}] weight was found in the block")
+            raise UnsupportedOpError(
+                f"{type(block).__name__}.{name}: {n} experts but no router was found in the block (a "
+                f"[{n}, {hidden}] weight, or a module declaring {n} experts whose final linear emits "
+                f"{n} logits, possibly followed by fewer than {n} extra outputs)")
         inner = [s for p in params.values() if p.dim() == 3 for s in p.shape[1:] if s != hidden]
         if not inner:
             raise UnsupportedOpError(f"{type(block).__name__}.{name}: cannot tell the experts' intermediate size")
@@ -81,22 +86,6 @@ def _with_siblings(block: nn.Module, name: str, n: int, params: dict) -> tuple[s
     if len({k.partition(".")[0] for k in found}) < 2:
         return name, params
     return parent, found
-
-
-def _router(block: nn.Module, experts: str, n: int, hidden: int) -> str | None:
-    """The ``[n, hidden]`` weight nearest the experts: beside them first (not a per-head gate in attention)."""
-    found = [name for name, module in block.named_modules() if name != experts
-             and isinstance(getattr(module, "weight", None), torch.Tensor)
-             and tuple(module.weight.shape) == (n, hidden)]
-    if not found:  # a router that also scores shared experts (Inkling: [n + shared, hidden], num_experts == n)
-        found = [name for name, module in block.named_modules() if name != experts
-                 and getattr(module, "num_experts", None) == n
-                 and isinstance(getattr(module, "weight", None), torch.Tensor) and module.weight.dim() == 2
-                 and module.weight.shape[0] > n and module.weight.shape[1] == hidden]
-    parent = experts.rpartition(".")[0]
-    inside = [name for name in found if name.startswith(experts + ".")]  # JetMoE: the MoE module holds it
-    near = [name for name in found if not parent or name.startswith(parent + ".")]
-    return (inside or near or found or [None])[0]
 
 
 def _router_choice(out: Any, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,25 +179,32 @@ def expert_statistics(model: nn.Module, batches: Iterable[dict[str, Any]]) -> di
              for i, lay in layouts.items()}
     handles = []
     routed: dict[int, tuple[int, list[int]]] = {}  # block -> (tokens, experts picked) of the last router call
+    pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # block -> the router's choice, not yet counted
     ablating: set[int] = set()
+    extras = {i for i, lay in layouts.items() if router_extra(blocks[i], lay.router, lay.n_experts)}
+
+    def flush(_i: int) -> None:
+        if _i in pending:
+            _count_picks(stats[_i], *pending.pop(_i))
+
     for i, lay in layouts.items():
         block = blocks[i]
         experts = block.get_submodule(lay.module)
 
-        def on_router(_m, _args, out, _i=i):
+        def on_router(_m, _args, out, _i=i, _n=lay.n_experts):
             if _i in ablating:  # the experts module re-run by ablated_contribution: counted once
                 return
+            flush(_i)
             index, weights = _router_choice(out, top_k)
-            s = stats[_i]
-            s["frequency"] += torch.bincount(index.flatten(), minlength=len(s["frequency"])).double()
-            s["mass"].index_add_(0, index.flatten(), weights.detach().double().flatten())
-            routed[_i] = (index.shape[0], index.unique().tolist())
+            pending[_i] = (index, weights)
+            routed[_i] = (index.shape[0], [e for e in index.unique().tolist() if e < _n])
 
         def on_experts(module, args, kwargs, out, _i=i, _lay=lay):
             _n = _lay.n_experts
             hidden_states, index, weights = (list(args) + [kwargs.get(k) for k in
                                              ("top_k_index", "top_k_weights")])[:3]
             if index is None or weights is None:
+                flush(_i)
                 tokens, picked = routed.get(_i, (None, list(range(_n))))
                 stacked = stacked_contribution(hidden_states, out, _n, tokens)
                 if stacked is None:
@@ -224,9 +220,12 @@ def expert_statistics(model: nn.Module, batches: Iterable[dict[str, Any]]) -> di
                         f"stacked the same way, or one tensor output; got {_shapes(args, kwargs)}")
                 stats[_i]["contribution"] += stacked
                 return
+            pending.pop(_i, None)  # what the experts receive is the routing that counts (after any balancing
+            # bias); a router with outputs past the experts hands a pick of one as expert 0 with weight 0 (ZAYA)
+            _count_picks(stats[_i], index, weights, masked=_i in extras)
             h = hidden_states.reshape(-1, hidden_states.shape[-1])
             index, weights = index.reshape(h.shape[0], -1), weights.reshape(h.shape[0], -1)
-            for e in index.unique().tolist():
+            for e in [e for e in index.unique().tolist() if 0 <= e < _n]:  # not a non-expert slot
                 tok, pos = (index == e).nonzero(as_tuple=True)
                 y = module.forward(h[tok], torch.full((len(tok), 1), e, dtype=index.dtype, device=h.device),
                                    weights[tok, pos].unsqueeze(-1))
@@ -242,17 +241,42 @@ def expert_statistics(model: nn.Module, batches: Iterable[dict[str, Any]]) -> di
     finally:
         for h in handles:
             h.remove()
+    for i in list(pending):
+        flush(i)
     return stats
 
 
-def _set_counts(block: nn.Module, layout: ExpertsLayout, n: int) -> None:
+def _count_picks(s: dict[str, torch.Tensor], index: torch.Tensor, weights: torch.Tensor,
+                 masked: bool = False) -> None:
+    """Add one routing decision to ``frequency`` and ``mass``: picks of a router output past
+    the experts (a shared or skip slot) add nothing, nor, with ``masked``, picks of weight
+    exactly 0 (a non-expert slot the router masked to expert 0 with no weight).
+
+    Example:
+        >>> s = {"frequency": torch.zeros(3, dtype=torch.float64), "mass": torch.zeros(3, dtype=torch.float64)}
+        >>> _count_picks(s, torch.tensor([[0, 3], [0, 1]]), torch.tensor([[0.5, 0.5], [0.0, 1.0]]), masked=True)
+        >>> s["frequency"].tolist(), s["mass"].tolist()
+        ([1.0, 1.0, 0.0], [0.5, 1.0, 0.0])
+    """
+    n = len(s["frequency"])
+    index, weights = index.reshape(-1), weights.detach().reshape(-1).double()
+    real = (index >= 0) & (index < n) & ((weights != 0) | (not masked))
+    s["frequency"] += torch.bincount(index[real], minlength=n).double().cpu()
+    s["mass"].index_add_(0, index[real].cpu(), weights[real].cpu())
+
+
+def _set_counts(block: nn.Module, layout: ExpertsLayout, n: int, extra: int) -> None:
+    """Set the count attributes of the experts module, its holders and the routing chain
+    (:func:`~prunekit.llm.structured.router.count_attributes`) for ``n`` experts (the
+    router emitting ``extra`` outputs past them)."""
     parent = layout.module.rpartition(".")[0]
     parts = {k.rpartition(".")[0] for k in layout.params if "." in k}  # split experts' holders
     gate = layout.router.rpartition(".")[0]  # a gating module around the router's linear (JetMoE's)
-    for path in {layout.module, layout.router, parent, gate} | {f"{layout.module}.{q}" for q in parts}:
+    chain = set(router_chain(block, layout.router, layout.module))  # a router that is a chain (ZAYA's MLP)
+    for path in {layout.module, layout.router, parent, gate} | chain | {f"{layout.module}.{q}" for q in parts}:
         module = block.get_submodule(path) if path else block
-        if getattr(module, "num_experts", None) == layout.n_experts:
-            module.num_experts = n
+        for name, value in count_attributes(module, layout.n_experts, n, extra, path in chain).items():
+            setattr(module, name, value)
         if isinstance(getattr(module, "top_k", None), int) and module.top_k > n:
             raise ModelError(f"{path}: keeping {n} experts leaves fewer than top_k={module.top_k}")
 
@@ -273,9 +297,10 @@ def expert_members(block_path: str, block: nn.Module, layout: ExpertsLayout) -> 
             dims = [d for d in range(t.dim()) if t.shape[d] == layout.n_experts] if t is not None else []
             if 1 <= t.dim() <= 2 and dims:  # [E], [E, H] or a grouped [groups, E] (Ernie 4.5)
                 out[f"{block_path}.{full}.{k}"] = dims[0]
-            elif (full == layout.router and k == "weight" and t.dim() == 2 and t.shape[0] > layout.n_experts
-                  and getattr(module, "num_experts", None) == layout.n_experts):
-                out[f"{block_path}.{full}.{k}"] = 0  # rows past n_experts score shared experts: no unit, kept
+            elif full == layout.router and k == "weight" and t.dim() == 2 and t.shape[0] > layout.n_experts:
+                out[f"{block_path}.{full}.{k}"] = 0  # rows past n_experts are not experts (shared, skip): kept
+    for vector in router_vectors(block, layout.router, layout.module, layout.n_experts):
+        out[f"{block_path}.{vector}"] = 0  # [n + extra] beside the router (ZAYA's balancing biases)
     return out
 
 
@@ -298,15 +323,16 @@ def remove_experts(model: nn.Module, remove: Mapping[int, Iterable[int]], *, syn
         drop = check_indices("experts", int(layer), experts, layout.n_experts)
         if drop:
             removals.append((experts_group(expert_members(f"{path}.{layer}", block, layout), layout.n_experts), drop))
-            counts.append((block, layout, layout.n_experts - len(drop)))
-    for block, layout, n in counts:
-        _set_counts(block, layout, layout.n_experts)  # validates top_k before anything changes
+            extra = router_extra(block, layout.router, layout.n_experts)
+            counts.append((block, layout, layout.n_experts - len(drop), extra))
+    for block, layout, n, extra in counts:
+        _set_counts(block, layout, layout.n_experts, extra)  # validates top_k before anything changes
         top_k = getattr(block.get_submodule(layout.router), "top_k", 0)
         if isinstance(top_k, int) and top_k > n:
             raise ModelError(f"keeping {n} experts leaves fewer than top_k={top_k}")
     apply_keep(model, removal_keep(model, removals))
-    for block, layout, n in counts:
-        _set_counts(block, layout, n)
+    for block, layout, n, extra in counts:
+        _set_counts(block, layout, n, extra)
     if sync:
         sync_config(model)
 

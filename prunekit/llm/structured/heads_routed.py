@@ -40,8 +40,8 @@ def expert_modules(attention: nn.Module) -> dict[str, nn.Module]:
     out = {}
     for path, sub in attention.named_modules():
         w = sub._parameters.get("weight")
-        if path and w is not None and w.dim() == 3:
-            out[path] = sub
+        if path and w is not None and w.dim() == 3 and not isinstance(sub, nn.modules.conv._ConvNd):
+            out[path] = sub  # (a convolution's kernel is 3-D too: not experts)
     return out
 
 

@@ -97,7 +97,8 @@ class ExpertsLayout:
 
     Attributes:
         module: path of the experts module (``num_experts`` attribute, 3-D parameters).
-        router: path of the router module (a ``weight`` of shape ``[experts, hidden]``).
+        router: path of the module whose ``weight`` rows are the router's logits (``[experts,
+            hidden]``, or a routing chain's final linear ``[experts + extra, in]``).
         params: per 3-D parameter name of ``module``, ``(expert_dim, neuron_dim, copies)``:
             the dim indexed by expert, the dim indexed by intermediate neuron, and how many
             rows each neuron owns on that dim (2 for a fused ``gate_up_proj``).
