@@ -450,43 +450,6 @@ def _from_config(config: Any) -> torch.nn.Module:
         return cls._from_config(subs[0], dtype=torch.float32)
 
 
-def _one_codebook_if_needed(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """A model whose ``input_ids`` pack ``num_codebooks`` streams into the batch dim (MusicGen's
-    decoder reshapes them to ``(-1, num_codebooks, length)``) cannot take one plain sequence: when
-    the forward on one sequence fails and the config has ``num_codebooks`` > 1, the model is
-    rebuilt with one codebook (by the config field and the failed forward, not by name)."""
-    codebooks = getattr(model.config, "num_codebooks", None)
-    if not isinstance(codebooks, int) or codebooks <= 1:
-        return model
-    try:
-        with torch.no_grad():
-            model(input_ids=example_ids(batch=1, length=8))
-        return model
-    except Exception:
-        config = model.config
-        config.num_codebooks = 1
-        torch.manual_seed(seed)
-        return type(model)._from_config(config, dtype=torch.float32)
-
-
-def _from_config(config: Any) -> torch.nn.Module:
-    """The causal-LM class of ``config`` built from the config that class takes: ``config`` itself,
-    or, for a composite config whose causal-LM class takes one of its sub-configs (MusicGen's
-    ``decoder``), that sub-config (found by the class's ``config_class``, not by name)."""
-    from transformers import AutoModelForCausalLM, PretrainedConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
-
-    cls = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
-    wanted = getattr(cls, "config_class", None)
-    if wanted is None or isinstance(config, wanted):
-        return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    subs = [sub for name in config.to_dict() if isinstance(sub := _attr(config, name), PretrainedConfig)
-            and isinstance(sub, wanted)]
-    if len(subs) != 1:
-        return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    return cls._from_config(subs[0], dtype=torch.float32)
-
-
 def example_ids(seed: int = 1, batch: int = 2, length: int = 16) -> torch.Tensor:
     """Random token ids above the special ids 0-2."""
     return torch.randint(3, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
