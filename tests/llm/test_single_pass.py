@@ -10,10 +10,13 @@ from prunekit.llm.sequential import BlockInputs, mergeable
 from tests.llm.conftest import tiny_llama
 
 
-def _count_block_calls(model):
+def _count_block_calls(model, length=32):
+    """Calibration calls of each block (rows of ``length`` tokens); the one-row, 8-token forward
+    that checks whether autocast runs (``calib_dtype="auto"``) is not a calibration call."""
     calls = []
     for i, block in enumerate(find_blocks(model)[1]):
-        block.register_forward_hook(lambda _m, _a, out, _i=i: calls.append((_i, out.shape[0])))
+        block.register_forward_hook(
+            lambda _m, _a, out, _i=i: calls.append((_i, out.shape[0])) if out.shape[1] == length else None)
     return calls
 
 
