@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from prunekit.llm.blocks import is_prunable_linear
+from prunekit.llm.structured.heads_probe import nonzero_parameters
 from prunekit.llm.structured.mixers import common_parent
 
 SHARED = -2      # an entry reached by more than one unit
@@ -194,15 +195,16 @@ def find_followers(model: nn.Module, block: nn.Module, region: str, target_linea
     try:
         for p in params.values():
             p.requires_grad_(True)
-        rec = probe_block(model, block, through=through)
-        target = rec["inputs"].get(target_linear)
-        if target is None or not target.requires_grad:  # the block ran without autograd
-            return {}, {}
-        linears = [p for p in linears if p in rec["leaves"]]
-        tensors = list(params.values()) + [rec["leaves"][p] for p in linears]
-        flags = [False] * len(params) + [True] * len(linears)
-        owners = unit_owners(target, cols, tensors, flags)
-        readers = _readers(block, rec, linears, sources or {})
+        with nonzero_parameters(block):  # as the layout probe: an all-zero scale hides no unit
+            rec = probe_block(model, block, through=through)
+            target = rec["inputs"].get(target_linear)
+            if target is None or not target.requires_grad:  # the block ran without autograd
+                return {}, {}
+            linears = [p for p in linears if p in rec["leaves"]]
+            tensors = list(params.values()) + [rec["leaves"][p] for p in linears]
+            flags = [False] * len(params) + [True] * len(linears)
+            owners = unit_owners(target, cols, tensors, flags)
+            readers = _readers(block, rec, linears, sources or {})
     finally:
         for k, p in params.items():
             p.requires_grad_(saved[k])
