@@ -187,7 +187,8 @@ def conv_group_attributes(block: nn.Module, params: dict[str, tuple[int, tuple[t
 
     Example:
         >>> conv = nn.Conv1d(6, 6, 1, groups=3)          # 3 groups of 2 channels
-        >>> [(n, v) for _, n, v in conv_group_attributes(nn.Sequential(conv), {"0.weight": (0, ((0, 1), (2, 3), (4, 5)))}, [1])]
+        >>> units = ((0, 1), (2, 3), (4, 5))
+        >>> [(n, v) for _, n, v in conv_group_attributes(nn.Sequential(conv), {"0.weight": (0, units)}, [1])]
         [('groups', 2), ('in_channels', 4)]
     """
     out: list[tuple[Any, str, Any]] = []
