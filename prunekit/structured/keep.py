@@ -4,7 +4,8 @@ Every structured removal (the traced ``prunekit.structured`` pruner, the LLM hea
 neuron / expert removers) names *units of groups* (:class:`~prunekit.graph.Group`); this
 pure function turns them into the ``{tensor: {dim: kept indices}}`` request of
 :func:`prunekit.surgery.apply_keep`. Indices of a tensor dim that belong to no removed
-unit are kept (rows every unit reads, extra rows beside the units).
+unit are kept (rows every unit reads, extra rows beside the units); an index ``-1`` in a
+group's index is no index (a unit owning nothing of that tensor).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def keep_request(
         if len(r) == 0:
             continue
         for key, idx in group.index.items():
-            removed.setdefault(key, []).append(idx[r].reshape(-1))
+            gone = idx[r].reshape(-1)
+            removed.setdefault(key, []).append(gone[gone >= 0])  # -1: a unit without an index there
     keep: dict[str, dict[int, torch.Tensor]] = {}
     for (tensor, dim), gone in removed.items():
         mask = torch.ones(int(tensor_shapes[tensor][dim]), dtype=torch.bool)

@@ -40,7 +40,8 @@ from prunekit.errors import UnsupportedOpError
 from prunekit.llm.blocks import is_prunable_linear, weight_2d
 from prunekit.llm.layers import block_prefix, find_layers, hook_layer
 from prunekit.llm.structured.heads_internal import head_indexed, heads_and_width
-from prunekit.llm.structured.heads_probe import diagonal_norm_hooks
+from prunekit.llm.structured.heads_partition import owner_partitions
+from prunekit.llm.structured.heads_probe import diagonal_norm_hooks, nonzero_parameters
 from prunekit.llm.structured.heads_routed import expert_modules, routed_layout
 from prunekit.llm.structured.layout import AttentionLayout, Layout
 from prunekit.llm.structured.mixers import attention_path, attention_paths, declares_head_size, mlp_layout, rows_reached
@@ -209,11 +210,13 @@ def _attention_layout(model: nn.Module, block: nn.Module, rec: dict, where: str,
     rows = {p: tuple(tuple(sorted(set().union(*(sets[h][j] for h in u)))) for u in units)
             for j, p in enumerate(qkv)}
     uneven = [f"{p} {sorted({len(r) for r in rs})}" for p, rs in rows.items() if len({len(r) for r in rs}) > 1]
-    if uneven:  # each unit's values from one of two projections (ZAYA's current / delayed value halves)
+    parts = owner_partitions(rows) if uneven else None  # values from one of parallel projections (ZAYA)
+    if uneven and parts is None:
         raise UnsupportedOpError(f"{where}.{attn_path}: the key/value groups own different numbers of rows of "
                                  f"{', '.join(uneven)}; they cannot be removed as one group")
     cols = tuple(tuple(range(u[0] * hd, (u[-1] + 1) * hd)) for u in units)
-    return AttentionLayout(attn_path, o, rows, cols, per.pop(), hd, alibi, through=through)
+    return AttentionLayout(attn_path, o, rows, cols, per.pop(), hd, alibi, through=through,
+                           partitions=parts or {})
 
 
 def through_grouped(block: nn.Module, rec: dict, qkv: list[str],
@@ -276,11 +279,17 @@ def _takes_alibi(module: nn.Module) -> bool:
 
 def discover_layout(model: nn.Module, block_index: int) -> Layout:
     """Probe block ``block_index`` of ``model`` and return its :class:`Layout`."""
-    from prunekit.llm.structured.experts import find_experts
-
     path, blocks = find_layers(model)
     block = blocks[block_index]
     where = block_prefix(path, blocks, block_index)
+    with nonzero_parameters(block):  # an all-zero scale (ZAYA's key temperature) must not hide the heads
+        return _discover(model, block, where)
+
+
+def _discover(model: nn.Module, block: nn.Module, where: str) -> Layout:
+    """:func:`discover_layout` of one block, with its all-zero parameters made live."""
+    from prunekit.llm.structured.experts import find_experts
+
     rec = probe_block(model, block)
     text = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     width = getattr(text, "hidden_size", None)

@@ -48,14 +48,21 @@ Index = dict[tuple[str, int], torch.Tensor]
 def unit_index(name: str, units: Sequence[Sequence[int]]) -> torch.Tensor:
     """``[n_units, k]`` indices of each unit (every unit owns the same number).
 
+    A unit owning none of the tensor's indices (a projection holding only some units' rows:
+    :mod:`.heads_partition`) is padded with ``-1`` (no index; the keep builder skips it).
+
     Example:
         >>> unit_index("q.weight", ((0, 1), (2, 3))).tolist()
         [[0, 1], [2, 3]]
+        >>> unit_index("v.weight", ((0, 1), ())).tolist()
+        [[0, 1], [-1, -1]]
     """
-    if len({len(u) for u in units}) > 1:
+    sizes = {len(u) for u in units if len(u)}
+    if len(sizes) > 1:
         raise UnsupportedOpError(f"{name}: its units own different numbers of indices "
                                  f"({sorted({len(u) for u in units})}); cannot slice them as one group")
-    return torch.tensor([list(u) for u in units], dtype=torch.long).reshape(len(units), -1)
+    k = sizes.pop() if sizes else 0
+    return torch.tensor([list(u) if u else [-1] * k for u in units], dtype=torch.long).reshape(len(units), k)
 
 
 def linear_members(name: str, module: nn.Module, units: Sequence[Sequence[int]], side: str) -> Index:

@@ -172,3 +172,39 @@ def config_copy(config: Any, changes: dict[str, int]) -> Any:
         except Exception:  # a read-only derived property
             pass
     return new
+
+
+def conv_group_attributes(block: nn.Module, params: dict[str, tuple[int, tuple[tuple[int, ...], ...]]],
+                          drop: list[int]) -> list[tuple[Any, str, Any]]:
+    """``groups`` / ``in_channels`` of grouped convolutions that lose whole groups with the units.
+
+    A convolution over head channels with one group per head (ZAYA's ``conv_qk_grouped``:
+    ``head_dim`` input channels per group) loses whole groups when heads go; its output
+    channels are sliced as a follower (``params[path.weight] = (0, per-unit channels)``),
+    and the group count must drop by the groups removed (the slicing rule alone cannot
+    tell that from removing channels inside every group). Depthwise convolutions (one input
+    channel per group) are left to the surgery rule.
+
+    Example:
+        >>> conv = nn.Conv1d(6, 6, 1, groups=3)          # 3 groups of 2 channels
+        >>> units = ((0, 1), (2, 3), (4, 5))
+        >>> [(n, v) for _, n, v in conv_group_attributes(nn.Sequential(conv), {"0.weight": (0, units)}, [1])]
+        [('groups', 2), ('in_channels', 4)]
+    """
+    out: list[tuple[Any, str, Any]] = []
+    for name, (dim, units) in params.items():
+        owner, _, attr = name.rpartition(".")
+        conv = block.get_submodule(owner) if owner else block
+        if attr != "weight" or dim != 0 or not isinstance(conv, _ConvNd) or conv.transposed or conv.groups <= 1:
+            continue
+        per_in = int(conv.weight.shape[1])
+        if per_in == 1:
+            continue
+        size = conv.out_channels // conv.groups
+        gone = {i for u in drop for i in units[u]}
+        hit = [len(gone & set(range(g * size, (g + 1) * size))) for g in range(conv.groups)]
+        if any(0 < h < size for h in hit) or not any(hit):
+            continue  # channels inside groups (or none): the surgery rule keeps the group count
+        groups = conv.groups - sum(1 for h in hit if h)
+        out += [(conv, "groups", groups), (conv, "in_channels", groups * per_in)]
+    return out

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from prunekit.llm.blocks import is_prunable_linear
+from prunekit.llm.structured.heads_probe import nonzero_parameters
 from prunekit.llm.structured.mixers import common_parent
 
 SHARED = -2      # an entry reached by more than one unit
@@ -170,7 +171,7 @@ def _by_head_count(shape: torch.Size, n_units: int, per_unit: int) -> tuple[int,
 def find_followers(model: nn.Module, block: nn.Module, region: str, target_linear: str,
                    cols: tuple[tuple[int, ...], ...], skip: set[str], per_unit: int = 0,
                    sources: dict[str, tuple[tuple[int, ...], ...]] | None = None,
-                   through: tuple[str, ...] = ()) -> tuple[dict, dict]:
+                   through: tuple[str, ...] = (), readers_of: tuple[str, ...] = ()) -> tuple[dict, dict]:
     """Followers of the units ``cols`` (input columns of ``target_linear``) inside ``region``.
 
     A tensor of the region the probe never reaches (MiniMax's per-head decay slopes, used
@@ -179,7 +180,9 @@ def find_followers(model: nn.Module, block: nn.Module, region: str, target_linea
 
     A linear of the region that reads exactly a head-indexed projection's output
     (``sources``: path -> per-unit rows; Doge's ``dt_proj`` reads the values) loses the
-    removed units' input columns too.
+    removed units' input columns too; ``readers_of`` are linears of the layout itself (in
+    ``skip``) checked the same way (Doge's ``dt_proj`` is one of the head projections
+    once its per-head scale ``A`` is live in the probe).
 
     Returns ``(params, rows)``: ``params[path] = (dim, per-unit indices)`` for tensors,
     ``rows[linear] = per-unit output rows`` for linear layers. Empty when the region has
@@ -194,15 +197,17 @@ def find_followers(model: nn.Module, block: nn.Module, region: str, target_linea
     try:
         for p in params.values():
             p.requires_grad_(True)
-        rec = probe_block(model, block, through=through)
-        target = rec["inputs"].get(target_linear)
-        if target is None or not target.requires_grad:  # the block ran without autograd
-            return {}, {}
-        linears = [p for p in linears if p in rec["leaves"]]
-        tensors = list(params.values()) + [rec["leaves"][p] for p in linears]
-        flags = [False] * len(params) + [True] * len(linears)
-        owners = unit_owners(target, cols, tensors, flags)
-        readers = _readers(block, rec, linears, sources or {})
+        with nonzero_parameters(block):  # as the layout probe: an all-zero scale hides no unit
+            rec = probe_block(model, block, through=through)
+            target = rec["inputs"].get(target_linear)
+            if target is None or not target.requires_grad:  # the block ran without autograd
+                return {}, {}
+            linears = [p for p in linears if p in rec["leaves"]]
+            tensors = list(params.values()) + [rec["leaves"][p] for p in linears]
+            flags = [False] * len(params) + [True] * len(linears)
+            owners = unit_owners(target, cols, tensors, flags)
+            own = [p for p in readers_of if p in rec["leaves"] and p not in linears]
+            readers = _readers(block, rec, linears + own, sources or {})
     finally:
         for k, p in params.items():
             p.requires_grad_(saved[k])
@@ -280,7 +285,7 @@ def with_followers(model: nn.Module, block: nn.Module, layout: Any) -> Any:
         skip = set(att.rows) | {att.o}
         params, rows = find_followers(model, block, att.module, att.o, att.cols, skip, att.heads_per_unit,
                                       sources={p: r for p, r in att.rows.items() if not att.shared.get(p)},
-                                      through=att.through)
+                                      through=att.through, readers_of=tuple(att.rows))
         if params or rows:
             att = dataclasses.replace(att, params={**att.params, **params}, rows={**att.rows, **rows})
         return att

@@ -46,6 +46,10 @@ class AttentionLayout:
             gradients pass through them.
         reader: with ``o == ""``, the parameter (a key of ``params``) whose sliced dim reads
             the heads (the routed output experts' weight); it scores the units.
+        partitions: units split between parallel projections (ZAYA's current / delayed
+            value halves): projection path -> the units owning its rows; every removal takes
+            as many units from each (:mod:`~prunekit.llm.structured.heads_partition`).
+            Empty when every unit owns rows of every projection.
     """
 
     module: str
@@ -59,6 +63,7 @@ class AttentionLayout:
     params: dict[str, tuple[int, tuple[tuple[int, ...], ...]]] = field(default_factory=dict)
     through: tuple[str, ...] = ()
     reader: str = ""
+    partitions: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def n_units(self) -> int:

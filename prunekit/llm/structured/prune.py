@@ -179,6 +179,29 @@ def _every_attention(chosen: dict[int, list[int]], more: dict[int, dict[int, tor
     return out
 
 
+def _balanced_parts(chosen: dict[Any, list[int]], scores: dict[str, Any], layouts: dict,
+                    same: bool = False) -> dict[Any, list[int]]:
+    """Each attention whose units are split between parallel projections (ZAYA's value
+    halves, :attr:`AttentionLayout.partitions`) loses as many units from every part, each
+    part its lowest-scored: the count asked of the block is spread by
+    :func:`~prunekit.llm.structured.heads_partition.balanced_removal` (half up per part, at
+    least one when any is asked, never a whole part). Other attentions keep their choice.
+    With ``same`` (a per-head tensor shared by every block) the scores summed over the
+    blocks pick, so every block still loses the same units."""
+    from prunekit.llm.structured.heads_partition import balanced_removal
+
+    out = dict(chosen)
+    total = sum(s / s.sum().clamp_min(1e-12) for s in scores["heads"].values()) if same else None
+    for key, units in chosen.items():
+        i, k = key if isinstance(key, tuple) else (key, 0)
+        atts = layouts[i].attentions
+        if not units or k >= len(atts) or not atts[k].partitions:
+            continue
+        s = total if total is not None and k == 0 else scores["heads"][i] if k == 0 else scores["more_heads"][i][k]
+        out[key] = balanced_removal(s, len(units), atts[k].partitions, f"block {i}: {atts[k].module}")
+    return out
+
+
 def _experts_plan(model: nn.Module, batches: list[dict[str, Any]] | None, config: StructuredConfig,
                   layouts: dict) -> tuple[dict[int, list[int]], dict[int, dict[str, list[float]]]]:
     moe = [i for i, lay in layouts.items() if lay.experts is not None]
@@ -289,8 +312,10 @@ def _structured_prune(model: nn.Module, batches: list[dict[str, Any]] | None,
         "experts_before": {i: lay.experts.n_experts for i, lay in layouts.items() if lay.experts},
         "not_applicable": not_applicable(model, config, layouts),
     }
+    per_block = plan["heads"]
     plan["heads"] = _same_heads_where_shared(model, plan["heads"], scores["heads"], config.heads, layouts)
-    plan["heads"] = _every_attention(plan["heads"], scores["more_heads"])
+    plan["heads"] = _balanced_parts(_every_attention(plan["heads"], scores["more_heads"]), scores, layouts,
+                                    same=plan["heads"] is not per_block)
     plan["experts"], plan["expert_stats"] = _experts_plan(model, batches, config, layouts)
     if config.layers:
         if not batches:

@@ -28,8 +28,9 @@ from prunekit.errors import ModelError, UnsupportedOpError
 from prunekit.llm.blocks import find_blocks
 from prunekit.llm.layers import block_prefix, find_layers
 from prunekit.llm.structured.groups import head_group, mlp_group, removal_keep
-from prunekit.llm.structured.heads_attrs import HeadCounts, size_attributes
+from prunekit.llm.structured.heads_attrs import HeadCounts, conv_group_attributes, size_attributes
 from prunekit.llm.structured.heads_check import checked_apply
+from prunekit.llm.structured.heads_partition import check_balanced
 from prunekit.llm.structured.heads_routed import routed_size_attributes
 from prunekit.llm.structured.layer_build import _prefixes, adopt_block_attributes, adopt_config_attributes
 from prunekit.llm.structured.layer_fields import (
@@ -130,6 +131,8 @@ def prune_heads(model: nn.Module, remove: Mapping[Any, Iterable[int]], *, sync: 
         drop = check_indices("head groups", int(layer), units, att.n_units)
         if not drop:
             continue
+        if att.partitions:  # units split between parallel projections: as many from each
+            check_balanced(drop, att.partitions, f"{block_prefix(path, blocks, int(layer))}.{att.module}")
         block, prefix = blocks[int(layer)], block_prefix(path, blocks, int(layer))
         removals.append((head_group(prefix, block, att), drop))  # q/k/v rows, o columns, followers
         module = block.get_submodule(att.module)
@@ -143,6 +146,7 @@ def prune_heads(model: nn.Module, remove: Mapping[Any, Iterable[int]], *, sync: 
             attrs.extend(size_attributes(module, before, after, bool(att.shared), cut))  # counts wherever they live
         else:  # routed heads: the sizes a rebuild of the module holds (names alone are ambiguous there)
             attrs.extend(routed_size_attributes(model, module, before, after))
+        attrs.extend(conv_group_attributes(block, att.params, drop))  # grouped convs over head channels
         if att.alibi:
             old = alibi_heads(module, att.n_heads)
             kept_units = [u for u in range(att.n_units) if u not in set(drop)]
