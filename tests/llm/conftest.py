@@ -1,3 +1,8 @@
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -60,6 +65,39 @@ def main_output(model, inputs):
     with torch.no_grad():
         out = model(**inputs)
     return out.logits if hasattr(out, "logits") and out.logits is not None else out.last_hidden_state
+
+
+RELOAD_DIFF = textwrap.dedent("""
+    import sys, torch
+    from transformers import AutoModelForCausalLM
+    from prunekit.io import load_tensors
+    from prunekit.llm import load_pruned
+    folder, plain = sys.argv[1], sys.argv[2] == "plain"
+    auto = AutoModelForCausalLM
+    model = (auto.from_pretrained(folder) if plain else load_pruned(folder, auto)).eval()
+    exp = load_tensors(folder + "/expected.safetensors")
+    with torch.no_grad():
+        print((model(input_ids=exp["input_ids"]).logits - exp["logits"]).abs().max().item())
+""")
+
+
+def save_with_logits(model, folder, inputs) -> None:
+    """``model`` saved as a Hugging Face folder, with its logits on ``inputs`` beside it."""
+    from prunekit.io import save_tensors
+    from prunekit.llm import save_pretrained_model
+
+    save_pretrained_model(model, folder)
+    save_tensors({"logits": main_output(model, inputs).contiguous(), "input_ids": inputs["input_ids"]},
+                 Path(folder) / "expected.safetensors")
+
+
+def fresh_reload_diff(folder, plain: bool = False) -> float:
+    """Max |logits diff| of ``folder`` reloaded in a new Python process (``from_pretrained`` when
+    ``plain``, else ``load_pruned``) against the logits :func:`save_with_logits` stored."""
+    out = subprocess.run([sys.executable, "-c", RELOAD_DIFF, str(folder), "plain" if plain else "pruned"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def word_level_tokenizer(text: str):

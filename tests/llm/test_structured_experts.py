@@ -1,8 +1,6 @@
 """Mixture-of-experts: router statistics, expert removal, expert neurons, save and reload."""
 
-import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
@@ -15,11 +13,10 @@ from prunekit.llm.structured import (
     block_layouts,
     expert_statistics,
     remove_experts,
-    save_pretrained_model,
     shrink_expert_neurons,
     structured_prune,
 )
-from tests.llm.conftest import main_output, transformers
+from tests.llm.conftest import fresh_reload_diff, main_output, save_with_logits, transformers
 
 IDS = {"input_ids": torch.randint(3, 128, (2, 16), generator=torch.Generator().manual_seed(1))}
 
@@ -101,39 +98,15 @@ def test_too_many_experts_removed_is_an_error_and_changes_nothing():
     assert block_layouts(model)[0].experts.n_experts == 8
 
 
-RELOAD = textwrap.dedent("""
-    import sys, torch
-    from transformers import AutoModelForCausalLM
-    from prunekit.io import load_tensors
-    from prunekit.llm import load_pruned
-    folder, plain = sys.argv[1], sys.argv[2] == "plain"
-    auto = AutoModelForCausalLM
-    model = (auto.from_pretrained(folder) if plain else load_pruned(folder, auto)).eval()
-    exp = load_tensors(folder + "/expected.safetensors")
-    with torch.no_grad():
-        print((model(input_ids=exp["input_ids"]).logits - exp["logits"]).abs().max().item())
-""")
-
-
-def _reload_diff(folder, plain: bool) -> float:
-    out = subprocess.run([sys.executable, "-c", RELOAD, str(folder), "plain" if plain else "pruned"],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return float(out.stdout.strip().splitlines()[-1])
-
 
 @pytest.mark.parametrize("family,scope", [("mixtral", "layer"), ("qwen2_moe", "global")])
 def test_moe_round_trip_in_a_fresh_process(family, scope, tmp_path):
-    from prunekit.io import save_tensors
-
     model = tiny_moe(family)
     structured_prune(model, [IDS], StructuredConfig(experts=0.25, mlp=0.25, heads=0.5, scope=scope))
     uniform = not hasattr(model.config, LAYER_SHAPES_FIELD)
     assert uniform == (scope == "layer")
-    save_pretrained_model(model, tmp_path)
-    save_tensors({"logits": main_output(model, IDS).contiguous(), "input_ids": IDS["input_ids"]},
-                 tmp_path / "expected.safetensors")
-    assert _reload_diff(tmp_path, plain=uniform) < 1e-5
+    save_with_logits(model, tmp_path, IDS)
+    assert fresh_reload_diff(tmp_path, plain=uniform) < 1e-5
 
 
 def tiny_llama4(seed: int = 0):
@@ -160,18 +133,14 @@ def test_stacked_experts_of_llama4_are_scored_by_their_slice_of_the_output():
 
 
 def test_llama4_expert_removal_updates_router_rows_and_counts_and_reloads(tmp_path):
-    from prunekit.io import save_tensors
-
     model = tiny_llama4()
     moe = model.model.layers[0].feed_forward
     plan = structured_prune(model, [IDS], StructuredConfig(experts=0.25))
     assert plan["experts_before"] == {0: 8, 1: 8} and plan["experts_after"] == {0: 6, 1: 6}
     assert moe.experts.gate_up_proj.shape[0] == moe.router.weight.shape[0] == moe.num_experts == 6
     assert moe.router.num_experts == moe.experts.num_experts == model.config.num_local_experts == 6
-    save_pretrained_model(model, tmp_path)
-    save_tensors({"logits": main_output(model, IDS).contiguous(), "input_ids": IDS["input_ids"]},
-                 tmp_path / "expected.safetensors")
-    assert _reload_diff(tmp_path, plain=True) < 1e-5
+    save_with_logits(model, tmp_path, IDS)
+    assert fresh_reload_diff(tmp_path, plain=True) < 1e-5
 
 
 def test_removing_a_never_routed_llama4_expert_keeps_logits():

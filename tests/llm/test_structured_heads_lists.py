@@ -12,8 +12,7 @@ from prunekit.errors import ModelError
 from prunekit.llm.blocks import find_blocks
 from prunekit.llm.structured import StructuredConfig, block_layouts, prune_heads, structured_prune
 from prunekit.llm.structured.mixers import attention_paths
-from tests.llm.conftest import main_output
-from tests.llm.test_structured_experts import _reload_diff
+from tests.llm.conftest import fresh_reload_diff, main_output
 from tests.llm.test_structured_mixers import _save
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -55,7 +54,7 @@ def test_heads_of_both_attentions_go_alike_and_reload_with_from_pretrained(tmp_p
         assert [a.o_proj.in_features for a in block.self_attn] == [96, 96]  # 6 of 8 heads of 16 channels
     assert model.config.num_attention_heads == 6 and getattr(model.config, "prunekit_layer_shapes", None) is None
     _save(model, tmp_path)
-    assert _reload_diff(tmp_path, plain=True) <= 1e-4
+    assert fresh_reload_diff(tmp_path, plain=True) <= 1e-4
 
 
 def test_a_head_whose_output_columns_are_zero_goes_without_changing_the_logits():

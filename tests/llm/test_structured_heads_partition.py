@@ -1,9 +1,7 @@
 """Attention units split between parallel projections (ZAYA's current / delayed value halves),
 and a layout probe that an all-zero parameter (ZAYA's ``qk_norm.temp``) does not blind."""
 
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -15,13 +13,12 @@ from prunekit.llm.structured import (
     StructuredConfig,
     block_layouts,
     prune_heads,
-    save_pretrained_model,
     structured_prune,
 )
 from prunekit.llm.structured.heads_attrs import conv_group_attributes
 from prunekit.llm.structured.heads_partition import balanced_removal, check_balanced, owner_partitions, per_part
 from prunekit.llm.structured.heads_probe import nonzero_parameters
-from tests.llm.conftest import main_output, transformers  # noqa: F401  (skips without transformers)
+from tests.llm.conftest import fresh_reload_diff, main_output, save_with_logits, transformers  # noqa: F401  (skips without transformers)
 
 IDS = {"input_ids": torch.randint(3, 128, (2, 16), generator=torch.Generator().manual_seed(1))}
 V_CUR, V_DEL = "self_attn.qkv_proj.v_proj_current", "self_attn.qkv_proj.v_proj_delayed"
@@ -143,34 +140,16 @@ def test_zaya_uneven_request_is_refused_and_the_model_unchanged():
     assert model.config.num_key_value_heads == 4
 
 
-RELOAD = textwrap.dedent("""
-    import sys, torch
-    from transformers import AutoModelForCausalLM
-    from prunekit.io import load_tensors
-    from prunekit.llm import load_pruned
-    folder = sys.argv[1]
-    model = load_pruned(folder, AutoModelForCausalLM).eval()
-    exp = load_tensors(folder + "/expected.safetensors")
-    with torch.no_grad():
-        print((model(input_ids=exp["input_ids"]).logits - exp["logits"]).abs().max().item())
-""")
-
 
 def test_zaya_heads_quarter_round_trip_in_a_fresh_process(tmp_path):
-    from prunekit.io import save_tensors
-
     model = build("zaya")
     _live_temperature(model)
     plan = structured_prune(model, [IDS], StructuredConfig(heads=0.25))
     for i, drop in plan["heads"].items():                        # 0.25 of 4 is 1: one from each half
         assert len(drop) == 2 and len(set(drop) & {0, 1}) == 1, (i, drop)
     assert model.config.num_key_value_heads == 2
-    save_pretrained_model(model, tmp_path)
-    save_tensors({"logits": main_output(model, IDS).contiguous(), "input_ids": IDS["input_ids"]},
-                 tmp_path / "expected.safetensors")
-    out = subprocess.run([sys.executable, "-c", RELOAD, str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert float(out.stdout.strip().splitlines()[-1]) <= 1e-4
+    save_with_logits(model, tmp_path, IDS)
+    assert fresh_reload_diff(tmp_path) <= 1e-4
 
 
 def test_llama_control_has_no_partitions_and_keeps_its_count():

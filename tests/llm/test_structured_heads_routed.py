@@ -1,8 +1,6 @@
 """Heads of a mixture of attention heads (JetMoE): queries / outputs are routed 3-D experts."""
 
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,10 +12,9 @@ from prunekit.llm.structured import (
     StructuredConfig,
     block_layouts,
     prune_heads,
-    save_pretrained_model,
     structured_prune,
 )
-from tests.llm.conftest import main_output, transformers  # noqa: F401  (skips without transformers)
+from tests.llm.conftest import fresh_reload_diff, main_output, save_with_logits, transformers  # noqa: F401  (skips without transformers)
 
 IDS = {"input_ids": torch.randint(3, 128, (2, 12), generator=torch.Generator().manual_seed(1))}
 
@@ -65,32 +62,14 @@ def test_removing_every_head_is_an_error_and_changes_nothing():
     assert tuple(model.model.layers[0].self_attention.kv_proj.weight.shape) == (64, 64)
 
 
-RELOAD = textwrap.dedent("""
-    import sys, torch
-    from transformers import AutoModelForCausalLM
-    from prunekit.io import load_tensors
-    from prunekit.llm import load_pruned
-    folder = sys.argv[1]
-    model = load_pruned(folder, AutoModelForCausalLM).eval()
-    exp = load_tensors(folder + "/expected.safetensors")
-    with torch.no_grad():
-        print((model(input_ids=exp["input_ids"]).logits - exp["logits"]).abs().max().item())
-""")
-
 
 @pytest.mark.parametrize("scope", ["layer", "global"])
 def test_structured_heads_round_trip_in_a_fresh_process(scope, tmp_path):
-    from prunekit.io import save_tensors
-
     model = tiny_jetmoe()
     plan = structured_prune(model, [IDS], StructuredConfig(heads=0.25, scope=scope))
     assert sum(len(v) for v in plan["heads"].values()) == 2  # a quarter of 2 x 4 units
-    save_pretrained_model(model, tmp_path)
-    save_tensors({"logits": main_output(model, IDS).contiguous(), "input_ids": IDS["input_ids"]},
-                 tmp_path / "expected.safetensors")
-    out = subprocess.run([sys.executable, "-c", RELOAD, str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert float(out.stdout.strip().splitlines()[-1]) <= 1e-4
+    save_with_logits(model, tmp_path, IDS)
+    assert fresh_reload_diff(tmp_path) <= 1e-4
 
 
 def test_an_attention_class_that_cannot_be_rebuilt_is_an_error_and_changes_nothing():

@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM
 from prunekit.llm.blocks import find_blocks
 from prunekit.llm.structured import StructuredConfig, block_layouts, structured_prune
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
-from tests.llm.test_structured_experts import _reload_diff
+from tests.llm.conftest import fresh_reload_diff
 from tests.llm.test_structured_mixers import _save
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -45,4 +45,4 @@ def test_heads_are_removed_in_the_attention_layers_of_a_hybrid_stack(family, tmp
     assert not plan.get("not_applicable", {}).get("heads")
     assert sum(p.numel() for p in model.parameters()) < before
     _save(model, tmp_path)  # from_pretrained where the config says every layer's shapes, else load_pruned
-    assert _reload_diff(tmp_path, plain=not hasattr(model.config, LAYER_SHAPES_FIELD)) <= 1e-4
+    assert fresh_reload_diff(tmp_path, plain=not hasattr(model.config, LAYER_SHAPES_FIELD)) <= 1e-4

@@ -7,8 +7,7 @@ from prunekit.errors import UnsupportedOpError
 from prunekit.llm.blocks import find_blocks
 from prunekit.llm.structured import remove_layers
 from prunekit.llm.structured.layer_fields import config_after_removal, removable_layers
-from tests.llm.conftest import transformers
-from tests.llm.test_structured_experts import _reload_diff
+from tests.llm.conftest import fresh_reload_diff, transformers
 from tests.llm.test_structured_mixers import _save, tiny_jamba, tiny_rwkv
 
 
@@ -35,7 +34,7 @@ def test_a_decoder_with_its_own_layer_count_lowers_that_count_and_reloads(tmp_pa
     remove_layers(model, [1])
     assert model.config.decoder_layers == 2
     _save(model, tmp_path)
-    assert _reload_diff(tmp_path, plain=True) < 1e-5
+    assert fresh_reload_diff(tmp_path, plain=True) < 1e-5
 
 
 def test_periodic_hybrid_patterns_shift_when_the_first_block_goes(tmp_path):
@@ -47,7 +46,7 @@ def test_periodic_hybrid_patterns_shift_when_the_first_block_goes(tmp_path):
     assert [type(b).__name__ for b in model.model.layers] == [
         "JambaAttentionDecoderLayer", "JambaMambaDecoderLayer", "JambaAttentionDecoderLayer"]
     _save(model, tmp_path)
-    assert _reload_diff(tmp_path, plain=True) < 1e-5
+    assert fresh_reload_diff(tmp_path, plain=True) < 1e-5
 
 
 def test_a_first_block_built_differently_is_refused_and_the_next_best_is_taken():
@@ -94,7 +93,7 @@ def test_lists_that_only_look_per_layer_are_kept_whole(tmp_path):
     remove_layers(model, [1])
     assert len(model.config.time_step_limit) == 2 and len(model.config.mlp_multipliers) == 2
     _save(model, tmp_path)
-    assert _reload_diff(tmp_path, plain=True) < 1e-5
+    assert fresh_reload_diff(tmp_path, plain=True) < 1e-5
 
 
 def test_a_layer_split_that_must_add_up_is_kept_valid(tmp_path):
@@ -110,7 +109,7 @@ def test_a_layer_split_that_must_add_up_is_kept_valid(tmp_path):
     assert sum(updates.get(k, getattr(c, k)) for k in ("n_input_layers", "n_recurrent_layers", "n_output_layers")) == 2
     remove_layers(model, [1])
     _save(model, tmp_path)
-    assert _reload_diff(tmp_path, plain=True) < 1e-5
+    assert fresh_reload_diff(tmp_path, plain=True) < 1e-5
 
 
 def test_a_multimodal_model_edits_its_text_config(tmp_path):
@@ -124,7 +123,7 @@ def test_a_multimodal_model_edits_its_text_config(tmp_path):
     remove_layers(model, [1])
     assert model.config.text_config.num_hidden_layers == 2
     _save(model, tmp_path)
-    assert _reload_diff(tmp_path, plain=True) < 1e-5
+    assert fresh_reload_diff(tmp_path, plain=True) < 1e-5
 
 
 def tiny_smollm3(layers: int, interval: int, seed: int = 0):
@@ -148,7 +147,7 @@ def test_a_per_layer_flag_list_that_reads_as_indices_follows_the_kept_blocks(lay
     assert model.config.no_rope_layers == kept
     assert [b.self_attn.use_rope for b in model.model.layers] == uses_rope
     _save(model, tmp_path)
-    assert _reload_diff(tmp_path, plain=True) < 1e-5
+    assert fresh_reload_diff(tmp_path, plain=True) < 1e-5
 
 
 class _FirstBlockFlagged(transformers.LlamaForCausalLM):
@@ -218,7 +217,7 @@ def test_a_deeper_hybrid_drops_a_layer_and_its_layer_type_and_reloads(tmp_path):
     remove_layers(model, [2])
     assert model.config.layer_types == ["linear_attention", "full_attention", "full_attention"]
     _save(model, tmp_path)
-    assert _reload_diff(tmp_path, plain=True) < 1e-5
+    assert fresh_reload_diff(tmp_path, plain=True) < 1e-5
 
 
 def test_attributes_outside_the_blocks_follow_the_edited_config(tmp_path):
@@ -235,7 +234,7 @@ def test_attributes_outside_the_blocks_follow_the_edited_config(tmp_path):
     assert model.config.layer_types == ["sliding_attention"]
     assert model.model.rotary_emb.layer_types == ["sliding_attention"]
     _save(model, tmp_path)
-    assert _reload_diff(tmp_path, plain=True) < 1e-5
+    assert fresh_reload_diff(tmp_path, plain=True) < 1e-5
 
 
 def tiny_gpt_neo(seed: int = 0):
@@ -261,7 +260,7 @@ def test_a_run_length_layer_pattern_is_encoded_again_for_the_kept_blocks(drop, k
     assert [b.attn.attention_type for b in model.transformer.h] == before == kinds
     assert all(b.attn.attention_layers == kinds for b in model.transformer.h)  # what a reload builds
     _save(model, tmp_path)
-    assert _reload_diff(tmp_path, plain=True) < 1e-5
+    assert fresh_reload_diff(tmp_path, plain=True) < 1e-5
 
 
 def test_a_residual_scale_of_the_depth_keeps_its_value_by_solving_its_numeric_field(tmp_path):
@@ -280,7 +279,7 @@ def test_a_residual_scale_of_the_depth_keeps_its_value_by_solving_its_numeric_fi
     remove_layers(model, [1])
     assert all(b.residual_scale == pytest.approx(scale, rel=1e-12) for b in model.model.layers)
     _save(model, tmp_path)
-    assert _reload_diff(tmp_path, plain=True) < 1e-5
+    assert fresh_reload_diff(tmp_path, plain=True) < 1e-5
 
 
 def tiny_hrm(seed: int = 0):
@@ -332,7 +331,7 @@ def test_a_layer_kept_in_parallel_lists_loses_its_entry_in_every_list(drop, tmp_
     assert list(model.transformer.ffns) == kept
     assert [a.layer_id for a in model.transformer.attentions] == [0, 1]
     _save(model, tmp_path)
-    assert _reload_diff(tmp_path, plain=True) < 1e-5
+    assert fresh_reload_diff(tmp_path, plain=True) < 1e-5
 
 
 class _DepthScaled(transformers.LlamaForCausalLM):
@@ -382,4 +381,4 @@ def test_a_pair_that_also_reads_per_layer_is_kept_whole_by_the_forward_check(tmp
     remove_layers(model, [0])
     assert tuple(model.config.time_step_limit) == (0.0, float("inf"))
     _save(model, tmp_path)
-    assert _reload_diff(tmp_path, plain=True) <= 1e-4
+    assert fresh_reload_diff(tmp_path, plain=True) <= 1e-4

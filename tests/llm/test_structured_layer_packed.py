@@ -15,7 +15,7 @@ from prunekit.io import save_tensors
 from prunekit.llm.blocks import find_blocks
 from prunekit.llm.structured import remove_layers, save_pretrained_model
 from prunekit.llm.structured.layer_packed import packed_alternatives, packed_dim, packed_indices
-from tests.llm.test_structured_experts import _reload_diff
+from tests.llm.conftest import fresh_reload_diff
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from llm_families_zoo import build, example_ids  # noqa: E402
@@ -74,7 +74,7 @@ def test_removing_a_block_cuts_its_per_layer_chunk_and_reloads(family, tmp_path)
 
     save_pretrained_model(model, tmp_path)
     save_tensors({"logits": logits.contiguous(), "input_ids": ids}, tmp_path / "expected.safetensors")
-    assert _reload_diff(tmp_path, plain=True) <= 1e-4
+    assert fresh_reload_diff(tmp_path, plain=True) <= 1e-4
 
 
 def test_two_of_four_blocks_keep_the_other_chunks_in_order(tmp_path):
@@ -102,4 +102,4 @@ def test_two_of_four_blocks_keep_the_other_chunks_in_order(tmp_path):
     assert max((a - b).abs().max().item() for a, b in zip(after, [before[1], before[3]])) <= 1e-6
     save_pretrained_model(model, tmp_path)
     save_tensors({"logits": logits.contiguous(), "input_ids": ids}, tmp_path / "expected.safetensors")
-    assert _reload_diff(tmp_path, plain=True) <= 1e-4
+    assert fresh_reload_diff(tmp_path, plain=True) <= 1e-4

@@ -9,13 +9,11 @@ from prunekit.llm.structured import (
     StructuredConfig,
     block_layouts,
     prune_heads,
-    save_pretrained_model,
     structured_prune,
 )
 from prunekit.llm.structured.mixers import channels_used_elsewhere, mlp_layout, neuron_rows
-from tests.llm.conftest import main_output, transformers
+from tests.llm.conftest import fresh_reload_diff, save_with_logits, transformers
 from tests.llm.test_structured_discover import _Model
-from tests.llm.test_structured_experts import _reload_diff
 
 IDS = {"input_ids": torch.randint(3, 64, (2, 12), generator=torch.Generator().manual_seed(3))}
 
@@ -45,11 +43,7 @@ def tiny_rwkv(seed: int = 0):
 
 
 def _save(model, folder):
-    from prunekit.io import save_tensors
-
-    save_pretrained_model(model, folder)
-    save_tensors({"logits": main_output(model, IDS).contiguous(), "input_ids": IDS["input_ids"]},
-                 folder / "expected.safetensors")
+    save_with_logits(model, folder, IDS)
 
 
 def test_a_mamba_block_has_no_heads_and_no_mlp_and_heads_are_not_applicable():
@@ -71,7 +65,7 @@ def test_mamba_layer_removal_reloads_in_a_fresh_process(tmp_path):
     assert len(plan["layers"]) == 1 and model.config.num_hidden_layers == 1
     assert not hasattr(model.config, "prunekit_layer_shapes")
     _save(model, tmp_path)
-    assert _reload_diff(tmp_path, plain=True) < 1e-5
+    assert fresh_reload_diff(tmp_path, plain=True) < 1e-5
 
 
 def test_jamba_hybrid_prunes_attention_heads_and_mlp_and_leaves_the_mamba_mixers(tmp_path):
@@ -92,7 +86,7 @@ def test_jamba_hybrid_prunes_attention_heads_and_mlp_and_leaves_the_mamba_mixers
     assert not hasattr(model.config, "prunekit_layer_shapes")
     assert (model.config.intermediate_size, model.config.num_attention_heads) == (48, 2)
     _save(model, tmp_path)
-    assert _reload_diff(tmp_path, plain=True) < 1e-5
+    assert fresh_reload_diff(tmp_path, plain=True) < 1e-5
 
 
 def test_rwkv_time_mixing_is_left_and_its_channel_mixing_mlp_is_pruned(tmp_path):
@@ -104,7 +98,7 @@ def test_rwkv_time_mixing_is_left_and_its_channel_mixing_mlp_is_pruned(tmp_path)
     assert list(plan["not_applicable"]) == ["heads"]
     assert model.config.intermediate_size == 36
     _save(model, tmp_path)
-    assert _reload_diff(tmp_path, plain=True) < 1e-5
+    assert fresh_reload_diff(tmp_path, plain=True) < 1e-5
 
 
 class _SSMLike(nn.Module):

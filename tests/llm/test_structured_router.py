@@ -1,9 +1,7 @@
 """Routers that are a chain of modules (ZAYA's MLP router with a trailing "skip" output):
 found by structure, statistics from what the experts receive, expert removal, reload."""
 
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -17,11 +15,10 @@ from prunekit.llm.structured import (
     block_layouts,
     expert_statistics,
     remove_experts,
-    save_pretrained_model,
     structured_prune,
 )
 from prunekit.llm.structured.router import count_attributes, find_router, router_vectors
-from tests.llm.conftest import main_output, transformers  # noqa: F401  (skips without transformers)
+from tests.llm.conftest import fresh_reload_diff, main_output, save_with_logits, transformers  # noqa: F401  (skips without transformers)
 
 IDS = {"input_ids": torch.randint(3, 128, (2, 16), generator=torch.Generator().manual_seed(1))}
 
@@ -87,33 +84,15 @@ def test_removing_a_routed_zaya_expert_changes_logits():
     assert (main_output(model, IDS) - before).abs().max() > 1e-4
 
 
-RELOAD = textwrap.dedent("""
-    import sys, torch
-    from transformers import AutoModelForCausalLM
-    from prunekit.io import load_tensors
-    from prunekit.llm import load_pruned
-    folder = sys.argv[1]
-    model = load_pruned(folder, AutoModelForCausalLM).eval()
-    exp = load_tensors(folder + "/expected.safetensors")
-    with torch.no_grad():
-        print((model(input_ids=exp["input_ids"]).logits - exp["logits"]).abs().max().item())
-""")
-
 
 @pytest.mark.parametrize("scope", ["layer", "global"])
 def test_zaya_experts_quarter_round_trip_in_a_fresh_process(scope, tmp_path):
-    from prunekit.io import save_tensors
-
     model = zaya()
     plan = structured_prune(model, [IDS], StructuredConfig(experts=0.25, scope=scope))
     assert sum(plan["experts_before"].values()) - sum(plan["experts_after"].values()) == 4
     assert hasattr(model.config, LAYER_SHAPES_FIELD) == (plan["experts_after"][0] != plan["experts_after"][1])
-    save_pretrained_model(model, tmp_path)
-    save_tensors({"logits": main_output(model, IDS).contiguous(), "input_ids": IDS["input_ids"]},
-                 tmp_path / "expected.safetensors")
-    out = subprocess.run([sys.executable, "-c", RELOAD, str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert float(out.stdout.strip().splitlines()[-1]) <= 1e-4
+    save_with_logits(model, tmp_path, IDS)
+    assert fresh_reload_diff(tmp_path) <= 1e-4
 
 
 def test_a_chain_router_is_found_by_structure_not_names():
