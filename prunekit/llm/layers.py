@@ -70,19 +70,44 @@ class ParallelLayer(nn.Module):
             f"({', '.join(n for n, _ in self.named_children())}); it runs only inside the model's forward")
 
 
+def layer_parts(model: nn.Module, path: str) -> list[str]:
+    """Paths of the ``nn.ModuleList``s beside the one at ``path`` (same parent module, same
+    length) that hold other classes: the other parts of each layer, when a model keeps a
+    layer's pieces in parallel lists (XLM: ``attentions``, ``layer_norm1``, ``ffns``,
+    ``layer_norm2``, indexed together by its forward). Removing layer ``i`` removes entry
+    ``i`` of every part; the rebuild check decides whether that is the model the config
+    builds.
+
+    Example:
+        >>> from torch import nn
+        >>> m = nn.Module(); m.att = nn.ModuleList([nn.Linear(2, 2)] * 2)
+        >>> m.norm = nn.ModuleList([nn.LayerNorm(2)] * 2); m.other = nn.ModuleList([nn.LayerNorm(2)] * 3)
+        >>> layer_parts(m, "att")
+        ['norm']
+    """
+    parent_path, _, _ = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    blocks = model.get_submodule(path)
+    kinds = [type(b) for b in blocks]
+    prefix = parent_path + "." if parent_path else ""
+    return [prefix + name for name, child in parent.named_children()
+            if isinstance(child, nn.ModuleList) and prefix + name != path and len(child) == len(blocks)
+            and [type(b) for b in child] != kinds]
+
+
 def parallel_lists(model: nn.Module, path: str, blocks: nn.ModuleList) -> dict[str, nn.ModuleList]:
     """The block list and its sibling lists holding the other parts of each layer, by attribute
     name in registration order; ``{}`` when the block list has none (a layer is one module).
 
-    A sibling counts when it is a ``ModuleList`` under the same parent, as long as the block
-    list, with entries of other classes than the block list's, and at least one such sibling
-    holds a prunable linear (a layer's parts that calibration and discovery must see)."""
+    A sibling counts when it is one of :func:`layer_parts` whose entries are all of other
+    classes than the block list's, and at least one such sibling holds a prunable linear (a
+    layer's parts that calibration and discovery must see)."""
     parent_path, _, name = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     kinds = {type(b) for b in blocks}
-    lists = {n: m for n, m in parent.named_children()
-             if isinstance(m, nn.ModuleList) and len(m) == len(blocks)
-             and (n == name or not kinds & {type(e) for e in m})}
+    siblings = {p.rpartition(".")[2] for p in layer_parts(model, path)
+                if not kinds & {type(e) for e in model.get_submodule(p)}}
+    lists = {n: m for n, m in parent.named_children() if n == name or n in siblings}
     if len(lists) < 2 or not any(is_prunable_linear(x) for n, m in lists.items() if n != name
                                  for e in m for x in e.modules()):
         return {}

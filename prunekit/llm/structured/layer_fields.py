@@ -49,6 +49,7 @@ from torch import nn
 
 from prunekit.errors import UnsupportedOpError
 from prunekit.llm.blocks import find_blocks
+from prunekit.llm.layers import layer_parts
 from prunekit.llm.structured.layer_build import _prefixes, meta_build, meta_shapes  # noqa: F401 (shapes.py imports it here)
 from prunekit.llm.structured.layer_edits import (
     COUNT_NAME,
@@ -64,13 +65,12 @@ from prunekit.llm.structured.layer_index import (
 )
 from prunekit.llm.structured.layer_packed import packed_alternatives
 from prunekit.llm.structured.layer_patterns import same, secant
-from prunekit.llm.structured.layer_ties import layer_parts, tied_lists
+from prunekit.llm.structured.layer_ties import tied_lists
 from prunekit.llm.structured.per_layer import live_values, set_field
 from prunekit.llm.structured.storage import LAYER_SHAPES_FIELD
 
 _INVALID = 1 << 30
 _ABSENT = object()
-_SAME_LOGITS = 1e-4  # relative logit gap under which a rebuild computes what the pruned model does
 
 
 def _renumber_all(items: dict[str, Any], paths: list[str], drop: list[int], attributes: bool = False
@@ -172,28 +172,15 @@ def _solve_numeric(model: nn.Module, trial: Any, target: _Target, original: dict
 
 def _settle_readings(model: nn.Module, trial: Any, target: _Target, original: dict[str, Any],
                      changes: dict[str, Any], n: int, removal: tuple[str, list[int]], put: Any) -> None:
-    """Resolve a per-layer cut that the rebuild check accepts whole as well (Mamba-2's pair
-    ``time_step_limit = (0.0, inf)`` in a 2-layer model, cut to ``(inf,)``: the kept block's
-    ``dt_limit`` matches both readings of the per-layer target): the whole value is put back
-    when the model it rebuilds computes what the pruned one does and the cut one's does not
-    (:func:`~prunekit.llm.structured.layer_forward.removal_logits_gap` on a few tokens). The
-    cut stays when both agree (a few tokens may not tell a window from full attention) or
-    when the forward check cannot run. ``removal``: the block list's path and the blocks removed."""
-    from prunekit.llm.structured.layer_forward import removal_logits_gap
+    """A per-layer cut the rebuild check accepts whole as well: settled by the forward
+    (:func:`~prunekit.llm.structured.layer_forward.settle_cut_readings`)."""
+    from prunekit.llm.structured.layer_forward import removal_logits_gap, settle_cut_readings
 
-    for name, cut in list(changes.items()):
-        whole = original.get(name, _ABSENT)
-        if not isinstance(whole, (list, tuple, str)) or len(whole) != n or same(cut, whole):
-            continue
-        put(name, whole)
-        if _score(model, trial, target) == 0:
-            gap_whole = removal_logits_gap(model, *removal, trial)
-            put(name, cut)
-            gap_cut = removal_logits_gap(model, *removal, trial)
-            if gap_whole is not None and gap_whole <= _SAME_LOGITS and (gap_cut is None or gap_cut > _SAME_LOGITS):
-                put(name, whole)
-        else:
-            put(name, cut)
+    ambiguous = {name: (cut, whole) for name, cut in changes.items()
+                 if isinstance(whole := original.get(name, _ABSENT), (list, tuple, str))
+                 and len(whole) == n and not same(cut, whole)}
+    settle_cut_readings(ambiguous, put, rebuilds=lambda: _score(model, trial, target) == 0,
+                        gap=lambda: removal_logits_gap(model, *removal, trial))
 
 
 def layer_config(config: Any) -> Any:
@@ -236,7 +223,7 @@ def config_after_removal(model: nn.Module, drop: list[int]) -> dict[str, Any] | 
 def removal_plan(model: nn.Module, drop: list[int]) -> tuple[list[str], dict[str, Any] | None]:
     """``(lists, updates)``: the block lists that lose entries ``drop`` (the block list of
     :func:`find_blocks`, with the other parts of each layer where a model keeps them in
-    parallel lists, :func:`~prunekit.llm.structured.layer_ties.layer_parts`) and the config
+    parallel lists, :func:`~prunekit.llm.layers.layer_parts`) and the config
     fields to change (:func:`config_after_removal`; None if none fit)."""
     path, _ = find_blocks(model)
     lists = [path]

@@ -32,7 +32,7 @@ Example:
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -137,3 +137,36 @@ def removal_logits_gap(model: nn.Module, path: str, drop: list[int], config: Any
         return float((got - want).abs().max()) / max(1.0, float(want.abs().max()))
     except Exception:  # a model this check cannot drive: the caller keeps its default reading
         return None
+
+
+SAME_LOGITS = 1e-4  # relative logit gap under which a rebuild computes what the pruned model does
+
+
+def settle_cut_readings(ambiguous: dict[str, tuple[Any, Any]], put: Callable[[str, Any], None],
+                        rebuilds: Callable[[], bool], gap: Callable[[], float | None]) -> None:
+    """For each config field ``name -> (cut, whole)`` that a block removal cut per layer while
+    the whole value may be meant (Mamba-2's pair ``time_step_limit = (0.0, inf)`` in a 2-layer
+    model, cut to ``(inf,)``): the whole value is put back when its config still ``rebuilds``
+    the model and computes what the pruned one does while the cut one does not (``gap``: the
+    relative logit gap of the current config, None when the check cannot run). The cut stays
+    when both agree (a few tokens may not tell a window from full attention) or the check
+    cannot run.
+
+    Example:
+        >>> cfg = {"limit": (float("inf"),)}
+        >>> put = cfg.__setitem__
+        >>> gap = lambda: 0.0 if len(cfg["limit"]) == 2 else None
+        >>> settle_cut_readings({"limit": ((float("inf"),), (0.0, float("inf")))}, put, lambda: True, gap)
+        >>> cfg["limit"]
+        (0.0, inf)
+    """
+    for name, (cut, whole) in ambiguous.items():
+        put(name, whole)
+        if rebuilds():
+            gap_whole = gap()
+            put(name, cut)
+            gap_cut = gap()
+            if gap_whole is not None and gap_whole <= SAME_LOGITS and (gap_cut is None or gap_cut > SAME_LOGITS):
+                put(name, whole)
+        else:
+            put(name, cut)

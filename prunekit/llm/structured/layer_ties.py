@@ -51,28 +51,3 @@ def tied_lists(model: nn.Module, path: str, differences: list[str], among: list[
             return []
         hit.add(owner)
     return sorted(hit)
-
-
-def layer_parts(model: nn.Module, path: str) -> list[str]:
-    """Paths of the ``nn.ModuleList``s beside the one at ``path`` (same parent module, same
-    length) that hold other classes: the other parts of each layer, when a model keeps a
-    layer's pieces in parallel lists (XLM: ``attentions``, ``layer_norm1``, ``ffns``,
-    ``layer_norm2``, indexed together by its forward). Removing layer ``i`` removes entry
-    ``i`` of every part; the rebuild check decides whether that is the model the config
-    builds.
-
-    Example:
-        >>> from torch import nn
-        >>> m = nn.Module(); m.att = nn.ModuleList([nn.Linear(2, 2)] * 2)
-        >>> m.norm = nn.ModuleList([nn.LayerNorm(2)] * 2); m.other = nn.ModuleList([nn.LayerNorm(2)] * 3)
-        >>> layer_parts(m, "att")
-        ['norm']
-    """
-    parent_path, _, _ = path.rpartition(".")
-    parent = model.get_submodule(parent_path) if parent_path else model
-    blocks = model.get_submodule(path)
-    kinds = [type(b) for b in blocks]
-    prefix = parent_path + "." if parent_path else ""
-    return [prefix + name for name, child in parent.named_children()
-            if isinstance(child, nn.ModuleList) and prefix + name != path and len(child) == len(blocks)
-            and [type(b) for b in child] != kinds]
